@@ -1,0 +1,3 @@
+from automtl_cli.cli.main import main
+
+main()
