@@ -1,3 +1,5 @@
+import sys
+
 from automtl_cli.cli.main import main
 
-main()
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""`automtl compile`."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from automtl_cli.cli.options import emit_json, frontend_options
+from automtl_cli.compiler import compile_backbone, write_compile_outputs
+from automtl_cli.frontend.build import CompileOptions
+
+log = logging.getLogger("automtl_cli.cli")
+
+
+def frontend_config(dialect, input_shapes, feature_blob, lenient) -> CompileOptions:
+    return CompileOptions(dialect=dialect, input_shapes=dict(input_shapes),
+                          feature_blob=feature_blob, lenient=lenient)
+
+
+@click.command("compile")
+@click.argument("backbone", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "run_dir", default=".", show_default=True,
+              type=click.Path(file_okay=False), help="Run directory to write into.")
+@frontend_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def compile_(backbone, run_dir, dialect, input_shapes, feature_blob, lenient, as_json):
+    """Compile a backbone prototxt into RUN/supermodel.pt and RUN/compile.json."""
+    options = frontend_config(dialect, input_shapes, feature_blob, lenient)
+    result = compile_backbone(backbone, options, warn=log.warning)
+    for note in result.front.notes:
+        log.info("note: %s", note)
+    paths = write_compile_outputs(result, run_dir)
+    summary = result.summary()
+    if as_json:
+        emit_json({**summary, **paths})
+        return
+    inputs = ", ".join(f"{k} {v}" for k, v in summary["inputs"].items())
+    click.echo(f"compiled {backbone} ({summary['dialect']} dialect: {summary['dialect_reason']}) "
+               f"in {summary['compile_ms']:.1f} ms")
+    click.echo(f"  input {inputs} -> feature {summary['feature_blob']} "
+               f"{summary['output_shape']}")
+    click.echo(f"  {summary['layers']} layers, {summary['params']:,} parameters, "
+               f"{summary['searchable']} searchable convolutions (depth {summary['max_depth']})")
+    click.echo(f"  wrote {paths['supermodel']}, {paths['compile_json']}")

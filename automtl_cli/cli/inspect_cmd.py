@@ -1,0 +1,63 @@
+"""`automtl inspect`: a readable summary of a prototxt or an artifact, writing nothing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from automtl_cli.cli.compile_cmd import frontend_config
+from automtl_cli.cli.options import emit_json, frontend_options
+from automtl_cli.compiler import compile_backbone, load_supermodel
+from automtl_cli.compiler.stage import layer_table
+
+log = logging.getLogger("automtl_cli.cli")
+
+
+def _shape(s) -> str:
+    if s and isinstance(s[0], list):
+        return " ".join(_shape(x) for x in s)
+    return "x".join(str(d) for d in s)
+
+
+def _print_table(rows: list[dict], total: int) -> None:
+    headers = ("layer", "type", "output", "params", "search")
+    body = [(r["name"], r["type"], _shape(r["output_shape"]), f"{r['params']:,}",
+             f"d{r['depth']}" if r["searchable"] else "") for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:{'>' if i == 3 else '<'}{w}}}" for i, w in enumerate(widths))
+    click.echo(fmt.format(*headers))
+    click.echo("  ".join("-" * w for w in widths))
+    for b in body:
+        click.echo(fmt.format(*b).rstrip())
+    click.echo(f"total learnable parameters: {total:,}")
+
+
+@click.command("inspect")
+@click.argument("path", type=click.Path(dir_okay=False))
+@frontend_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def inspect(path, dialect, input_shapes, feature_blob, lenient, as_json):
+    """Print the per-layer table of a prototxt, or the summary of an artifact."""
+    if Path(path).suffix == ".pt":
+        data = load_supermodel(path)
+        graph = data["graph"]
+        rows = layer_table(graph)
+        if as_json:
+            emit_json({"kind": data["kind"], "file": data["source"]["path"],
+                       "sha256": data["source"]["sha256"], "dialect": data["dialect"],
+                       "params": graph.params, "layers": rows})
+            return
+        click.echo(f"{path}: {data['kind']} (format {data['format_version']}) from "
+                   f"{data['source']['path']} [{data['dialect']}]")
+        _print_table(rows, graph.params)
+        return
+    result = compile_backbone(path, frontend_config(dialect, input_shapes, feature_blob,
+                                                    lenient), warn=log.warning)
+    rows = layer_table(result.graph)
+    if as_json:
+        emit_json({**result.summary(), "layer_table": rows})
+        return
+    click.echo(f"{path} ({result.front.dialect.name} dialect: {result.front.dialect.reason})")
+    _print_table(rows, result.graph.params)

@@ -1,0 +1,49 @@
+"""Option types and bundles shared by several commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from automtl_cli.frontend.dialect import DIALECTS
+
+__all__ = ["InputShape", "emit_json", "frontend_options"]
+
+
+class InputShape(click.ParamType):
+    """`N,C,H,W`, or `NAME=N,C,H,W` for a network with several inputs."""
+
+    name = "N,C,H,W"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, tuple):
+            return value
+        name, _, dims = str(value).rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a list of integers like 1,3,224,224", param, ctx)
+        if not shape or any(d < 1 for d in shape):
+            self.fail(f"{value!r}: every dimension must be a positive integer", param, ctx)
+        return (name or None, shape)
+
+
+def frontend_options(f: Callable) -> Callable:
+    """The options that change how a prototxt is read (compile and inspect share them)."""
+    f = click.option("--lenient", is_flag=True,
+                     help="Warn about unknown fields (once per field) instead of failing.")(f)
+    f = click.option("--feature-blob", metavar="NAME",
+                     help="Cut the network after the last layer writing this blob "
+                          "(default: the last layer's output).")(f)
+    f = click.option("--input-shape", "input_shapes", type=InputShape(), multiple=True,
+                     help="Set or override the input shape (NAME=N,C,H,W for several inputs).")(f)
+    f = click.option("--dialect", type=click.Choice(DIALECTS),
+                     help="Force the prototxt dialect instead of detecting it.")(f)
+    return f
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=None, separators=(",", ":")))

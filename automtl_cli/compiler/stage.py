@@ -1,0 +1,118 @@
+"""`automtl compile`: front end, summary, and the artifacts written to the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from automtl_cli.artifacts import load_artifact, save_artifact, write_json
+from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
+from automtl_cli.frontend.ir import Graph
+
+__all__ = ["SUPERMODEL_FORMAT", "SUPERMODEL_KIND", "CompileResult", "compile_backbone",
+           "load_supermodel", "write_compile_outputs"]
+
+SUPERMODEL_KIND = "supermodel"
+SUPERMODEL_FORMAT = 1
+
+
+@dataclass
+class CompileResult:
+    front: FrontEndResult
+    options: CompileOptions
+    compile_ms: float
+
+    @property
+    def graph(self) -> Graph:
+        return self.front.graph
+
+    def summary(self) -> dict[str, Any]:
+        g = self.graph
+        shapes = g.value_shapes()
+        return {
+            "file": g.file,
+            "name": g.name,
+            "dialect": self.front.dialect.name,
+            "dialect_reason": self.front.dialect.reason,
+            "inputs": {self._blob(v): list(s) for v, s in g.inputs.items()},
+            "feature_blob": self._blob(g.output),
+            "output_shape": list(g.shape_of(g.output)),
+            "params": g.params,
+            "layers": g.source_layers,
+            "nodes": len(g.nodes),
+            "searchable": len(g.searchable),
+            "max_depth": g.max_depth,
+            "compile_ms": round(self.compile_ms, 3),
+            "blobs": {name: list(shapes[v]) for name, v in g.blobs.items()},
+            "notes": list(self.front.notes),
+            "warnings": list(self.front.warnings),
+        }
+
+    def _blob(self, value: str) -> str:
+        for name, v in self.graph.blobs.items():
+            if v == value:
+                return name
+        return value
+
+
+def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = None, *,
+                     warn: Callable[[str], None] | None = None) -> CompileResult:
+    options = options or CompileOptions()
+    front = build_graph(path, options, warn=warn)
+    return CompileResult(front, options, front.elapsed_ms)
+
+
+def write_compile_outputs(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
+    """Write RUN/compile.json and RUN/supermodel.pt (graph and search space; no weights)."""
+    run = Path(run_dir)
+    summary = result.summary()
+    text = result.front.text
+    payload = {
+        "graph": result.graph.to_dict(),
+        "source": {"path": os.path.abspath(result.graph.file), "text": text,
+                   "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+        "dialect": result.front.dialect.name,
+        "options": {
+            "dialect": result.options.dialect,
+            "input_shapes": {str(k) if k is not None else "": list(v)
+                             for k, v in result.options.input_shapes.items()},
+            "feature_blob": result.options.feature_blob,
+            "lenient": result.options.lenient,
+        },
+        "input_shape": summary["inputs"],
+        "feature_blob": summary["feature_blob"],
+    }
+    supermodel = save_artifact(run / "supermodel.pt", SUPERMODEL_KIND, SUPERMODEL_FORMAT, payload)
+    report = write_json(run / "compile.json", {
+        **summary,
+        "sha256": payload["source"]["sha256"],
+        "layer_table": layer_table(result.graph),
+    })
+    return {"supermodel": str(supermodel), "compile_json": str(report)}
+
+
+def load_supermodel(path: str | os.PathLike) -> dict[str, Any]:
+    data = load_artifact(path, SUPERMODEL_KIND, SUPERMODEL_FORMAT)
+    data["graph"] = Graph.from_dict(data["graph"])
+    return data
+
+
+def layer_table(graph: Graph) -> list[dict[str, Any]]:
+    rows = [{"name": graph_input_name(graph, v), "type": "Input", "output_shape": list(s),
+             "params": 0, "searchable": False, "line": None} for v, s in graph.inputs.items()]
+    for n in graph.nodes:
+        rows.append({
+            "name": n.name if not n.folded else f"{n.name}+{'+'.join(n.folded)}",
+            "type": n.type, "output_shape": [list(s) for s in n.shapes] if len(n.shapes) > 1
+            else list(n.shapes[0]), "params": n.params, "searchable": n.searchable,
+            "depth": n.depth, "line": n.line,
+        })
+    return rows
+
+
+def graph_input_name(graph: Graph, value: str) -> str:
+    return value.split("@")[0]
