@@ -9,8 +9,8 @@ from __future__ import annotations
 __all__ = [
     "AutomtlError",
     "BadInput",
-    "MissingInput",
     "Interrupted",
+    "MissingInput",
     "SourceError",
 ]
 
@@ -75,5 +75,6 @@ class SourceError(BadInput):
         elif self.line:
             where = f"line {self.line}: "
         if self.layer is not None:
-            where += f'layer "{self.layer}"' + (f" ({self.layer_type})" if self.layer_type else "") + ": "
+            kind = f" ({self.layer_type})" if self.layer_type else ""
+            where += f'layer "{self.layer}"{kind}: '
         return where + self.message

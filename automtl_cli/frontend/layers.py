@@ -295,12 +295,14 @@ class Convolution(LayerKind):
             if size + 2 * p < d * (k - 1) + 1:
                 raise ShapeError(f"the {d * (k - 1) + 1}-wide window is larger than the padded "
                                  f"input {axis} {size}+2*{p}")
-        return [(n, a["num_output"], _window_out(h, kh, ph, sh, dh), _window_out(w, kw, pw, sw, dw))]
+        return [(n, a["num_output"], _window_out(h, kh, ph, sh, dh),
+                 _window_out(w, kw, pw, sw, dw))]
 
     def count_params(self, a, shapes):
         cin = shapes[0][1]
         kh, kw = a["kernel"]
-        return a["num_output"] * (cin // a["group"]) * kh * kw + (a["num_output"] if a["bias"] else 0)
+        bias = a["num_output"] if a["bias"] else 0
+        return a["num_output"] * (cin // a["group"]) * kh * kw + bias
 
     def build(self, a, shapes):
         return nn.Conv2d(shapes[0][1], a["num_output"], tuple(a["kernel"]), tuple(a["stride"]),
@@ -327,7 +329,8 @@ class Deconvolution(Convolution):
     def count_params(self, a, shapes):
         kh, kw = a["kernel"]
         cin = shapes[0][1]
-        return cin * (a["num_output"] // a["group"]) * kh * kw + (a["num_output"] if a["bias"] else 0)
+        bias = a["num_output"] if a["bias"] else 0
+        return cin * (a["num_output"] // a["group"]) * kh * kw + bias
 
     def build(self, a, shapes):
         return nn.ConvTranspose2d(shapes[0][1], a["num_output"], tuple(a["kernel"]),
