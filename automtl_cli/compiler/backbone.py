@@ -1,0 +1,47 @@
+"""The plain backbone as a torch module: the IR emitted as an fx graph, straight-line `forward`.
+
+This is the single-task network the prototxt describes, with no search space. It is the baseline
+the supermodel must reproduce exactly (one task, all-shared policy) and the check that the front
+end's shape rules agree with what torch computes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from automtl_cli.frontend.ir import Graph
+from automtl_cli.frontend.layers import LAYER_KINDS
+
+__all__ = ["build_backbone", "module_name"]
+
+
+def module_name(layer_name: str) -> str:
+    """A submodule name for a layer: prototxt names may hold '/', '.', '-' and the like."""
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in layer_name)
+    return safe if safe and not safe[0].isdigit() else f"l_{safe}"
+
+
+def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
+    """One module per layer, wired by a generated `forward(*inputs) -> feature`."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    shapes = graph.value_shapes()
+    root = nn.Module()
+    fx_graph = fx.Graph()
+    env: dict[str, fx.Node] = {}
+    for value in graph.inputs:
+        env[value] = fx_graph.placeholder(module_name(value))
+    used: set[str] = set()
+    for node in graph.nodes:
+        kind = LAYER_KINDS[node.type]
+        module = kind.build(node.attrs, [shapes[v] for v in node.inputs])
+        name = module_name(node.name)
+        while name in used:
+            name += "_"
+        used.add(name)
+        root.add_module(name, module)
+        out = fx_graph.call_module(name, tuple(env[v] for v in node.inputs))
+        env[node.outputs[0]] = out
+    fx_graph.output(env[graph.output])
+    return fx.GraphModule(root, fx_graph, class_name=f"Backbone_{module_name(graph.name)}")

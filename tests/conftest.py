@@ -1,0 +1,52 @@
+"""Shared fixtures: the real-prototxt corpus in ../shared/prototxt, and the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "prototxt"
+
+
+def corpus_required() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or \
+        os.environ.get("AUTOMTL_REQUIRE_CORPUS") == "1"
+
+
+def corpus_dir() -> Path:
+    """The corpus, or a skip (a failure in CI, where it must be present)."""
+    if not CORPUS.is_dir():
+        message = f"real-prototxt corpus not found at {CORPUS} (it lives in ../shared/prototxt)"
+        if corpus_required():
+            pytest.fail(message + "; CI requires it")
+        pytest.skip(message)
+    return CORPUS
+
+
+def corpus_files() -> list[str]:
+    """Corpus file names relative to the corpus, for parametrisation (empty if absent)."""
+    if not CORPUS.is_dir():
+        return ["<corpus missing>"]
+    return sorted(str(p.relative_to(CORPUS)) for p in CORPUS.glob("*/*.prototxt"))
+
+
+@pytest.fixture
+def corpus() -> Path:
+    return corpus_dir()
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `automtl ARGS...` in-process; returns (exit code, stdout, stderr)."""
+    from automtl_cli.cli.main import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
