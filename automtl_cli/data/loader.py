@@ -1,0 +1,127 @@
+"""Datasets and batch loaders for a split, with batches that do not depend on the worker count.
+
+`build_dataset(data, tasks, split)` picks the dataset for `data.source`; `build_loader(...)`
+wraps it in a `BatchLoader`, whose batch order is a pure function of (seed, epoch) and whose
+augmentation is a pure function of (seed, epoch, index): any `num_workers` gives the same
+batches. Workers are torch DataLoader processes with one thread each. The loader's own
+`torch.Generator` keeps DataLoader from drawing on the global torch RNG, so iterating data never
+changes a model's random stream. An error in a worker reaches the caller as the same one-line
+`BadInput` it would be in the main process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from automtl_cli.data.base import LoadFailure, MultiTaskDataset, collate
+from automtl_cli.data.real import TRAIN_SPLITS, build_real_dataset
+from automtl_cli.data.scenes import SyntheticDataset
+from automtl_cli.errors import BadInput
+from automtl_cli.experiment import SPLITS, DataConfig, DataSource
+
+__all__ = ["BatchLoader", "build_dataset", "build_loader"]
+
+
+def build_dataset(data: DataConfig, tasks: Sequence[str], split: str, *,
+                  cache_dir: str | os.PathLike | None = None, num_workers: int = 0,
+                  count: int | None = None) -> MultiTaskDataset:
+    """The dataset of `split` with the labels of `tasks`.
+
+    For synthetic data, `count` overrides the split's size in the spec, scenes are generated
+    into the cache (`cache_dir`, default `$AUTOMTL_CACHE` or ~/.cache/automtl) by
+    `num_workers` processes; real datasets read their files lazily, per item.
+    """
+    if split not in SPLITS:
+        raise BadInput(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    if data.source is DataSource.SYNTHETIC:
+        return SyntheticDataset(data.synthetic, tasks, split, seed=data.seed, count=count,
+                                cache_dir=cache_dir, num_workers=num_workers)
+    return build_real_dataset(data, tasks, split)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class BatchLoader:
+    """Batches of one split: `epoch(e)` for one pass, `forever()` for endless training."""
+
+    def __init__(self, dataset: MultiTaskDataset, *, batch_size: int, seed: int = 0,
+                 shuffle: bool = False, drop_last: bool = False, num_workers: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise BadInput(f"batch size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.num_workers = num_workers
+        self.rank = rank
+        self.world_size = world_size
+        self._next_epoch = 0
+        if len(self) == 0:
+            raise BadInput(f"the {dataset.split} split has {len(dataset)} samples, fewer than "
+                           f"one batch of {batch_size}")
+
+    def batches(self, epoch: int) -> list[list[tuple[int, int, int]]]:
+        """The items (index, seed, epoch) of every batch this rank sees in `epoch`."""
+        n = len(self.dataset)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
+            else np.arange(n)
+        stop = n - n % self.batch_size if self.drop_last else n
+        batches = [[(int(i), self.seed, epoch) for i in order[s:s + self.batch_size]]
+                   for s in range(0, stop, self.batch_size)]
+        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 \
+            else len(batches)
+        return batches[self.rank:usable:self.world_size]
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return full // self.world_size
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        loader = DataLoader(self.dataset, batch_sampler=self.batches(epoch),
+                            num_workers=self.num_workers, collate_fn=collate,
+                            worker_init_fn=_worker_init if self.num_workers else None,
+                            generator=torch.Generator().manual_seed(self.seed))
+        for batch in loader:
+            if isinstance(batch, LoadFailure):
+                batch.raise_()
+            yield batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        epoch = self._next_epoch
+        self._next_epoch += 1
+        return self.epoch(epoch)
+
+    def forever(self, start_epoch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        epoch = start_epoch
+        while True:
+            yield from self.epoch(epoch)
+            epoch += 1
+
+
+def build_loader(data: DataConfig, tasks: Sequence[str], split: str, *, seed: int = 0,
+                 batch_size: int | None = None, num_workers: int = 0,
+                 shuffle: bool | None = None, drop_last: bool | None = None,
+                 cache_dir: str | os.PathLike | None = None, count: int | None = None,
+                 rank: int = 0, world_size: int = 1) -> BatchLoader:
+    """A loader for `split`: training splits shuffle and drop the last partial batch and use
+    `data.batch_size`; `val` and `test` keep order and use `data.val_batch_size`."""
+    train = split in TRAIN_SPLITS
+    dataset = build_dataset(data, tasks, split, cache_dir=cache_dir, num_workers=num_workers,
+                            count=count)
+    size = batch_size or (data.batch_size if train else data.val_batch_size)
+    return BatchLoader(dataset, batch_size=size, seed=seed,
+                       shuffle=train if shuffle is None else shuffle,
+                       drop_last=train if drop_last is None else drop_last,
+                       num_workers=num_workers, rank=rank, world_size=world_size)
