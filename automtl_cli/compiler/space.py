@@ -1,0 +1,152 @@
+"""The search space a supermodel offers, and its size, computed from the IR alone.
+
+Compile reports the parameter breakdown without materialising a single weight (so compiling
+Deeplab-ResNet34 with five tasks stays in milliseconds); `tests/test_supermodel.py` checks the
+figures against the built module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from automtl_cli.frontend.ir import Graph, Node
+
+__all__ = ["BN_MODES", "SKIP_MODES", "SearchSpace", "skip_plan", "space_summary"]
+
+BN_MODES = ("task", "follow", "shared")
+SKIP_MODES = ("reference", "cheap")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which tasks share the backbone, and how BatchNorm and the skip branch behave.
+
+    bn: `task` — the reference's: a shared BN (used only in warm-up) plus one BN per task;
+        `follow` — a BN right after a searchable convolution follows that convolution's branch
+        (shared BN for the shared branch, the task's BN otherwise), every other BN is shared, so a
+        shared prefix computes once in the derived model; `shared` — one BN for all tasks.
+    skip: `reference` — identity when input and output shapes match, else a 1×1 convolution with
+        the same stride followed by BN (per task); `cheap` — parameter-free: the same sampling, with
+        channels zero-padded or truncated instead of a dense 1×1 convolution.
+    """
+
+    tasks: tuple[str, ...]
+    bn: str = "task"
+    skip: str = "reference"
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks: at least one task is needed")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks: duplicate names in {', '.join(self.tasks)}")
+        for t in self.tasks:
+            if not t.isidentifier():
+                raise ValueError(f"tasks: {t!r} is not a valid task name (letters, digits, _)")
+        if self.bn not in BN_MODES:
+            raise ValueError(f"bn: {self.bn!r} is not one of {', '.join(BN_MODES)}")
+        if self.skip not in SKIP_MODES:
+            raise ValueError(f"skip: {self.skip!r} is not one of {', '.join(SKIP_MODES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tasks": list(self.tasks), "bn": self.bn, "skip": self.skip}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
+        return cls(tuple(d["tasks"]), d["bn"], d["skip"])
+
+
+@dataclass(frozen=True)
+class SkipPlan:
+    """How a skip branch reproduces its convolution's output shape."""
+
+    kind: str  # "identity", "conv" (1×1 conv + BN), "free" (channel pad/truncate)
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int] | None  # F.pad order (left, right, top, bottom); may crop
+    in_channels: int
+    out_channels: int
+
+    @property
+    def params(self) -> int:
+        """Per task: the 1×1 convolution's weights and its BN's γ/β."""
+        return self.in_channels * self.out_channels + 2 * self.out_channels \
+            if self.kind == "conv" else 0
+
+
+def _axis_pads(size: int, out: int, kernel: int, pad: int, stride: int, dilation: int
+               ) -> tuple[int, int]:
+    """Pads (negative: crops) so that sampling every `stride`-th pixel hits the window centres."""
+    left = pad - dilation * (kernel - 1) // 2
+    if left == 0 and (size - 1) // stride + 1 == out:
+        return 0, 0
+    right = (out - 1) * stride + 1 - size - left
+    return left, right
+
+
+def skip_plan(node: Node, in_shape: tuple[int, ...], mode: str) -> SkipPlan:
+    a = node.attrs
+    cin, cout = in_shape[1], node.shapes[0][1]
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = a["kernel"], a["pad"], a["stride"], a["dilation"]
+    top, bottom = _axis_pads(in_shape[2], node.shapes[0][2], kh, ph, sh, dh)
+    left, right = _axis_pads(in_shape[3], node.shapes[0][3], kw, pw, sw, dw)
+    pads = (left, right, top, bottom) if any((left, right, top, bottom)) else None
+    if cin == cout and (sh, sw) == (1, 1):
+        kind = "identity"
+    else:
+        kind = "conv" if mode == "reference" else "free"
+    return SkipPlan(kind, (sh, sw), pads, cin, cout)
+
+
+def follows_searchable(graph: Graph) -> dict[str, str]:
+    """BatchNorm node → the searchable convolution it directly and solely follows."""
+    producers = {v: n for n in graph.nodes for v in n.outputs}
+    consumers: dict[str, int] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            consumers[v] = consumers.get(v, 0) + 1
+    out = {}
+    for n in graph.nodes:
+        if n.type == "BatchNorm":
+            src = producers.get(n.inputs[0])
+            if src is not None and src.searchable and consumers[n.inputs[0]] == 1 and \
+                    src.outputs[0] != graph.output:
+                out[n.name] = src.name
+    return out
+
+
+def bn_has_task_copies(space: SearchSpace, follows: object | None) -> bool:
+    """Whether a BatchNorm gets per-task copies; `follows` is the search node it follows."""
+    if space.bn == "task":
+        return True
+    if space.bn == "follow":
+        return follows is not None
+    return False
+
+
+def space_summary(graph: Graph, space: SearchSpace) -> dict[str, Any]:
+    """Parameter breakdown of the supermodel and the search nodes, as compile reports them."""
+    t = len(space.tasks)
+    shapes = graph.value_shapes()
+    follows = follows_searchable(graph)
+    counts = dict.fromkeys(("shared_conv", "task_conv", "skip", "shared_bn", "task_bn",
+                            "policy", "other"), 0)
+    nodes = []
+    for n in graph.nodes:
+        if n.searchable:
+            plan = skip_plan(n, shapes[n.inputs[0]], space.skip)
+            counts["shared_conv"] += n.params
+            counts["task_conv"] += t * n.params
+            counts["skip"] += t * plan.params
+            counts["policy"] += 3 * t
+            nodes.append({"name": n.name, "depth": n.depth, "shared": n.params,
+                          "specific": n.params, "skip": plan.params, "skip_kind": plan.kind,
+                          "output_shape": list(n.shapes[0])})
+        elif n.type == "BatchNorm":
+            counts["shared_bn"] += n.params
+            if bn_has_task_copies(space, follows.get(n.name)):
+                counts["task_bn"] += t * n.params
+        else:
+            counts["other"] += n.params
+    counts["total"] = sum(counts.values())
+    return {**space.to_dict(), "params": counts, "search_nodes": nodes,
+            "max_depth": graph.max_depth}
