@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One thread: the suite's models are small, and a second busy process on a 2-core machine makes
+# multi-threaded kernels spin-wait (50× slower); AUTOMTL_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("AUTOMTL_TEST_THREADS", "1")))
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "prototxt"
@@ -50,3 +55,16 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="torch device for the model tests (cpu, cuda); default cpu")
+
+
+@pytest.fixture
+def device(request):
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("--device cuda given but no CUDA device is available")
+    return torch.device(name)

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from automtl_cli.cli.options import emit_json, frontend_options
+from automtl_cli.cli.options import emit_json, frontend_options, search_space_options
 from automtl_cli.compiler import compile_backbone, write_compile_outputs
 from automtl_cli.frontend.build import CompileOptions
 
@@ -23,17 +23,25 @@ def frontend_config(dialect, input_shapes, feature_blob, lenient) -> CompileOpti
 @click.option("-o", "--output", "run_dir", default=".", show_default=True,
               type=click.Path(file_okay=False), help="Run directory to write into.")
 @frontend_options
+@search_space_options
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed the weights are materialised from when a later stage first needs them.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def compile_(backbone, run_dir, dialect, input_shapes, feature_blob, lenient, as_json):
-    """Compile a backbone prototxt into RUN/supermodel.pt and RUN/compile.json."""
+def compile_(backbone, run_dir, dialect, input_shapes, feature_blob, lenient, tasks, bn, skip,
+             seed, as_json):
+    """Compile a backbone prototxt into RUN/supermodel.pt and RUN/compile.json.
+
+    With --tasks, the JSON summary also carries the supermodel's parameter breakdown.
+    """
     options = frontend_config(dialect, input_shapes, feature_blob, lenient)
-    result = compile_backbone(backbone, options, warn=log.warning)
+    result = compile_backbone(backbone, options, tasks=tasks or (), bn=bn, skip=skip, seed=seed,
+                              warn=log.warning)
     for note in result.front.notes:
         log.info("note: %s", note)
     paths = write_compile_outputs(result, run_dir)
     summary = result.summary()
     if as_json:
-        emit_json({**summary, **paths})
+        emit_json({**summary, "files": paths})
         return
     inputs = ", ".join(f"{k} {v}" for k, v in summary["inputs"].items())
     click.echo(f"compiled {backbone} ({summary['dialect']} dialect: {summary['dialect_reason']}) "
@@ -42,4 +50,10 @@ def compile_(backbone, run_dir, dialect, input_shapes, feature_blob, lenient, as
                f"{summary['output_shape']}")
     click.echo(f"  {summary['layers']} layers, {summary['params']:,} parameters, "
                f"{summary['searchable']} searchable convolutions (depth {summary['max_depth']})")
+    if result.space_info is not None:
+        p = result.space_info["params"]
+        click.echo(f"  supermodel for {', '.join(result.space.tasks)} (--bn {bn}, --skip {skip}): "
+                   f"{p['total']:,} parameters (shared conv {p['shared_conv']:,}, task conv "
+                   f"{p['task_conv']:,}, skip {p['skip']:,}, BN {p['shared_bn'] + p['task_bn']:,}"
+                   f", policy {p['policy']:,})")
     click.echo(f"  wrote {paths['supermodel']}, {paths['compile_json']}")

@@ -10,6 +10,7 @@ import click
 from automtl_cli.cli.compile_cmd import frontend_config
 from automtl_cli.cli.options import emit_json, frontend_options
 from automtl_cli.compiler import compile_backbone, load_supermodel
+from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.compiler.stage import layer_table
 
 log = logging.getLogger("automtl_cli.cli")
@@ -34,6 +35,24 @@ def _print_table(rows: list[dict], total: int) -> None:
     click.echo(f"total learnable parameters: {total:,}")
 
 
+def _print_search_nodes(space: dict) -> None:
+    tasks = space["tasks"]
+    click.echo(f"search nodes for {len(tasks)} tasks ({', '.join(tasks)}), --bn {space['bn']}, "
+               f"--skip {space['skip']}; branches per task: shared | specific | skip")
+    headers = ("node", "depth", "output", "shared", "specific", "skip")
+    body = [(n["name"], str(n["depth"]), _shape(n["output_shape"]), f"{n['shared']:,}",
+             f"{n['specific']:,}", f"{n['skip_kind']} {n['skip']:,}")
+            for n in space["search_nodes"]]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:{'<' if i in (0, 2, 5) else '>'}{w}}}" for i, w in enumerate(widths))
+    click.echo(fmt.format(*headers))
+    click.echo("  ".join("-" * w for w in widths))
+    for b in body:
+        click.echo(fmt.format(*b).rstrip())
+    p = space["params"]
+    click.echo("parameters: " + ", ".join(f"{k} {v:,}" for k, v in p.items()))
+
+
 @click.command("inspect")
 @click.argument("path", type=click.Path(dir_okay=False))
 @frontend_options
@@ -44,14 +63,22 @@ def inspect(path, dialect, input_shapes, feature_blob, lenient, as_json):
         data = load_supermodel(path)
         graph = data["graph"]
         rows = layer_table(graph)
+        space = None
+        if data.get("tasks"):
+            space = space_summary(graph, SearchSpace(tuple(data["tasks"]), data["bn"],
+                                                     data["skip"]))
         if as_json:
             emit_json({"kind": data["kind"], "file": data["source"]["path"],
                        "sha256": data["source"]["sha256"], "dialect": data["dialect"],
-                       "params": graph.params, "layers": rows})
+                       "params": graph.params, "layers": rows, "supermodel": space})
             return
         click.echo(f"{path}: {data['kind']} (format {data['format_version']}) from "
-                   f"{data['source']['path']} [{data['dialect']}]")
-        _print_table(rows, graph.params)
+                   f"{data['source']['path']} [{data['dialect']}], seed {data['seed']}")
+        if space is None:
+            _print_table(rows, graph.params)
+            click.echo("no tasks yet: `automtl search --tasks ...` (or compile --tasks) sets them")
+            return
+        _print_search_nodes(space)
         return
     result = compile_backbone(path, frontend_config(dialect, input_shapes, feature_blob,
                                                     lenient), warn=log.warning)

@@ -8,9 +8,10 @@ from typing import Any
 
 import click
 
+from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.frontend.dialect import DIALECTS
 
-__all__ = ["InputShape", "emit_json", "frontend_options"]
+__all__ = ["InputShape", "TaskList", "emit_json", "frontend_options", "search_space_options"]
 
 
 class InputShape(click.ParamType):
@@ -42,6 +43,33 @@ def frontend_options(f: Callable) -> Callable:
                      help="Set or override the input shape (NAME=N,C,H,W for several inputs).")(f)
     f = click.option("--dialect", type=click.Choice(DIALECTS),
                      help="Force the prototxt dialect instead of detecting it.")(f)
+    return f
+
+
+class TaskList(click.ParamType):
+    """`seg,depth,normal`."""
+
+    name = "TASKS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, tuple):
+            return value
+        tasks = tuple(t.strip() for t in str(value).split(",") if t.strip())
+        if not tasks:
+            self.fail("give at least one task, e.g. seg,depth,normal", param, ctx)
+        return tasks
+
+
+def search_space_options(f: Callable) -> Callable:
+    f = click.option("--skip", type=click.Choice(SKIP_MODES), default="reference",
+                     show_default=True,
+                     help="Skip branch: the reference's (1x1 conv + BN where shapes change) or "
+                          "cheap (parameter-free).")(f)
+    f = click.option("--bn", type=click.Choice(BN_MODES), default="task", show_default=True,
+                     help="BatchNorm: per task (reference), follow the conv's branch, or "
+                          "shared.")(f)
+    f = click.option("--tasks", type=TaskList(), default=None,
+                     help="Comma-separated task names (may also be given to `search`).")(f)
     return f
 
 

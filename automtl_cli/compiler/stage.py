@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from automtl_cli.artifacts import load_artifact, save_artifact, write_json
+from automtl_cli.compiler.space import SearchSpace, space_summary
+from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
 from automtl_cli.frontend.ir import Graph
 
@@ -25,6 +28,11 @@ class CompileResult:
     front: FrontEndResult
     options: CompileOptions
     compile_ms: float
+    space: SearchSpace | None = None  # None when no tasks were given yet
+    bn: str = "task"
+    skip: str = "reference"
+    seed: int = 0
+    space_info: dict[str, Any] | None = None
 
     @property
     def graph(self) -> Graph:
@@ -48,6 +56,10 @@ class CompileResult:
             "max_depth": g.max_depth,
             "compile_ms": round(self.compile_ms, 3),
             "blobs": {name: list(shapes[v]) for name, v in g.blobs.items()},
+            "seed": self.seed,
+            "bn": self.bn,
+            "skip": self.skip,
+            **({"supermodel": self.space_info} if self.space_info is not None else {}),
             "notes": list(self.front.notes),
             "warnings": list(self.front.warnings),
         }
@@ -60,10 +72,24 @@ class CompileResult:
 
 
 def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = None, *,
-                     warn: Callable[[str], None] | None = None) -> CompileResult:
+                     tasks: tuple[str, ...] = (), bn: str = "task", skip: str = "reference",
+                     seed: int = 0, warn: Callable[[str], None] | None = None) -> CompileResult:
+    """Front end plus, when tasks are given, the search space's size (no weights are built)."""
     options = options or CompileOptions()
     front = build_graph(path, options, warn=warn)
-    return CompileResult(front, options, front.elapsed_ms)
+    t0 = time.perf_counter()
+    space = info = None
+    if tasks:
+        try:
+            space = SearchSpace(tuple(tasks), bn, skip)
+        except ValueError as e:
+            raise BadInput(str(e)) from e
+        if len(front.graph.inputs) != 1:
+            raise BadInput(f"{front.graph.file}: a multi-task supermodel needs exactly one "
+                           f"input, the network has {len(front.graph.inputs)}")
+        info = space_summary(front.graph, space)
+    elapsed = front.elapsed_ms + (time.perf_counter() - t0) * 1e3
+    return CompileResult(front, options, elapsed, space, bn, skip, seed, info)
 
 
 def write_compile_outputs(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
@@ -85,6 +111,10 @@ def write_compile_outputs(result: CompileResult, run_dir: str | os.PathLike) -> 
         },
         "input_shape": summary["inputs"],
         "feature_blob": summary["feature_blob"],
+        "seed": result.seed,
+        "bn": result.bn,
+        "skip": result.skip,
+        "tasks": list(result.space.tasks) if result.space else [],
     }
     supermodel = save_artifact(run / "supermodel.pt", SUPERMODEL_KIND, SUPERMODEL_FORMAT, payload)
     report = write_json(run / "compile.json", {

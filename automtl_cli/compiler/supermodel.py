@@ -56,11 +56,10 @@ class TaskStacked(nn.Module):
     a user reads in a checkpoint. `_stacked` maps an attribute to its key template.
     """
 
-    _stacked: dict[str, str] = {}
-
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
         self.tasks = tuple(tasks)
+        self._stacked: dict[str, str] = {}
         self.register_state_dict_post_hook(_split_stacked)
         self.register_load_state_dict_pre_hook(_join_stacked)
 
@@ -280,10 +279,8 @@ class SearchBatchNorm(TaskStacked):
         """Running statistics: the task's own, and the shared BN's wherever it is used."""
         c = self.shared.num_features
         with torch.no_grad():
-            n = x.numel() // x.shape[1]
             xs = x.transpose(0, 1).reshape(x.shape[1], -1)
-            var, mean = torch.var_mean(xs, dim=1)
-            var = var * n / max(n - 1, 1)
+            var, mean = torch.var_mean(xs, dim=1, correction=1)  # unbiased, as BatchNorm keeps
             mean, var = mean.view(-1, c), var.view(-1, c)
             m = self.momentum
             if self.has_task and not (isinstance(a, float) and a == 1.0):
@@ -291,10 +288,15 @@ class SearchBatchNorm(TaskStacked):
                 self.task_mean[rows].lerp_(mean, m)
                 self.task_var[rows].lerp_(var, m)
             if not (isinstance(a, float) and a == 0.0):
-                self.shared.running_mean.lerp_(mean.mean(0), m)
-                self.shared.running_var.lerp_(var.mean(0), m)
+                # As if the tasks' batches had passed one after the other, as in the reference.
+                k = mean.shape[0]
+                decay = (1 - m) ** torch.arange(k - 1, -1, -1, device=x.device, dtype=x.dtype)
+                w = (m * decay).unsqueeze(1)
+                keep = (1 - m) ** k
+                self.shared.running_mean.mul_(keep).add_((w * mean).sum(0))
+                self.shared.running_var.mul_(keep).add_((w * var).sum(0))
 
-    def _apply(self, x: torch.Tensor, a, t: int, task: int | None) -> torch.Tensor:
+    def _normalise(self, x: torch.Tensor, a, t: int, task: int | None) -> torch.Tensor:
         if self.training:
             weight, bias = self._affine(a, t, task)
             y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
@@ -320,11 +322,11 @@ class SearchBatchNorm(TaskStacked):
         return y.view(x.shape)
 
     def forward(self, x: torch.Tensor, pi: torch.Tensor, stage: int) -> torch.Tensor:
-        return self._apply(x, self.blend(pi, stage), len(self.tasks), None)
+        return self._normalise(x, self.blend(pi, stage), len(self.tasks), None)
 
     def forward_task(self, x: torch.Tensor, t: int, pi: torch.Tensor, stage: int
                      ) -> torch.Tensor:
-        return self._apply(x, self.blend(pi, stage), 1, t)
+        return self._normalise(x, self.blend(pi, stage), 1, t)
 
 
 class Folded(nn.Module):
@@ -527,7 +529,7 @@ def build_supermodel(graph: Graph, space: SearchSpace, *, seed: int = 0,
 def extract_backbone_state(model: Supermodel, task: int) -> dict[str, Any]:
     """Weights of the plain backbone as task `task` sees it under the all-shared policy."""
     state = {}
-    for node, name in model.node_modules:
+    for _node, name in model.node_modules:
         module = model.graph_module.get_submodule(name)
         if isinstance(module, SearchConv):
             for k, v in module.shared.state_dict().items():

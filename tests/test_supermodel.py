@@ -1,0 +1,287 @@
+"""The supermodel: equivalences (a)–(d) of the MTS-compiler issue, and its parameter accounting."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from automtl_cli.compiler.backbone import build_backbone
+from automtl_cli.compiler.space import SearchSpace, space_summary
+from automtl_cli.compiler.supermodel import (
+    SearchBatchNorm,
+    SearchConv,
+    build_supermodel,
+    extract_backbone_state,
+    gumbel_noise,
+)
+from automtl_cli.frontend.build import CompileOptions, build_graph
+from conftest import ROOT, corpus_dir
+
+SMALL_SPECS = ["resnet18_w8", "resnet34_w8", "mobilenetv2"]
+TASKS3 = ("seg", "depth", "normal")
+
+
+def _graph(path, shape):
+    return build_graph(path, CompileOptions(input_shapes={None: shape})).graph
+
+
+def spec_graph(name, shape=(2, 3, 32, 32)):
+    return _graph(ROOT / "specs" / f"{name}.prototxt", shape)
+
+
+def reference_graph(name, shape=(2, 3, 32, 32)):
+    return _graph(corpus_dir() / "automtl" / f"{name}.prototxt", shape)
+
+
+def _dtype(device):
+    # Float64 on CPU, so that a 1e-4 tolerance separates a bug from rounding through twenty
+    # BatchNorms; float32 without TF32 on a GPU.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor, floor: float = 1e-6) -> float:
+    """Relative difference; gradients that are zero in exact arithmetic carry rounding noise."""
+    return ((a - b).norm() / (b.norm() + floor)).item()
+
+
+# --------------------------------------------------------------------------- (a)
+
+@pytest.mark.parametrize("bn", ["task", "follow", "shared"])
+@pytest.mark.parametrize("spec", SMALL_SPECS)
+def test_one_task_all_shared_equals_plain_backbone(spec, bn, device):
+    g = spec_graph(spec)
+    model = build_supermodel(g, SearchSpace(("seg",), bn), seed=3).to(device)
+    backbone = build_backbone(g).to(device)
+    backbone.load_state_dict(extract_backbone_state(model, 0))
+    x = torch.randn(2, 3, 32, 32, device=device)
+    for train in (True, False):
+        model.train(train)
+        backbone.train(train)
+        with torch.no_grad():
+            ours = model(x, "hard", policy=torch.zeros(len(g.searchable), 1, dtype=torch.long))
+            plain = backbone(x)
+        assert ours.shape[1] == 1
+        torch.testing.assert_close(ours[:, 0], plain, rtol=1e-5, atol=1e-5)
+
+
+def test_one_task_equals_backbone_on_reference_file(device):
+    g = reference_graph("deeplab_resnet34_adashare", (1, 3, 48, 48))
+    model = build_supermodel(g, SearchSpace(("seg",)), seed=1).to(device).eval()
+    backbone = build_backbone(g).to(device).eval()
+    backbone.load_state_dict(extract_backbone_state(model, 0))
+    x = torch.randn(1, 3, 48, 48, device=device)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, "hard")[:, 0], backbone(x), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- (b)
+
+def _compare_fused_and_reference(g, space, device, stages=("warmup", "soft", "hard"), n=2,
+                                 hw=32):
+    dtype = _dtype(device)
+    base = build_supermodel(g, space, seed=0).to(device=device, dtype=dtype)
+    t, s = len(space.tasks), len(g.searchable)
+    with torch.no_grad():  # break the symmetry of fresh logits and BN affines
+        for m in base.modules():
+            if isinstance(m, SearchConv):
+                m.policy.normal_()
+                m.task_weight.add_(0.05 * torch.randn_like(m.task_weight))
+            if isinstance(m, SearchBatchNorm) and m.has_task and m.task_weight is not None:
+                m.task_weight.uniform_(0.5, 1.5)
+                m.task_bias.normal_()
+    x = torch.randn(t, n, 3, hw, hw, device=device, dtype=dtype)
+    for stage in stages:
+        kw = {}
+        if stage == "soft":
+            kw = {"noise": gumbel_noise((s, t, 3), seed=5, step=1).to(device, dtype), "tau": 2.0}
+        if stage == "hard":
+            kw = {"policy": torch.randint(0, 3, (s, t), generator=torch.Generator().manual_seed(7))}
+        fused, ref = copy.deepcopy(base), copy.deepcopy(base)
+        y_fused = fused(x, stage, **kw)
+        y_ref = ref.forward_reference(x, stage, **kw)
+        weights = [torch.randn_like(y) for y in y_ref]
+        for i in range(t):
+            assert _rel(y_fused[:, i], y_ref[i]) < 1e-4, (stage, i)
+        sum((y_fused[:, i] * w).sum() for i, w in enumerate(weights)).backward()
+        sum((y * w).sum() for y, w in zip(y_ref, weights)).backward()
+        ref_params = dict(ref.named_parameters())
+        grads = [q.grad for q in ref_params.values() if q.grad is not None]
+        # Gradients that vanish in exact arithmetic (a bias before BatchNorm) keep rounding
+        # noise; judge those against the size of the gradient as a whole.
+        floor = 1e-3 * torch.cat([g.flatten() for g in grads]).norm().item()
+        compared = 0
+        for name, p in fused.named_parameters():
+            q = ref_params[name]
+            if q.grad is None:
+                assert p.grad is None or p.grad.abs().max() == 0, (stage, name)
+                continue
+            assert p.grad is not None, (stage, name)
+            rel = _rel(p.grad, q.grad, floor)
+            assert rel < 1e-4, (stage, name, rel)
+            compared += 1
+        assert compared > 0
+        # running statistics follow the same per-task batches
+        for (name, b), (_, c) in zip(fused.named_buffers(), ref.named_buffers()):
+            if b.is_floating_point():
+                assert _rel(b, c) < 1e-4, (stage, name)
+
+
+@pytest.mark.parametrize("spec, bn, skip", [
+    ("resnet18_w8", "task", "reference"), ("resnet18_w8", "follow", "reference"),
+    ("resnet18_w8", "shared", "cheap"), ("resnet18_w8", "task", "cheap"),
+    ("mobilenetv2", "task", "reference"), ("mobilenetv2", "follow", "cheap"),
+])
+def test_fused_equals_per_task_reference(spec, bn, skip, device):
+    # 48 px: MobileNetV2's last maps are then 2×2, enough values per channel for BatchNorm
+    hw = 48 if spec == "mobilenetv2" else 32
+    _compare_fused_and_reference(spec_graph(spec, (2, 3, hw, hw)), SearchSpace(TASKS3, bn, skip),
+                                 device, hw=hw)
+
+
+@pytest.mark.parametrize("name", ["deeplab_resnet34_adashare", "mobilenetv2", "mnasnet"])
+def test_fused_equals_reference_on_reference_files(name, device):
+    n, hw = (1, 32) if name.startswith("deeplab") else (2, 48)
+    g = reference_graph(name, (n, 3, hw, hw))
+    _compare_fused_and_reference(g, SearchSpace(("seg", "depth")), device, stages=("soft",),
+                                 n=n, hw=hw)
+
+
+# --------------------------------------------------------------------------- (c), (d)
+
+@pytest.mark.parametrize("spec", SMALL_SPECS)
+def test_task_copies_start_equal_to_shared(spec):
+    model = build_supermodel(spec_graph(spec), SearchSpace(TASKS3), seed=11)
+    state = model.state_dict()
+    node = model.search_names[0]
+    for task in TASKS3:
+        assert torch.equal(state[f"{node}.task.{task}.weight"], state[f"{node}.shared.weight"])
+        assert torch.equal(state[f"{node}.policy.{task}"], torch.zeros(3))
+    for m in model.search_nodes:
+        for i in range(3):
+            assert torch.equal(m.task_weight[i], m.shared.weight)
+
+
+def _all_graphs():
+    out = [(f"specs/{p.stem}", p) for p in sorted((ROOT / "specs").glob("*.prototxt"))]
+    corpus = ROOT.parent / "shared" / "prototxt"
+    out += [(f"corpus/{p.parent.name}/{p.stem}", p) for p in sorted(corpus.glob("*/*.prototxt"))]
+    return out
+
+
+@pytest.mark.parametrize("skip", ["reference", "cheap"])
+@pytest.mark.parametrize("label, path", _all_graphs(), ids=[a for a, _ in _all_graphs()])
+def test_every_skip_has_its_convolutions_shape(label, path, skip):
+    if "train_val" in label:
+        opts = CompileOptions(input_shapes={None: (1, 3, 227, 227)})
+    else:
+        first = build_graph(path).graph
+        shape = next(iter(first.inputs.values()))
+        opts = CompileOptions(input_shapes={None: (1, *shape[1:])})
+    g = build_graph(path, opts).graph
+    shapes = g.value_shapes()
+    model = build_supermodel(g, SearchSpace(("a", "b"), skip=skip)).eval()
+    checked = 0
+    with torch.no_grad():
+        for m, node in zip(model.search_nodes, g.searchable):
+            x = torch.zeros(1, 2 * shapes[node.inputs[0]][1], *shapes[node.inputs[0]][2:])
+            y = m.skip(x)
+            assert tuple(y.shape) == (1, 2 * node.shapes[0][1], *node.shapes[0][2:]), node.name
+            checked += 1
+    assert checked == len(g.searchable) > 0
+
+
+# --------------------------------------------------------------------------- accounting
+
+_CATEGORY = (("policy", "policy"), ("skip", "skip"))
+
+
+def _category(model, key: str) -> str:
+    node = key.split(".")[0]
+    module = model.graph_module.get_submodule(node)
+    part = key.split(".")[1]
+    if isinstance(module, SearchConv):
+        return {"shared": "shared_conv", "task": "task_conv", "skip": "skip",
+                "policy": "policy"}[part]
+    if isinstance(module, SearchBatchNorm):
+        return "shared_bn" if part == "shared" else "task_bn"
+    return "other"
+
+
+@pytest.mark.parametrize("bn", ["task", "follow", "shared"])
+@pytest.mark.parametrize("skip", ["reference", "cheap"])
+def test_breakdown_matches_the_module(bn, skip):
+    g = spec_graph("mobilenetv2")
+    space = SearchSpace(TASKS3, bn, skip)
+    model = build_supermodel(g, space)
+    counted = dict.fromkeys(("shared_conv", "task_conv", "skip", "shared_bn", "task_bn",
+                             "policy", "other"), 0)
+    params = {n for n, _ in model.named_parameters()}
+    for key, value in model.state_dict().items():
+        internal = key  # parameters only: buffers (running statistics) are not counted
+        if not _is_parameter(model, internal, params):
+            continue
+        counted[_category(model, key)] += value.numel()
+    counted["total"] = sum(counted.values())
+    assert counted == space_summary(g, space)["params"]
+    assert counted["total"] == sum(p.numel() for p in model.parameters())
+
+
+def _is_parameter(model, key: str, params: set[str]) -> bool:
+    return not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def test_state_dict_round_trips_with_readable_keys():
+    g = spec_graph("resnet18_w8")
+    a = build_supermodel(g, SearchSpace(TASKS3), seed=1)
+    b = build_supermodel(g, SearchSpace(TASKS3), seed=2)
+    keys = list(a.state_dict())
+    assert "conv1.shared.weight" in keys and "conv1.task.depth.weight" in keys
+    assert "conv1.skip.depth.0.weight" in keys and "conv1.policy.depth" in keys
+    assert "bn1.task.normal.running_mean" in keys and "bn1.shared.weight" in keys
+    assert not any(k.startswith("graph_module") for k in keys)
+    b.load_state_dict(a.state_dict())
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(v, w), k
+    broken = a.state_dict()
+    del broken["conv1.task.seg.weight"]
+    with pytest.raises(RuntimeError, match="conv1.task.seg.weight"):
+        b.load_state_dict(broken)
+
+
+def test_weights_come_from_the_seed():
+    g = spec_graph("resnet18_w8")
+    one = build_supermodel(g, SearchSpace(TASKS3), seed=4).state_dict()
+    two = build_supermodel(g, SearchSpace(TASKS3), seed=4).state_dict()
+    other = build_supermodel(g, SearchSpace(TASKS3), seed=5).state_dict()
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert not torch.equal(one["conv1.shared.weight"], other["conv1.shared.weight"])
+
+
+def test_generated_forward_is_straight_line_code():
+    model = build_supermodel(spec_graph("resnet18_w8"), SearchSpace(TASKS3))
+    code = model.graph_module.code
+    assert "for " not in code and "conv1 = self.conv1(x, pi, stage)" in code
+
+
+def test_gumbel_noise_depends_on_seed_and_step_only():
+    a = gumbel_noise((4, 3, 3), seed=1, step=10)
+    assert torch.equal(a, gumbel_noise((4, 3, 3), seed=1, step=10))
+    assert not torch.equal(a, gumbel_noise((4, 3, 3), seed=1, step=11))
+
+
+def test_hard_policy_selects_one_branch():
+    g = spec_graph("resnet18_w8")
+    model = build_supermodel(g, SearchSpace(("a", "b"))).eval()
+    s = len(g.searchable)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        shared = model(x, "hard", policy=torch.zeros(s, 2, dtype=torch.long))
+        # all-shared: both tasks see the same weights and (fresh, equal) BNs
+        torch.testing.assert_close(shared[:, 0], shared[:, 1])
+        mixed = model(x, "hard", policy=torch.tensor([[0, 2]] * s))
+        torch.testing.assert_close(mixed[:, 0], shared[:, 0])
+        assert not torch.allclose(mixed[:, 1], shared[:, 1])
