@@ -14,6 +14,7 @@ import torch
 
 from automtl_cli.compiler.backbone import build_backbone, module_name
 from automtl_cli.frontend.build import CompileOptions, build_graph
+
 from conftest import corpus_dir, corpus_files
 
 _SHAPE = r"\[([\d,\s]+)\]"

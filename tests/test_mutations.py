@@ -7,8 +7,8 @@ Never a traceback, never another exit code, never a hang (hypothesis' deadline b
 from __future__ import annotations
 
 import contextlib
-import os
 import io
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from automtl_cli.cli.main import main
+
 from conftest import corpus_dir
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?(?![\w.])")

@@ -17,6 +17,7 @@ from automtl_cli.compiler.supermodel import (
     gumbel_noise,
 )
 from automtl_cli.frontend.build import CompileOptions, build_graph
+
 from conftest import ROOT, corpus_dir
 
 SMALL_SPECS = ["resnet18_w8", "resnet34_w8", "mobilenetv2"]
@@ -248,7 +249,7 @@ def test_state_dict_round_trips_with_readable_keys():
         assert torch.equal(v, w), k
     broken = a.state_dict()
     del broken["conv1.task.seg.weight"]
-    with pytest.raises(RuntimeError, match="conv1.task.seg.weight"):
+    with pytest.raises(RuntimeError, match=r"conv1\.task\.seg\.weight"):
         b.load_state_dict(broken)
 
 

@@ -8,6 +8,7 @@ from google.protobuf import text_format
 from automtl_cli.errors import SourceError
 from automtl_cli.frontend.textformat import parse_text
 from automtl_cli.proto import automtl_pb2 as pb
+
 from conftest import corpus_dir, corpus_files
 
 
@@ -61,9 +62,10 @@ def test_values_of_every_scalar_kind():
     assert layer.pooling_param.pool == pb.PoolingParameter.AVE
     assert layer.pooling_param.kernel_size == 3
     assert layer.pooling_param.global_pooling is True
-    assert list(layer.loss_weight)[0] == pytest.approx(1e-5)
-    assert list(layer.loss_weight)[1] == float("-inf")
-    assert list(layer.loss_weight)[2] == 2.5
+    first, second, third = layer.loss_weight
+    assert first == pytest.approx(1e-5)
+    assert second == float("-inf")
+    assert third == 2.5
 
 
 def test_unknown_fields_are_collected_with_lines():
