@@ -58,11 +58,19 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class SkipPlan:
-    """How a skip branch reproduces its convolution's output shape."""
+    """How a skip branch reproduces its convolution's output shape, for any input size.
+
+    The skip samples the input pixel at the centre of each window the convolution reads: a
+    stride-s sampling after padding (or cropping) the input by the convolution's padding minus
+    half its dilated kernel. For the usual "same" padding that is no padding at all, which is
+    exactly the reference's 1×1 stride-s skip.
+    """
 
     kind: str  # "identity", "conv" (1×1 conv + BN), "free" (channel pad/truncate)
+    kernel: tuple[int, int]
+    pad: tuple[int, int]
     stride: tuple[int, int]
-    pads: tuple[int, int, int, int] | None  # F.pad order (left, right, top, bottom); may crop
+    dilation: tuple[int, int]
     in_channels: int
     out_channels: int
 
@@ -72,10 +80,16 @@ class SkipPlan:
         return self.in_channels * self.out_channels + 2 * self.out_channels \
             if self.kind == "conv" else 0
 
+    def pads(self, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """F.pad amounts (left, right, top, bottom; negative crops) for an h×w input."""
+        top, bottom = _axis_pads(h, self.kernel[0], self.pad[0], self.stride[0], self.dilation[0])
+        left, right = _axis_pads(w, self.kernel[1], self.pad[1], self.stride[1], self.dilation[1])
+        return (left, right, top, bottom) if left or right or top or bottom else None
 
-def _axis_pads(size: int, out: int, kernel: int, pad: int, stride: int, dilation: int
-               ) -> tuple[int, int]:
+
+def _axis_pads(size: int, kernel: int, pad: int, stride: int, dilation: int) -> tuple[int, int]:
     """Pads (negative: crops) so that sampling every `stride`-th pixel hits the window centres."""
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
     left = pad - dilation * (kernel - 1) // 2
     if left == 0 and (size - 1) // stride + 1 == out:
         return 0, 0
@@ -86,15 +100,13 @@ def _axis_pads(size: int, out: int, kernel: int, pad: int, stride: int, dilation
 def skip_plan(node: Node, in_shape: tuple[int, ...], mode: str) -> SkipPlan:
     a = node.attrs
     cin, cout = in_shape[1], node.shapes[0][1]
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = a["kernel"], a["pad"], a["stride"], a["dilation"]
-    top, bottom = _axis_pads(in_shape[2], node.shapes[0][2], kh, ph, sh, dh)
-    left, right = _axis_pads(in_shape[3], node.shapes[0][3], kw, pw, sw, dw)
-    pads = (left, right, top, bottom) if any((left, right, top, bottom)) else None
-    if cin == cout and (sh, sw) == (1, 1):
+    stride = tuple(a["stride"])
+    if cin == cout and stride == (1, 1):
         kind = "identity"
     else:
         kind = "conv" if mode == "reference" else "free"
-    return SkipPlan(kind, (sh, sw), pads, cin, cout)
+    return SkipPlan(kind, tuple(a["kernel"]), tuple(a["pad"]), stride, tuple(a["dilation"]),
+                    cin, cout)
 
 
 def follows_searchable(graph: Graph) -> dict[str, str]:

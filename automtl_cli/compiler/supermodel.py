@@ -98,7 +98,6 @@ class SkipBranch(TaskStacked):
         self.plan = plan
         t, cin, cout = len(tasks), plan.in_channels, plan.out_channels
         self.kind = plan.kind
-        self.pads = plan.pads
         self.stride = plan.stride
         if plan.kind == "conv":
             weight = torch.empty(t, cout, cin, 1, 1)
@@ -114,8 +113,9 @@ class SkipBranch(TaskStacked):
                              "running_var": "{task}.1.running_var"}
 
     def _spatial(self, x: torch.Tensor, subsample: bool) -> torch.Tensor:
-        if self.pads is not None:
-            x = F.pad(x, self.pads)
+        pads = self.plan.pads(x.shape[-2], x.shape[-1])
+        if pads is not None:
+            x = F.pad(x, pads)
         if subsample and self.stride != (1, 1):
             x = x[:, :, ::self.stride[0], ::self.stride[1]]
         return x
