@@ -50,10 +50,11 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _register_commands() -> None:
-    from automtl_cli.cli import compile_cmd, inspect_cmd
+    from automtl_cli.cli import compile_cmd, inspect_cmd, search_cmd
 
     cli.add_command(compile_cmd.compile_)
     cli.add_command(inspect_cmd.inspect)
+    cli.add_command(search_cmd.search)
 
 
 _register_commands()

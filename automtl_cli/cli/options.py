@@ -11,7 +11,8 @@ import click
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.frontend.dialect import DIALECTS
 
-__all__ = ["InputShape", "TaskList", "emit_json", "frontend_options", "search_space_options"]
+__all__ = ["InputShape", "TaskList", "emit_json", "frontend_options", "resolve_device",
+           "search_space_options"]
 
 
 class InputShape(click.ParamType):
@@ -71,6 +72,19 @@ def search_space_options(f: Callable) -> Callable:
     f = click.option("--tasks", type=TaskList(), default=None,
                      help="Comma-separated task names (may also be given to `search`).")(f)
     return f
+
+
+def resolve_device(name: str) -> str:
+    """`auto` is the GPU when there is one; an unavailable CUDA device is a usage error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise click.BadParameter(f"{name!r} is not auto, cpu or cuda[:N]", param_hint="--device")
+    return name
 
 
 def emit_json(data: Any) -> None:

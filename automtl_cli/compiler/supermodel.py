@@ -483,14 +483,18 @@ class Supermodel(nn.Module):
 
     def forward_reference(self, x: torch.Tensor, stage: str = "soft", *, tau: float = 1.0,
                           noise: torch.Tensor | None = None, policy: torch.Tensor | None = None,
-                          pi: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The reference's execution: one task at a time, every branch computed."""
+                          pi: torch.Tensor | None = None, only: int | None = None
+                          ) -> list[torch.Tensor]:
+        """The reference's execution: one task at a time, every branch computed.
+
+        `x` is one batch for all tasks or `[T, N, C, H, W]`; `only` runs a single task.
+        """
         if pi is None:
             pi = self.branch_weights(stage, tau=tau, noise=noise, policy=policy)
         code = STAGES[stage]
         outs = []
         start = next(iter(self.graph.inputs))
-        for t in range(len(self.tasks)):
+        for t in range(len(self.tasks)) if only is None else (only,):
             env = {start: x[t] if x.dim() == 5 else x}
             for node, name in self.node_modules:
                 module = self.graph_module.get_submodule(name)

@@ -88,8 +88,9 @@ class BatchLoader:
         full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         return full // self.world_size
 
-    def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        loader = DataLoader(self.dataset, batch_sampler=self.batches(epoch),
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches of `epoch`, from its `start`-th (a resumed run picks up mid-epoch)."""
+        loader = DataLoader(self.dataset, batch_sampler=self.batches(epoch)[start:],
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=_worker_init if self.num_workers else None,
                             generator=torch.Generator().manual_seed(self.seed))

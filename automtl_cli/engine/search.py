@@ -1,0 +1,408 @@
+"""`automtl search`: warm-up, then alternating policy and weight steps, resumable to the bit.
+
+The loop follows the reference (reference/automtl.md §6): a warm-up where every search node
+averages its branches (Adam), then cycles of p policy steps (Adam on the logits, on train2) and q
+weight steps (SGD on weights and heads, on train1) with soft Gumbel-softmax forwards, τ decaying
+every n policy steps, and the sharing regulariser in the policy steps' loss.
+
+Everything that decides the next step is in the checkpoint: weights, logits, the three
+optimisers, τ and the step, Python/numpy/torch random states, and each split's (epoch, offset).
+Gumbel noise is a function of (seed, step), so a resumed run draws what the uninterrupted one
+would have, and batches are a function of (seed, epoch, offset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from automtl_cli.compiler.space import SearchSpace, skip_plan
+from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
+from automtl_cli.data.loader import build_loader
+from automtl_cli.engine.checkpoint import CheckpointManager, capture_rng, restore_rng
+from automtl_cli.engine.network import SearchNetwork
+from automtl_cli.engine.regularizer import (
+    ParamsRegularizer,
+    depth_weights,
+    reference_regularizer,
+)
+from automtl_cli.engine.schedule import Alternation, TauSchedule
+from automtl_cli.engine.signals import StopRequest
+from automtl_cli.engine.streams import BatchStream
+from automtl_cli.errors import BadInput, Interrupted
+from automtl_cli.experiment import DataSource, ExperimentConfig
+from automtl_cli.frontend.ir import Graph
+from automtl_cli.tasks import build_tasks
+
+__all__ = ["SEARCH_FORMAT", "SEARCH_KIND", "NonFiniteLoss", "SearchConfig", "Searcher",
+           "policy_table"]
+
+log = logging.getLogger(__name__)
+
+SEARCH_KIND = "search-checkpoint"
+SEARCH_FORMAT = 1
+_REGULARIZER_STREAM = 7919  # the regulariser's fresh Gumbel sample has its own noise stream
+
+
+class NonFiniteLoss(BadInput):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    warmup_iters: int
+    iters: int
+    policy_steps: int
+    weight_steps: int
+    tau: float = 5.0
+    tau_decay: float = 0.965
+    tau_every: int = 101
+    reg: str = "reference"
+    reg_weight: float = 1e-3
+    reg_target: float | None = None
+    reg_scale: float = 6.0
+    warmup_lr: float = 1e-3
+    policy_lr: float = 0.01
+    weight_lr: float = 1e-3
+    batch_size: int | None = None  # None: the experiment's data.batch_size
+    step: str = "sum"  # "sum": one step on the summed task losses; "per-task": the reference's
+    checkpoint_every: int = 100
+    keep: int = 3
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.warmup_iters < 0 or self.iters < 0:
+            raise ValueError("iters and warmup iters must not be negative")
+        if self.reg not in ("reference", "params"):
+            raise ValueError(f"reg: {self.reg!r} is not one of reference, params")
+        if self.step not in ("sum", "per-task"):
+            raise ValueError(f"step: {self.step!r} is not one of sum, per-task")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.keep < 1:
+            raise ValueError("checkpoint-every, log-every and keep must be positive")
+        Alternation(self.warmup_iters, self.policy_steps, self.weight_steps)
+        TauSchedule(self.tau, self.tau_decay, self.tau_every)
+
+    @property
+    def total(self) -> int:
+        return self.warmup_iters + self.iters
+
+    @classmethod
+    def defaults_for(cls, source: DataSource, **overrides: Any) -> SearchConfig:
+        """The reference's sheet (automtl.md §6.7) for real data; a CPU-sized one for synthetic."""
+        sheet = {
+            DataSource.CITYSCAPES: dict(warmup_iters=10000, iters=20000, policy_steps=100,
+                                        weight_steps=400, warmup_lr=1e-4, weight_lr=1e-4,
+                                        reg_weight=5e-4, checkpoint_every=500, log_every=100),
+            DataSource.NYUV2: dict(warmup_iters=10000, iters=20000, policy_steps=50,
+                                   weight_steps=50, warmup_lr=1e-3, weight_lr=1e-3,
+                                   reg_weight=1e-3, checkpoint_every=200, log_every=50),
+            DataSource.TASKONOMY: dict(warmup_iters=10000, iters=50000, policy_steps=100,
+                                       weight_steps=400, warmup_lr=1e-3, weight_lr=1e-4,
+                                       reg_weight=5e-4, checkpoint_every=500, log_every=100),
+            # Minutes on two cores: ~100 policy steps, τ from 5 to about 1.
+            DataSource.SYNTHETIC: dict(warmup_iters=100, iters=200, policy_steps=10,
+                                       weight_steps=10, warmup_lr=1e-3, weight_lr=1e-2,
+                                       tau_decay=0.94, tau_every=4, policy_lr=0.03,
+                                       reg_weight=1e-3, checkpoint_every=50, log_every=10),
+        }[source]
+        values = {**sheet, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def policy_table(logits: torch.Tensor, names: list[str], tasks: tuple[str, ...]
+                 ) -> list[dict[str, Any]]:
+    """Per search node and task: the probabilities of shared, specific and skip."""
+    probs = torch.softmax(logits.detach().float().cpu(), dim=-1).tolist()
+    return [{"node": name, **{task: [round(p, 4) for p in probs[i][t]]
+                              for t, task in enumerate(tasks)}}
+            for i, name in enumerate(names)]
+
+
+class Searcher:
+    """The search loop as a stateful object: build, (load_state_dict), run."""
+
+    def __init__(self, run_dir: str | os.PathLike, graph: Graph, space: SearchSpace,
+                 experiment: ExperimentConfig, config: SearchConfig, run_id: dict[str, Any],
+                 *, show_progress: bool = True, count: dict[str, int] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "search"
+        self.config, self.experiment, self.space = config, experiment, space
+        self.run_id = run_id
+        self.show_progress = show_progress
+        self.device = torch.device(config.device)
+        names = tuple(t.type for t in experiment.tasks)
+        data = experiment.data
+        self.loaders = {
+            split: build_loader(data, names, split, seed=config.seed + i,
+                                batch_size=config.batch_size, num_workers=config.num_workers,
+                                count=(count or {}).get(split))
+            for i, split in enumerate(("train", "train1", "train2"))
+        }
+        info = getattr(self.loaders["train"].dataset, "info", None)
+        self.tasks = build_tasks(experiment, getattr(info, "seg_class_weights", None))
+        backbone = build_supermodel(graph, space, seed=config.seed)
+        input_hw = graph.shape_of(next(iter(graph.inputs)))[2:]
+        self.net = SearchNetwork(backbone, self.tasks, input_hw, config.seed).to(self.device)
+        self.search_names = [n.name for n in graph.searchable]
+        self.loss_weights = torch.tensor([t.loss_weight for t in self.tasks], device=self.device)
+        self.alternation = Alternation(config.warmup_iters, config.policy_steps,
+                                       config.weight_steps)
+        self.tau_schedule = TauSchedule(config.tau, config.tau_decay, config.tau_every)
+        self.depth_weights = depth_weights([n.depth for n in graph.searchable]).to(self.device)
+        shapes = graph.value_shapes()
+        self.params_reg = ParamsRegularizer(
+            [n.params for n in graph.searchable],
+            [skip_plan(n, shapes[n.inputs[0]], space.skip).params for n in graph.searchable],
+            len(self.tasks), config.reg_target)
+        logits, weights = self.net.logit_parameters(), self.net.weight_parameters()
+        self.optimizers = {
+            "warmup": torch.optim.Adam(weights, lr=config.warmup_lr, betas=(0.5, 0.999),
+                                       weight_decay=1e-4),
+            "policy": torch.optim.Adam(logits, lr=config.policy_lr, weight_decay=5e-4),
+            "weight": torch.optim.SGD(weights, lr=config.weight_lr, momentum=0.9,
+                                      weight_decay=1e-4),
+        }
+        self.streams = {split: BatchStream(loader) for split, loader in self.loaders.items()}
+        self.step = 0
+        self.checkpoints = CheckpointManager(self.dir, SEARCH_KIND, SEARCH_FORMAT, config.keep)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._loss_sum = torch.zeros(len(self.tasks), device=self.device)
+        self._reg_sum = torch.zeros((), device=self.device)
+        self._loss_count = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def tau(self) -> float:
+        return self.tau_schedule.at(self.alternation.policy_steps_before(self.step))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "config": self.config.to_dict(),
+            "experiment": self.experiment.to_dict(),
+            "space": self.space.to_dict(),
+            "search_nodes": self.search_names,
+            "model": self.net.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "tau": self.tau,
+            "stage": self.alternation.stage(self.step) if self.step < self.config.total
+            else "done",
+            "rng": capture_rng(),
+            "data": {split: s.position() for split, s in self.streams.items()},
+            "complete": self.step >= self.config.total,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        restore_rng(state["rng"])
+        for split, (epoch, offset) in state["data"].items():
+            self.streams[split] = BatchStream(self.loaders[split], epoch, offset)
+        self.step = int(state["step"])
+
+    def resume(self) -> int:
+        state = self.checkpoints.load_last(self.run_id)
+        self.load_state_dict(state)
+        self._truncate_log()
+        return self.step
+
+    # ------------------------------------------------------------------ steps
+
+    def _noise(self, stream: int = 0) -> torch.Tensor:
+        shape = (len(self.search_names), len(self.tasks), 3)
+        return gumbel_noise(shape, self.config.seed + stream, self.step).to(self.device)
+
+    def _regulariser(self, tau: float) -> torch.Tensor:
+        """Per-task regulariser values [T] (the params form is shared by all tasks: [1])."""
+        logits = self.net.backbone.logits()
+        if self.config.reg == "reference":
+            return reference_regularizer(logits, self._noise(_REGULARIZER_STREAM), tau,
+                                         self.depth_weights, self.config.reg_scale)
+        return self.params_reg(logits).unsqueeze(0)
+
+    def _params_for(self, kind: str) -> list[torch.nn.Parameter]:
+        return self.net.logit_parameters() if kind == "policy" else self.net.weight_parameters()
+
+    def _one_step(self, kind: str) -> None:
+        split = {"warmup": "train", "policy": "train2", "weight": "train1"}[kind]
+        stage = "warmup" if kind == "warmup" else "soft"
+        tau = self.tau
+        optimizer = self.optimizers[kind]
+        params = self._params_for(kind)
+        if self.config.step == "sum":
+            batch = self._to_device(next(self.streams[split]))
+            kw = {} if stage == "warmup" else {"tau": tau, "noise": self._noise()}
+            preds = self.net(batch["image"], stage, **kw)
+            losses = torch.stack([t.loss(preds[t.name], batch) for t in self.tasks])
+            loss = (self.loss_weights * losses).sum()
+            reg = None
+            if kind == "policy":
+                reg = self._regulariser(tau).sum()
+                loss = loss + self.config.reg_weight * reg
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=params)
+            optimizer.step()
+        else:  # the reference: one optimiser step per task, each on its own batch
+            losses_list, reg = [], None
+            pi = None if stage == "warmup" else self.net.backbone.branch_weights(
+                "soft", tau=tau, noise=self._noise())
+            regs = self._regulariser(tau) if kind == "policy" else None
+            for i, task in enumerate(self.tasks):
+                batch = self._to_device(next(self.streams[split]))
+                pred = self.net.forward_task(batch["image"], i, stage, pi=pi)
+                task_loss = task.loss(pred, batch)
+                loss = self.loss_weights[i] * task_loss
+                if regs is not None:
+                    r = regs[i] if regs.numel() > 1 else regs[0]
+                    loss = loss + self.config.reg_weight * r
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward(inputs=params, retain_graph=pi is not None and i + 1 < len(
+                    self.tasks))
+                optimizer.step()
+                losses_list.append(task_loss.detach())
+                if pi is not None and i + 1 < len(self.tasks):  # logits moved: draw π anew
+                    pi = self.net.backbone.branch_weights("soft", tau=tau, noise=self._noise())
+                    regs = self._regulariser(tau) if kind == "policy" else None
+            losses = torch.stack(losses_list)
+            reg = regs.sum() if regs is not None else None
+        self._account(losses.detach(), reg)
+
+    def _account(self, losses: torch.Tensor, reg: torch.Tensor | None) -> None:
+        """Keep running sums and the first non-finite loss, all without a host sync."""
+        finite = torch.isfinite(losses)
+        where = self.step * len(self.tasks) + torch.argmin(finite.to(torch.int64))
+        self._first_bad = torch.where((self._first_bad < 0) & ~finite.all(), where,
+                                      self._first_bad)
+        self._loss_sum += torch.nan_to_num(losses)
+        if reg is not None:
+            self._reg_sum += reg.detach()
+        self._loss_count += 1
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _check_finite(self) -> None:
+        bad = int(self._first_bad)
+        if bad < 0:
+            return
+        step, task = divmod(bad, len(self.tasks))
+        last = self.checkpoints.last
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
+        raise NonFiniteLoss(f"the {self.tasks[task].name} loss became non-finite at step "
+                            f"{step} ({self.alternation.stage(step)} step); {kept}. Lower the "
+                            "learning rate or check the data")
+
+    # ------------------------------------------------------------------ logging
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log.jsonl"
+
+    def _truncate_log(self) -> None:
+        """Drop log lines of steps after the checkpoint a resumed run starts from."""
+        if not self.log_path.exists():
+            return
+        kept = [line for line in self.log_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= self.step]
+        self.log_path.write_text("".join(line + "\n" for line in kept))
+
+    def sharing_fraction(self) -> float:
+        logits = self.net.backbone.logits().detach()
+        return float((logits.argmax(-1) == 0).float().mean()) if logits.numel() else 1.0
+
+    def entropy(self) -> float:
+        p = torch.softmax(self.net.backbone.logits().detach(), dim=-1)
+        return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) if p.numel() else 0.0
+
+    def _log(self, bar: tqdm | None, t0: float) -> dict[str, Any]:
+        self._check_finite()
+        n = max(self._loss_count, 1)
+        losses = (self._loss_sum / n).tolist()
+        record = {
+            "step": self.step,
+            "stage": self.alternation.stage(self.step - 1),
+            "tau": round(self.tau, 6),
+            "loss": {t.name: round(v, 6) for t, v in zip(self.tasks, losses)},
+            "reg": round(float(self._reg_sum) / n, 6),
+            "sharing": round(self.sharing_fraction(), 4),
+            "entropy": round(self.entropy(), 6),
+            "elapsed_s": round(time.perf_counter() - t0, 3),
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if bar is not None:
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in record["loss"].items()},
+                             "tau": f"{record['tau']:.2f}", "share": record["sharing"]},
+                            refresh=False)
+        self._loss_sum.zero_()
+        self._reg_sum.zero_()
+        self._loss_count = 0
+        return record
+
+    def save(self) -> Path:
+        self._check_finite()
+        return self.checkpoints.save(self.step, self.state_dict())
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.net.train()
+        t0 = time.perf_counter()
+        disable = not self.show_progress or not sys.stderr.isatty()
+        last_record: dict[str, Any] | None = None
+        with StopRequest() as stop, tqdm(total=cfg.total, initial=self.step, desc="search",
+                                         file=sys.stderr, disable=disable,
+                                         dynamic_ncols=True) as bar:
+            while self.step < cfg.total:
+                kind = self.alternation.stage(self.step)
+                self._one_step(kind)
+                self.step += 1
+                bar.update(1)
+                if self.device.type == "cpu":
+                    self._check_finite()  # free on CPU; on a GPU only at log/checkpoint steps
+                if self.step % cfg.log_every == 0 or self.step == cfg.total:
+                    last_record = self._log(bar, t0)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total:
+                    self.save()
+                if stop.requested is not None and self.step < cfg.total:
+                    path = self.save()
+                    raise Interrupted(f"search stopped by {stop.requested} at step {self.step}; "
+                                      f"checkpoint {path}; rerun with --resume to continue")
+        return self.summary(last_record, time.perf_counter() - t0)
+
+    def summary(self, record: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+        logits = self.net.backbone.logits()
+        return {
+            "run": str(self.run_dir),
+            "checkpoint": str(self.checkpoints.last),
+            "steps": self.step,
+            "tau": self.tau,
+            "sharing": self.sharing_fraction(),
+            "entropy": self.entropy(),
+            "loss": record["loss"] if record else None,
+            "seconds": round(seconds, 2),
+            "tasks": [t.name for t in self.tasks],
+            "policy": policy_table(logits, self.search_names, tuple(t.name for t in self.tasks)),
+        }
