@@ -142,7 +142,8 @@ class TaskConfig:
                 raise ValueError(f"task.classes must be at least 2, got {self.classes}")
         if self.loss_weight < 0:
             raise ValueError(f"task.loss_weight must not be negative, got {self.loss_weight}")
-        _positive("task.pos_weight", self.pos_weight)
+        if self.pos_weight is not None and self.pos_weight < 0:
+            raise ValueError(f"task.pos_weight must not be negative, got {self.pos_weight}")
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ def _register_commands() -> None:
     cli.add_command(compile_cmd.compile_)
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(search_cmd.search)
+    from automtl_cli.cli import data_cmd
+    cli.add_command(data_cmd.data)
 
 
 _register_commands()

@@ -11,10 +11,12 @@ Heads predict at the feature map's resolution. `align` brings prediction and lab
     wbce      per-pixel binary cross-entropy on logits, each pixel weighted by 1 + pos_weight·y,
               normalised by the weights (synthetic edge and keypoint)
 
-Plain L1 on sparse targets learns nothing (its optimum is the median, zero; synthetic-data.md
-§5); the weighted BCE keeps each pixel's optimum at its target while the rare positives carry
-a real share of the gradient. Every loss is a mean over valid pixels and 0 (with a gradient
-path) when a batch has none, never NaN.
+Plain L1 on sparse targets learns nothing: its optimum is the median, zero (synthetic-data.md
+§5). Cross-entropy's optimum is the mean, so on soft keypoint heatmaps it learns calibrated
+probabilities (pos_weight 0 by default); on thin binary edges the positive weight trades
+calibration for recall (default 10, see automtl_cli/tasks/registry.py).
+
+Every loss is a mean over valid pixels, and 0 (with a gradient path) when a batch has none.
 """
 
 from __future__ import annotations
