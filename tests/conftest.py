@@ -68,3 +68,36 @@ def device(request):
     if name.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("--device cuda given but no CUDA device is available")
     return torch.device(name)
+
+
+TINY_EXPERIMENT = """name: "tiny"
+task { type: "seg" head { type: LIGHT } }
+task { type: "depth" head { type: LIGHT } }
+task { type: "normal" head { type: LIGHT } }
+data {
+  source: SYNTHETIC
+  batch_size: 4
+  val_batch_size: 8
+  synthetic { image_size: 32 train: 16 train1: 16 train2: 16 val: 16 test: 16 }
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def scene_cache(tmp_path_factory):
+    """One synthetic-scene cache for the whole session (scenes are a function of seed, index)."""
+    path = tmp_path_factory.mktemp("scene-cache")
+    os.environ["AUTOMTL_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture
+def tiny_run(tmp_path, scene_cache):
+    """A run directory compiled from the smallest ResNet, with a tiny synthetic experiment."""
+    from automtl_cli.cli.main import main
+
+    (tmp_path / "tiny.prototxt").write_text(TINY_EXPERIMENT)
+    run = tmp_path / "run"
+    assert main(["-q", "compile", str(ROOT / "specs" / "resnet18_w8.prototxt"), "-o", str(run),
+                 "--tasks", "seg,depth,normal"]) == 0
+    return run

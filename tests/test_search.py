@@ -1,0 +1,219 @@
+"""`automtl search`: it learns, resumes to the bit, stops cleanly on signals and on NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from automtl_cli.engine.regularizer import ParamsRegularizer, reference_regularizer
+from automtl_cli.engine.schedule import Alternation, TauSchedule
+from automtl_cli.tasks import Task
+
+from conftest import ROOT
+
+SHORT = ["--warmup-iters", "4", "--iters", "12", "--policy-steps", "3", "--weight-steps", "1",
+         "--checkpoint-every", "4", "--log-every", "2"]
+
+
+def _search(run_cli, run, *args):
+    return run_cli("-q", "search", run, "--experiment", run.parent / "tiny.prototxt", *args)
+
+
+def _log(run):
+    return [json.loads(x) for x in (run / "search" / "log.jsonl").read_text().splitlines()]
+
+
+def _state(run, name="last.pt"):
+    return torch.load(run / "search" / name, weights_only=True)
+
+
+def test_search_learns_a_policy(tiny_run, run_cli):
+    rc, out, err = _search(run_cli, tiny_run, "--warmup-iters", "6", "--iters", "40",
+                           "--policy-steps", "3", "--weight-steps", "1", "--policy-lr", "0.1",
+                           "--tau-every", "5", "--log-every", "4", "--json")
+    assert rc == 0, err
+    summary = json.loads(out)
+    log = _log(tiny_run)
+    search = [r for r in log if r["step"] > 6]
+    assert search[0]["entropy"] > search[-1]["entropy"] + 0.02
+    assert summary["entropy"] < math.log(3) - 0.02
+    assert search[-1]["tau"] < search[0]["tau"]  # the temperature fell
+    assert [r["step"] for r in log] == list(range(4, 47, 4)) + [46]
+    state = _state(tiny_run)
+    assert state["kind"] == "search-checkpoint" and state["complete"] and state["step"] == 46
+    assert len(summary["policy"]) == 20  # one row per searchable convolution
+
+
+def test_policy_steps_move_only_logits(tiny_run, run_cli):
+    """Steps 4–6 are policy steps: weights stay, logits move; step 7 is a weight step."""
+    rc, _, err = _search(run_cli, tiny_run, "--warmup-iters", "4", "--iters", "3",
+                         "--policy-steps", "3", "--weight-steps", "1", "--checkpoint-every", "4")
+    assert rc == 0, err
+    after_warmup = _state(tiny_run, "step-4.pt")["model"]
+    after_policy = _state(tiny_run, "step-7.pt")["model"]
+    for key, value in after_warmup.items():
+        moved = not torch.equal(value, after_policy[key])
+        if ".policy." in key:
+            assert moved, key
+        elif not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert not moved, key
+
+
+def _run_process(run, *args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "automtl_cli", "-q", "search", str(run), "--experiment",
+         str(run.parent / "tiny.prototxt"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": str(
+            torch.get_num_threads()), **(env or {})})  # same threads, same float sums
+
+
+def _wait_for(path, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+LONG = ["--warmup-iters", "6", "--iters", "34", "--policy-steps", "3", "--weight-steps", "2",
+        "--checkpoint-every", "8", "--log-every", "4"]
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path, tiny_run, run_cli):
+    # The uninterrupted run.
+    rc, _, err = _search(run_cli, tiny_run, *LONG)
+    assert rc == 0, err
+    expected = _state(tiny_run)
+    # A second run in another directory, killed after its first checkpoint, then resumed.
+    other = tmp_path / "other"
+    other.mkdir()
+    (tmp_path / "other" / "supermodel.pt").write_bytes((tiny_run / "supermodel.pt").read_bytes())
+    proc = _run_process(other, *LONG, "--experiment", str(tiny_run.parent / "tiny.prototxt"))
+    _wait_for(other / "search" / "step-8.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _state(other)["step"]
+    assert 8 <= killed_at < 40, "the run finished before it could be killed"
+    rc, _, err = run_cli("-q", "search", other, "--experiment", tiny_run.parent / "tiny.prototxt",
+                         *LONG, "--resume")
+    assert rc == 0, err
+    got = _state(other)
+    assert got["step"] == expected["step"] == 40
+    for key, value in expected["model"].items():
+        assert torch.equal(value, got["model"][key]), key
+    assert [r["step"] for r in _log(other)] == [r["step"] for r in _log(tiny_run)]
+
+
+def test_sigterm_checkpoints_and_exits_75(tiny_run, run_cli):
+    proc = _run_process(tiny_run, *LONG)
+    _wait_for(tiny_run / "search" / "step-8.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "rerun with --resume" in err and err.startswith("error: ")
+    stopped = _state(tiny_run)
+    assert 8 <= stopped["step"] < 40 and not stopped["complete"]
+    rc, _, err = _search(run_cli, tiny_run, *LONG, "--resume")
+    assert rc == 0, err
+    assert _state(tiny_run)["complete"]
+
+
+def test_resume_refuses_another_run(tiny_run, run_cli, tmp_path):
+    rc, _, err = _search(run_cli, tiny_run, "--warmup-iters", "2", "--iters", "0",
+                         "--checkpoint-every", "1")
+    assert rc == 0, err
+    other = tmp_path / "again"
+    assert run_cli("-q", "compile", ROOT / "specs" / "resnet18_w8.prototxt", "-o", other,
+                   "--tasks", "seg,depth")[0] == 0
+    (other / "search").mkdir()
+    (other / "search" / "last.pt").write_bytes((tiny_run / "search" / "last.pt").read_bytes())
+    rc, _, err = run_cli("-q", "search", other, "--experiment", tiny_run.parent / "tiny.prototxt",
+                         "--tasks", "seg,depth", "--resume")
+    assert rc == 65 and "belongs to another run" in err
+    rc, _, err = run_cli("-q", "search", tmp_path / "nowhere", "--resume")
+    assert rc == 66
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_run, run_cli, monkeypatch):
+    calls = {"n": 0}
+    real_loss = Task.loss
+
+    def poisoned(self, pred, batch):
+        loss = real_loss(self, pred, batch)
+        if self.name == "depth":
+            calls["n"] += 1
+            if calls["n"] == 11:  # the 11th step, index 10
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(Task, "loss", poisoned)
+    rc, _, err = _search(run_cli, tiny_run, *SHORT)
+    assert rc == 65
+    assert "the depth loss became non-finite at step 10" in err
+    last = _state(tiny_run)
+    assert last["step"] == 8
+    assert all(torch.isfinite(v).all() for v in last["model"].values()
+               if v.is_floating_point())
+    assert not (tiny_run / "search" / "step-12.pt").exists()
+
+
+def test_per_task_stepping_runs(tiny_run, run_cli):
+    rc, out, err = _search(run_cli, tiny_run, "--warmup-iters", "2", "--iters", "4",
+                           "--policy-steps", "2", "--weight-steps", "2", "--step", "per-task",
+                           "--json")
+    assert rc == 0, err
+    assert json.loads(out)["steps"] == 6
+
+
+# --------------------------------------------------------------------------- units
+
+def test_reference_regularizer_by_hand():
+    logits = torch.tensor([[[0.0, 1.0, -1.0]], [[2.0, 0.0, 0.0]]])  # S=2, T=1
+    noise = torch.tensor([[[0.5, 0.0, 0.0]], [[0.0, 0.0, 1.0]]])
+    weights = torch.tensor([1.0, 0.5])
+    tau = 2.0
+    total = 0.0
+    for n in range(2):
+        z = [(logits[n, 0, k].item() + noise[n, 0, k].item()) / tau for k in range(3)]
+        e = [math.exp(v) for v in z]
+        p = [v / sum(e) for v in e]
+        term = math.log(1 + math.exp(6 * (p[1] - p[0]))) + math.log(1 + math.exp(6 * (p[2] - p[0])))
+        total += weights[n].item() * term
+    got = reference_regularizer(logits, noise, tau, weights, scale=6.0)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(total, rel=1e-6)
+
+
+def test_params_regularizer_by_hand():
+    reg = ParamsRegularizer(shared=[100, 10], skip=[0, 4], tasks=2)
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [1.0, 1e-9, 1e-9]],
+                                     [[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]]]))
+    # node 0: P(any shared) = 1 − 0.5·0 = 1 → 100; specific 0.25·100; skip 0
+    # node 1: P(any shared) = 1 − 0.8² = 0.36 → 3.6; specific 0.6·10 = 6; skip 1.0·4 = 4
+    expected = (100 + 25 + 3.6 + 6 + 4) / (2 * 110)
+    assert reg(logits).item() == pytest.approx(expected, rel=1e-5)
+    aimed = ParamsRegularizer(shared=[100, 10], skip=[0, 4], tasks=2, target=0.7)
+    assert aimed(logits).item() == 0.0
+
+
+def test_tau_schedule_and_alternation_follow_the_sheet():
+    tau = TauSchedule(5.0, 0.965, 101)
+    assert tau.at(100) == 5.0 and tau.at(101) == pytest.approx(5 * 0.965)
+    assert tau.at(10000) == pytest.approx(5 * 0.965 ** 99)  # NYUv2: 99 decays, τ ≈ 0.147
+    assert tau.at(10000) == pytest.approx(0.147, abs=1e-3)
+    assert tau.at(4000) == pytest.approx(1.25, abs=0.01)  # CityScapes: 39 decays
+    alt = Alternation(warmup=10, policy_steps=2, weight_steps=3)
+    stages = [alt.stage(i) for i in range(20)]
+    assert stages[:10] == ["warmup"] * 10
+    assert stages[10:20] == ["policy"] * 2 + ["weight"] * 3 + ["policy"] * 2 + ["weight"] * 3
+    for step in range(30):
+        assert alt.policy_steps_before(step) == sum(alt.stage(i) == "policy" for i in range(step))
