@@ -46,7 +46,7 @@ def test_search_learns_a_policy(tiny_run, run_cli):
     assert search[0]["entropy"] > search[-1]["entropy"] + 0.02
     assert summary["entropy"] < math.log(3) - 0.02
     assert search[-1]["tau"] < search[0]["tau"]  # the temperature fell
-    assert [r["step"] for r in log] == list(range(4, 47, 4)) + [46]
+    assert [r["step"] for r in log] == [*range(4, 47, 4), 46]
     state = _state(tiny_run)
     assert state["kind"] == "search-checkpoint" and state["complete"] and state["step"] == 46
     assert len(summary["policy"]) == 20  # one row per searchable convolution
