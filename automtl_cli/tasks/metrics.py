@@ -21,7 +21,7 @@ Two variants (automtl.md §7.2):
 
 Units follow the reference so Δ_T can use its single-task values: mIoU and pixel accuracy as
 fractions, δ and the "within" angles in percent, angles in degrees. The median angle comes from a
-0.01° histogram (exact to 0.005°), which keeps it reducible.
+0.01° histogram (to within 0.005°), which keeps it reducible.
 """
 
 from __future__ import annotations
@@ -233,16 +233,20 @@ class NormalMetric(Metric):
                   w30=(angle < 30).sum(), cos_sum=cos_sum, cos_n=cos_n)
 
     def _median(self) -> float:
-        hist = self.state["hist"].double().cpu()
-        total = float(hist.sum())
+        """The median from the histogram: the middle order statistic, or the mean of the two."""
+        hist = self.state["hist"].cpu()
+        total = int(hist.sum())
         if total <= 0:
             return math.nan
         cum = hist.cumsum(0)
-        half = total / 2
-        i = int(torch.searchsorted(cum, torch.tensor(half, dtype=torch.float64)))
-        before = float(cum[i - 1]) if i > 0 else 0.0
-        inside = (half - before) / max(float(hist[i]), 1.0)
-        return (i + inside) * 180.0 / _HIST_BINS
+
+        def order_statistic(k: int) -> float:  # the k-th smallest angle (1-based), bin centre
+            i = int(torch.searchsorted(cum, torch.tensor(k, dtype=cum.dtype)))
+            return (i + 0.5) * 180.0 / _HIST_BINS
+
+        if total % 2:
+            return order_statistic((total + 1) // 2)
+        return (order_statistic(total // 2) + order_statistic(total // 2 + 1)) / 2
 
     def compute(self) -> dict[str, float]:
         s = self.state
