@@ -21,7 +21,7 @@ import torch
 from automtl_cli import __version__
 from automtl_cli.errors import BadInput, MissingInput
 
-__all__ = ["atomic_write", "load_artifact", "save_artifact", "write_json"]
+__all__ = ["atomic_write", "load_artifact", "read_artifact", "save_artifact", "write_json"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -62,8 +62,8 @@ def save_artifact(path: str | os.PathLike, kind: str, format_version: int,
     return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
 
-def load_artifact(path: str | os.PathLike, kind: str, max_version: int) -> dict[str, Any]:
-    """Load an artifact of `kind`, refusing anything else with a clear reason."""
+def read_artifact(path: str | os.PathLike) -> dict[str, Any]:
+    """Load any automtl artifact (for `inspect`, which dispatches on its kind)."""
     path = Path(path)
     if not path.exists():
         raise MissingInput(f"{path}: no such file")
@@ -74,6 +74,13 @@ def load_artifact(path: str | os.PathLike, kind: str, max_version: int) -> dict[
         raise BadInput(f"{path}: not a readable automtl artifact ({first})") from e
     if not isinstance(data, dict) or "kind" not in data:
         raise BadInput(f"{path}: not an automtl artifact (no `kind` field)")
+    return data
+
+
+def load_artifact(path: str | os.PathLike, kind: str, max_version: int) -> dict[str, Any]:
+    """Load an artifact of `kind`, refusing anything else with a clear reason."""
+    path = Path(path)
+    data = read_artifact(path)
     if data["kind"] != kind:
         raise BadInput(f"{path}: is a {data['kind']!r} artifact, expected {kind!r}")
     version = data.get("format_version")

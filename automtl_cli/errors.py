@@ -1,7 +1,8 @@
 """One exception hierarchy for the library; the CLI turns each class into its exit code.
 
 Exit codes follow BSD sysexits, as documented in the README: 65 bad input, 66 missing input,
-70 internal error, 75 interrupted (a checkpoint was written).
+69 an optional extra is not installed, 70 internal error, 75 interrupted (a checkpoint was
+written).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ __all__ = [
     "AutomtlError",
     "BadInput",
     "Interrupted",
+    "MissingDependency",
     "MissingInput",
     "SourceError",
 ]
@@ -31,6 +33,12 @@ class MissingInput(AutomtlError):
     """A file, directory or checkpoint the command needs does not exist."""
 
     exit_code = 66
+
+
+class MissingDependency(AutomtlError):
+    """An optional extra (matplotlib, onnx, ...) is needed and not installed."""
+
+    exit_code = 69
 
 
 class Interrupted(AutomtlError):

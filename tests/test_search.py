@@ -217,3 +217,22 @@ def test_tau_schedule_and_alternation_follow_the_sheet():
     assert stages[10:20] == ["policy"] * 2 + ["weight"] * 3 + ["policy"] * 2 + ["weight"] * 3
     for step in range(30):
         assert alt.policy_steps_before(step) == sum(alt.stage(i) == "policy" for i in range(step))
+
+
+def test_inspect_shows_the_policy_and_plots_it(tiny_run, run_cli, tmp_path, monkeypatch):
+    rc, _, err = _search(run_cli, tiny_run, "--warmup-iters", "2", "--iters", "4")
+    assert rc == 0, err
+    rc, out, _ = run_cli("inspect", tiny_run / "search" / "last.pt")
+    assert rc == 0
+    assert "search checkpoint at step 6" in out and "layer4.1.conv2" in out
+    rc, out, _ = run_cli("inspect", tiny_run / "search" / "last.pt", "--json")
+    rows = json.loads(out)["policy"]
+    assert len(rows) == 20 and all(sum(r["seg"]) == pytest.approx(1, abs=1e-3) for r in rows)
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "policy.png"
+    rc, out, err = run_cli("inspect", tiny_run / "search" / "last.pt", "--plot", png)
+    assert rc == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were missing
+    rc, _, err = run_cli("inspect", tiny_run / "search" / "last.pt", "--plot", png)
+    assert rc == 69 and "pip install 'automtl[plot]'" in err

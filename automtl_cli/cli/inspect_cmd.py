@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from automtl_cli.artifacts import read_artifact
 from automtl_cli.cli.compile_cmd import frontend_config
 from automtl_cli.cli.options import emit_json, frontend_options
 from automtl_cli.compiler import compile_backbone, load_supermodel
@@ -53,13 +54,63 @@ def _print_search_nodes(space: dict) -> None:
     click.echo("parameters: " + ", ".join(f"{k} {v:,}" for k, v in p.items()))
 
 
+def _inspect_search(path: str, data: dict, as_json: bool, plot: str | None) -> None:
+    import torch
+
+    from automtl_cli.engine.search import policy_table
+
+    tasks = data["space"]["tasks"]
+    names = data["search_nodes"]
+    model = data["model"]
+    prefix = "backbone."
+    logits = torch.stack([torch.stack([model[f"{prefix}{_key(n)}.policy.{t}"] for t in tasks])
+                          for n in names]) if names else torch.zeros(0, len(tasks), 3)
+    table = policy_table(logits, names, tuple(tasks))
+    if plot:
+        from automtl_cli.engine.policy_plot import plot_policy
+
+        plot_policy(torch.softmax(logits.float(), -1), names, tasks, plot)
+    if as_json:
+        emit_json({"kind": data["kind"], "step": data["step"], "tau": data["tau"],
+                   "stage": data["stage"], "complete": data["complete"], "policy": table,
+                   **({"plot": plot} if plot else {})})
+        return
+    click.echo(f"{path}: search checkpoint at step {data['step']} ({data['stage']}), "
+               f"τ {data['tau']:.4f}{'' if not data['complete'] else ', complete'}")
+    click.echo("probabilities of shared / specific / skip per node and task (* the most likely)")
+    width = max([4, *(len(n) for n in names)])
+    click.echo(f"{'node':<{width}}  " + "  ".join(f"{t:^17}" for t in tasks))
+    for row in table:
+        cells = []
+        for t in tasks:
+            p = row[t]
+            best = max(range(3), key=lambda k: p[k])
+            cells.append(" ".join(f"{v:.2f}" + ("*" if k == best else " ")
+                                  for k, v in enumerate(p)))
+        click.echo(f"{row['node']:<{width}}  " + "  ".join(cells))
+    if plot:
+        click.echo(f"wrote {plot}")
+
+
+def _key(layer: str) -> str:
+    from automtl_cli.compiler.backbone import module_name
+
+    return module_name(layer)
+
+
 @click.command("inspect")
 @click.argument("path", type=click.Path(dir_okay=False))
 @frontend_options
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="For a search checkpoint: draw the policy as a PNG heatmap (matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def inspect(path, dialect, input_shapes, feature_blob, lenient, as_json):
+def inspect(path, dialect, input_shapes, feature_blob, lenient, plot, as_json):
     """Print the per-layer table of a prototxt, or the summary of an artifact."""
     if Path(path).suffix == ".pt":
+        kind = read_artifact(path)["kind"]
+        if kind == "search-checkpoint":
+            _inspect_search(path, read_artifact(path), as_json, plot)
+            return
         data = load_supermodel(path)
         graph = data["graph"]
         rows = layer_table(graph)
