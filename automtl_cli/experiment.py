@@ -32,6 +32,7 @@ from automtl_cli.errors import BadInput, MissingInput, SourceError
 __all__ = [
     "DATASET_CLASSES",
     "DATASET_TASKS",
+    "NATIVE_SIZE",
     "SPLITS",
     "TASK_SETS",
     "TASK_TYPES",
@@ -91,10 +92,11 @@ DATASET_CLASSES: Mapping[DataSource, int] = {
     DataSource.CITYSCAPES: 19,
     DataSource.TASKONOMY: 17,
 }
-# The reference's training crops and test-time sizes (automtl.md §6.7); None keeps native size.
+# The reference's training crops and test-time sizes (automtl.md §6.7); (0, 0) keeps native size.
+NATIVE_SIZE = (0, 0)
 _CROP = {DataSource.NYUV2: (321, 321), DataSource.CITYSCAPES: (224, 224),
          DataSource.TASKONOMY: (224, 224)}
-_TEST_SIZE = {DataSource.NYUV2: (321, 321), DataSource.CITYSCAPES: None,
+_TEST_SIZE = {DataSource.NYUV2: (321, 321), DataSource.CITYSCAPES: NATIVE_SIZE,
               DataSource.TASKONOMY: (224, 224)}
 
 
@@ -197,7 +199,11 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data comes from and how it is cut; None sizes mean the dataset's default."""
+    """Where the data comes from and how it is cut.
+
+    A None size means the dataset's default (filled by `resolve`); test size (0, 0) keeps each
+    test image's native size.
+    """
 
     source: DataSource = DataSource.SYNTHETIC
     root: str | None = None
@@ -216,7 +222,8 @@ class DataConfig:
             raise ValueError(f"data.root is required for {self.source.value}")
         for name in ("crop_size", "test_size"):
             size = getattr(self, name)
-            if size is not None and (len(size) != 2 or min(size) < 1):
+            native_ok = name == "test_size" and size is not None and tuple(size) == NATIVE_SIZE
+            if size is not None and not native_ok and (len(size) != 2 or min(size) < 1):
                 raise ValueError(f"data.{name} must be H [W] positive integers, got {size}")
         if not 0 < self.min_scale <= self.max_scale:
             raise ValueError("data.min_scale must be > 0 and <= max_scale, got "
@@ -231,7 +238,7 @@ class DataConfig:
         if self.source is DataSource.SYNTHETIC:
             return self
         crop = self.crop_size or _CROP[self.source]
-        test = self.test_size if self.test_size is not None else _TEST_SIZE[self.source]
+        test = tuple(self.test_size) if self.test_size is not None else _TEST_SIZE[self.source]
         return dataclasses.replace(self, crop_size=crop, test_size=test)
 
 

@@ -42,7 +42,13 @@ import torch
 from automtl_cli.data.base import IGNORE_INDEX, DatasetInfo, MultiTaskDataset
 from automtl_cli.data.transforms import augment, resize_sample
 from automtl_cli.errors import BadInput, MissingInput
-from automtl_cli.experiment import DATASET_CLASSES, DATASET_TASKS, DataConfig, DataSource
+from automtl_cli.experiment import (
+    DATASET_CLASSES,
+    DATASET_TASKS,
+    NATIVE_SIZE,
+    DataConfig,
+    DataSource,
+)
 
 __all__ = ["BGR_MEAN", "CityscapesDataset", "NYUv2Dataset", "TaskonomyDataset",
            "build_real_dataset"]
@@ -221,7 +227,7 @@ class _JsonLayoutDataset(MultiTaskDataset):
             assert self.data.crop_size is not None
             return augment(sample, rng, crop=self.data.crop_size, min_scale=self.data.min_scale,
                            max_scale=self.data.max_scale, flip=self.data.flip)
-        if self.data.test_size is not None:
+        if self.data.test_size not in (None, NATIVE_SIZE):
             return resize_sample(sample, self.data.test_size)
         return sample
 
