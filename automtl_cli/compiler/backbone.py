@@ -23,7 +23,7 @@ def module_name(layer_name: str) -> str:
 
 
 def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
-    """One module per layer, wired by a generated `forward(*inputs) -> feature`."""
+    """One module per layer, wired by a generated `forward(*inputs) -> output(s)`."""
     if seed is not None:
         torch.manual_seed(seed)
     shapes = graph.value_shapes()
@@ -43,5 +43,6 @@ def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
         root.add_module(name, module)
         out = fx_graph.call_module(name, tuple(env[v] for v in node.inputs))
         env[node.outputs[0]] = out
-    fx_graph.output(env[graph.output])
+    outs = [env[v] for v in graph.outputs]
+    fx_graph.output(outs[0] if len(outs) == 1 else tuple(outs))
     return fx.GraphModule(root, fx_graph, class_name=f"Backbone_{module_name(graph.name)}")

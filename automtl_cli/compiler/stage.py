@@ -49,6 +49,7 @@ class CompileResult:
             "inputs": {self._blob(v): list(s) for v, s in g.inputs.items()},
             "feature_blob": self._blob(g.output),
             "output_shape": list(g.shape_of(g.output)),
+            "outputs": {self._blob(v): list(g.shape_of(v)) for v in g.outputs},
             "params": g.params,
             "layers": g.source_layers,
             "nodes": len(g.nodes),
@@ -87,6 +88,10 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
         if len(front.graph.inputs) != 1:
             raise BadInput(f"{front.graph.file}: a multi-task supermodel needs exactly one "
                            f"input, the network has {len(front.graph.inputs)}")
+        if len(front.graph.outputs) != 1:
+            raise BadInput(f"{front.graph.file}: a multi-task supermodel needs one feature "
+                           f"blob, the network has {len(front.graph.outputs)} outputs; pick one "
+                           "with --feature-blob")
         info = space_summary(front.graph, space)
     elapsed = front.elapsed_ms + (time.perf_counter() - t0) * 1e3
     return CompileResult(front, options, elapsed, space, bn, skip, seed, info)

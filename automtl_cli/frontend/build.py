@@ -362,12 +362,12 @@ class _Builder:
         if not nodes:
             raise self.err("has no layers after its inputs")
 
-        output = self._feature_value(nodes, latest, value_blob, inputs)
-        nodes, source_layers = self._prune(nodes, output, source_layers, inputs)
+        outputs = self._outputs(nodes, latest, value_blob, inputs)
+        nodes, source_layers = self._prune(nodes, outputs, source_layers, inputs)
         for v in [v for v in inputs if not any(v in n.inputs for n in nodes)]:
-            self.notes.append(f'input "{value_blob[v]}" does not feed the feature blob; removed')
+            self.notes.append(f'input "{value_blob[v]}" does not feed the output; removed')
             del inputs[v]
-        nodes, output = _fold_batchnorm_scale(nodes, output, self.notes)
+        nodes = _fold_batchnorm_scale(nodes, outputs, self.notes)
         _number_depths(nodes, inputs)
         live = {v for n in nodes for v in n.outputs} | set(inputs)
         blobs: dict[str, str] = {}
@@ -375,19 +375,26 @@ class _Builder:
             if value in live:
                 blobs[value_blob[value]] = value
         graph = Graph(net.name or os.path.splitext(os.path.basename(self.file))[0], self.file,
-                      dialect.name, inputs, nodes, output, blobs, source_layers)
+                      dialect.name, inputs, nodes, outputs, blobs, source_layers)
         graph.verify()
         return graph
 
-    def _feature_value(self, nodes: list[Node], latest: dict[str, str],
-                       value_blob: dict[str, str], inputs: dict[str, Shape]) -> str:
+    def _outputs(self, nodes: list[Node], latest: dict[str, str],
+                 value_blob: dict[str, str], inputs: dict[str, Shape]) -> list[str]:
+        """The feature blob's last version; by default every blob no layer reads (Caffe's
+        network outputs): the last layer's for a backbone, one per task for a derived network."""
         name = self.options.feature_blob
         if name is None:
-            return nodes[-1].outputs[0]
+            read = {v for n in nodes for v in n.inputs}
+            sinks = [v for n in nodes for v in n.outputs if v not in read]
+            if len(sinks) > 1:
+                self.notes.append(f"{len(sinks)} output blobs: "
+                                  + ", ".join(value_blob[v] for v in sinks))
+            return sinks
         for node in reversed(nodes):
             for v in node.outputs:
                 if value_blob[v] == name:
-                    return v
+                    return [v]
         if name in latest and latest[name] in inputs:
             raise self.err(f'--feature-blob "{name}" is the network input: no path from the '
                            "input through any layer to it")
@@ -395,9 +402,9 @@ class _Builder:
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise self.err(f'--feature-blob "{name}": no layer writes this blob{hint}')
 
-    def _prune(self, nodes: list[Node], output: str, source_layers: int,
+    def _prune(self, nodes: list[Node], outputs: list[str], source_layers: int,
                inputs: dict[str, Shape]) -> tuple[list[Node], int]:
-        needed = {output}
+        needed = set(outputs)
         kept: list[Node] = []
         for node in reversed(nodes):
             if needed.intersection(node.outputs):
@@ -406,6 +413,9 @@ class _Builder:
         kept.reverse()
         if not needed.intersection(inputs):
             raise self.err("no path from any input to the feature blob")
+        for out in outputs:
+            if out in inputs:
+                raise self.err(f'output "{out}" is an input: no path through any layer to it')
         removed = len(nodes) - len(kept)
         if removed:
             after = sum(1 for n in nodes[nodes.index(kept[-1]) + 1:])
@@ -441,8 +451,8 @@ def _in_test_phase(layer: Message) -> bool:
     return not any(_rule_met(r) for r in layer.exclude)
 
 
-def _fold_batchnorm_scale(nodes: list[Node], output: str, notes: list[str]
-                          ) -> tuple[list[Node], str]:
+def _fold_batchnorm_scale(nodes: list[Node], outputs: list[str], notes: list[str]
+                          ) -> list[Node]:
     """Caffe writes a normalisation as BatchNorm (statistics) + Scale (γ, β): make it one node."""
     consumers: dict[str, int] = {}
     for n in nodes:
@@ -456,7 +466,7 @@ def _fold_batchnorm_scale(nodes: list[Node], output: str, notes: list[str]
             continue
         v = n.outputs[0]
         scale = by_input.get(v)
-        if scale is None or consumers.get(v) != 1 or v == output:
+        if scale is None or consumers.get(v) != 1 or v in outputs:
             continue
         n.attrs = {**n.attrs, "affine": True, "bias": scale.attrs["bias"]}
         n.params += scale.params
@@ -466,7 +476,7 @@ def _fold_batchnorm_scale(nodes: list[Node], output: str, notes: list[str]
         folded += 1
     if folded:
         notes.append(f"folded {folded} BatchNorm + Scale pairs into affine BatchNorm")
-    return [n for n in nodes if n.name not in removed], output
+    return [n for n in nodes if n.name not in removed]
 
 
 def _number_depths(nodes: list[Node], inputs: Mapping[str, Shape]) -> None:

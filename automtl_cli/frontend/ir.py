@@ -8,8 +8,9 @@ A `Graph` is a closed, plain-data structure:
   the same blob in place (Caffe's `top == bottom`);
 * `meta` facts filled by the passes of `automtl_cli.frontend.build`: output shapes, learnable
   parameter count, whether the node is a search node;
-* `blobs` maps each prototxt blob name to the value id of its final version, and `output` is the
-  feature value handed to the task heads.
+* `blobs` maps each prototxt blob name to the value id of its final version, and `outputs` are
+  the values the network returns: the feature handed to the task heads (`output`), or one blob
+  per task in a derived multi-task network.
 
 Node types and attributes are those of the layer table (`automtl_cli.frontend.layers`). The graph
 round-trips through `to_dict` / `from_dict` as JSON-able data, so artifacts never pickle code.
@@ -64,9 +65,14 @@ class Graph:
     dialect: str
     inputs: dict[str, Shape]
     nodes: list[Node]
-    output: str
+    outputs: list[str]
     blobs: dict[str, str]  # blob name → value id of its last version
     source_layers: int = 0  # prototxt layers that made it into the graph (Input layers included)
+
+    @property
+    def output(self) -> str:
+        """The single output of a backbone (the first, when there are several)."""
+        return self.outputs[0]
 
     def shape_of(self, value: str) -> Shape:
         if value in self.inputs:
@@ -112,8 +118,9 @@ class Graph:
             if len(node.shapes) != len(node.outputs):
                 raise AssertionError(f"{node.name}: {len(node.shapes)} shapes for "
                                      f"{len(node.outputs)} outputs")
-        if self.output not in defined:
-            raise AssertionError(f"output {self.output!r} undefined\n{self.format()}")
+        for out in self.outputs:
+            if out not in defined:
+                raise AssertionError(f"output {out!r} undefined\n{self.format()}")
 
     def format(self) -> str:
         lines = [f"graph {self.name} ({self.dialect}) inputs="
@@ -122,14 +129,14 @@ class Graph:
             shapes = ", ".join(str(list(s)) for s in n.shapes)
             lines.append(f"  {', '.join(n.outputs)} = {n.type}[{n.name}]"
                          f"({', '.join(n.inputs)}) -> {shapes}")
-        lines.append(f"  return {self.output}")
+        lines.append(f"  return {', '.join(self.outputs)}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "file": self.file, "dialect": self.dialect,
             "inputs": {k: list(v) for k, v in self.inputs.items()},
-            "nodes": [n.to_dict() for n in self.nodes], "output": self.output,
+            "nodes": [n.to_dict() for n in self.nodes], "outputs": list(self.outputs),
             "blobs": dict(self.blobs), "source_layers": self.source_layers,
         }
 
@@ -138,6 +145,6 @@ class Graph:
         return cls(
             name=d["name"], file=d["file"], dialect=d["dialect"],
             inputs={k: tuple(v) for k, v in d["inputs"].items()},
-            nodes=[Node.from_dict(n) for n in d["nodes"]], output=d["output"],
+            nodes=[Node.from_dict(n) for n in d["nodes"]], outputs=list(d["outputs"]),
             blobs=dict(d["blobs"]), source_layers=int(d["source_layers"]),
         )
