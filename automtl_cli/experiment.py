@@ -278,21 +278,29 @@ class ExperimentConfig:
                       else t for t in self.tasks)
         return dataclasses.replace(self, tasks=tasks, data=self.data.resolve())
 
+    def override(self, *, tasks: Sequence[str] | None = None, source: DataSource | None = None,
+                 root: str | None = None) -> ExperimentConfig:
+        """Other tasks and/or other data, applied together (each alone may not be valid).
+
+        Named tasks the experiment configures keep their settings, others get defaults; on new
+        data, dataset-dependent sizes and seg classes return to the dataset's defaults.
+        """
+        data, configured = self.data, self.tasks
+        if source is not None and (source is not data.source or root != data.root):
+            data = dataclasses.replace(data, source=source, root=root, crop_size=None,
+                                       test_size=None)
+            configured = tuple(dataclasses.replace(t, classes=None) if t.type == "seg" else t
+                               for t in configured)
+        if tasks is not None:
+            known = {t.type: t for t in configured}
+            configured = tuple(known.get(n) or TaskConfig(type=n) for n in tasks)
+        return ExperimentConfig(name=self.name, tasks=configured, data=data)
+
     def with_tasks(self, names: Sequence[str]) -> ExperimentConfig:
-        """Keep the configured tasks named, in the given order; others get default settings."""
-        known = {t.type: t for t in self.tasks}
-        tasks = tuple(known.get(n) or TaskConfig(type=n) for n in names)
-        return dataclasses.replace(self, tasks=tasks)
+        return self.override(tasks=names)
 
     def with_data(self, source: DataSource, root: str | None) -> ExperimentConfig:
-        """Point the experiment at other data; dataset-dependent sizes return to defaults."""
-        if source is self.data.source and root == self.data.root:
-            return self
-        data = dataclasses.replace(self.data, source=source, root=root, crop_size=None,
-                                   test_size=None)
-        tasks = tuple(dataclasses.replace(t, classes=None) if t.type == "seg" else t
-                      for t in self.tasks)
-        return ExperimentConfig(name=self.name, tasks=tasks, data=data)
+        return self.override(source=source, root=root)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -424,8 +432,12 @@ def experiment_from_message(message: Any, *, file: str | None = None,
         name = message.name or (Path(file).stem if file else "experiment")
         return ExperimentConfig(name=name, tasks=tuple(tasks), data=data).resolve()
     except ValueError as e:
+        # The reader keeps the first line of each top-level field: exact for `data` and the
+        # first task; later tasks are named by index instead.
         key = where.split("[")[0]
-        raise SourceError(f"{where}: {e}", file=file, line=lines.get(key)) from e
+        line = None if where.startswith("task[") and not where.startswith("task[0]") \
+            else lines.get(key)
+        raise SourceError(f"{where}: {e}", file=file, line=line) from e
 
 
 def _task_from_message(t: Any) -> TaskConfig:

@@ -27,17 +27,16 @@ def resolve_experiment(experiment_path: str | None, data: str | None,
     """The experiment file (or the embedded default) with --data and --tasks applied."""
     explicit = experiment_path is not None
     experiment = load_experiment(experiment_path) if explicit else default_experiment()
-    if data is not None:
-        source, root = parse_data_arg(data)
-        experiment = experiment.with_data(source, root)
+    source, root = parse_data_arg(data) if data is not None else \
+        (experiment.data.source, experiment.data.root)
     if tasks is not None:
         names = parse_tasks_arg(tasks)
-    elif explicit:
+    elif explicit and source is experiment.data.source:
         names = experiment.task_names
-    else:  # a preview of the default shows every label the dataset has
-        names = DATASET_TASKS[experiment.data.source]
+    else:  # a preview of the default, or of other data, shows every label the dataset has
+        names = DATASET_TASKS[source]
     try:
-        return experiment.with_tasks(names).resolve()
+        return experiment.override(tasks=names, source=source, root=root).resolve()
     except ValueError as e:
         raise BadInput(str(e)) from e
 
