@@ -1,0 +1,240 @@
+"""The derived multi-task network: the per-task paths, merged wherever they compute the same thing.
+
+Given a plan (for every search node and task: shared, specific or skip), each task's path through
+the backbone is a sequence of ops. Two tasks' ops are the same value when they apply the same
+op (same layer, same weights) to the same input value; numbering values that way (hash-consing)
+turns the T paths into a tree in which every shared prefix is computed once and nothing unused is
+left. Which BatchNorm a task uses decides where paths part: under `--bn task` every task has its
+own BN, so paths part at the first BN (parameters are shared, compute is not); under `--bn
+follow` a BN after a shared convolution is shared too, so a shared prefix runs once.
+
+`build_tree` computes the tree from the IR alone (it is what `plan.json` accounts);
+`DerivedBackbone` materialises it as an fx GraphModule whose weights come from a supermodel.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+
+from automtl_cli.compiler.backbone import module_name
+from automtl_cli.compiler.space import SearchSpace, follows_searchable, skip_plan
+from automtl_cli.compiler.supermodel import (
+    Elementwise,
+    Folded,
+    SearchBatchNorm,
+    SearchConv,
+    SkipBranch,
+    Supermodel,
+)
+from automtl_cli.frontend.ir import Graph, Node, Shape
+
+__all__ = ["CHOICES", "DerivedBackbone", "Op", "Tree", "TreeValue", "build_tree"]
+
+CHOICES = ("shared", "specific", "skip")
+INPUT = 0  # the value id of the network input
+
+
+@dataclass(frozen=True)
+class Op:
+    """What a tree value computes: layer `node` with the weights of `variant` (and `task`)."""
+
+    node: str
+    variant: str  # "plain", "shared", "task", "skip", "skip-free"
+    task: str | None = None
+
+    @property
+    def module_name(self) -> str:
+        base = module_name(self.node)
+        if self.variant in ("plain", "shared"):
+            return base
+        suffix = "skip_" if self.variant.startswith("skip") else ""
+        return f"{base}__{suffix}{self.task or 'all'}"
+
+
+@dataclass
+class TreeValue:
+    id: int
+    op: Op
+    inputs: tuple[int, ...]
+    shape: Shape
+    params: int  # of the op's own weights
+    flops: int  # per image (2 × multiply-adds of convolutions and matrix products)
+    tasks: list[str] = field(default_factory=list)  # tasks whose path computes it
+
+
+@dataclass
+class Tree:
+    tasks: tuple[str, ...]
+    values: list[TreeValue]  # topological order; value ids start at 1
+    outputs: dict[str, int]  # task → its feature's value id
+    input_shape: Shape
+
+    def path(self, task: str) -> list[TreeValue]:
+        return [v for v in self.values if task in v.tasks]
+
+    def modules(self, values: Sequence[TreeValue] | None = None) -> dict[Op, int]:
+        """Distinct ops (modules) and their parameter counts."""
+        out: dict[Op, int] = {}
+        for v in values if values is not None else self.values:
+            out[v.op] = v.params
+        return out
+
+
+def _conv_flops(node: Node, in_shape: Shape) -> int:
+    a = node.attrs
+    _, cout, ho, wo = node.shapes[0]
+    kh, kw = a["kernel"]
+    if node.type == "Deconvolution":
+        return 2 * in_shape[1] * (cout // a["group"]) * kh * kw * in_shape[2] * in_shape[3]
+    return 2 * cout * (in_shape[1] // a["group"]) * kh * kw * ho * wo
+
+
+def _flops(node: Node, in_shapes: list[Shape]) -> int:
+    if node.type in ("Convolution", "Deconvolution"):
+        return _conv_flops(node, in_shapes[0])
+    if node.type == "InnerProduct":
+        s = in_shapes[0]
+        axis = node.attrs["axis"] % len(s)
+        rows = math.prod(s[1:axis])  # per image
+        return 2 * rows * math.prod(s[axis:]) * node.attrs["num_output"]
+    return 0
+
+
+def build_tree(graph: Graph, space: SearchSpace, choices: dict[str, Sequence[int]]) -> Tree:
+    """Number the values of every task's path; equal (op, inputs) pairs are one value."""
+    shapes = graph.value_shapes()
+    follows = follows_searchable(graph)
+    missing = [n.name for n in graph.searchable if n.name not in choices]
+    if missing:
+        raise ValueError(f"the plan has no choice for search node(s) {', '.join(missing)}")
+    ids: dict[tuple[Op, tuple[int, ...]], int] = {}
+    values: list[TreeValue] = []
+    outputs: dict[str, int] = {}
+    start = next(iter(graph.inputs))
+    for t, task in enumerate(space.tasks):
+        env = {start: INPUT}
+        for node in graph.nodes:
+            ins = tuple(env[v] for v in node.inputs)
+            in_shapes = [shapes[v] for v in node.inputs]
+            params, flops = node.params, _flops(node, in_shapes)
+            if node.searchable:
+                choice = choices[node.name][t]
+                if choice == 0:
+                    op = Op(node.name, "shared")
+                elif choice == 1:
+                    op = Op(node.name, "task", task)
+                else:
+                    plan = skip_plan(node, in_shapes[0], space.skip)
+                    if plan.kind == "identity" and plan.pads(*in_shapes[0][2:]) is None:
+                        env[node.outputs[0]] = ins[0]  # the skip is the input itself
+                        continue
+                    if plan.kind == "conv":
+                        op = Op(node.name, "skip", task)
+                        _, cout, ho, wo = node.shapes[0]
+                        flops = 2 * plan.in_channels * cout * ho * wo
+                    else:
+                        op = Op(node.name, "skip-free")
+                        flops = 0
+                    params = plan.params
+            elif node.type == "BatchNorm":
+                src = follows.get(node.name)
+                own = space.bn == "task" or (
+                    space.bn == "follow" and src is not None and choices[src][t] != 0)
+                op = Op(node.name, "task", task) if own else Op(node.name, "shared")
+            else:
+                op = Op(node.name, "plain")
+            key = (op, ins)
+            vid = ids.get(key)
+            if vid is None:
+                vid = len(values) + 1
+                ids[key] = vid
+                values.append(TreeValue(vid, op, ins, node.shapes[0], params, flops))
+            if task not in values[vid - 1].tasks:
+                values[vid - 1].tasks.append(task)
+            env[node.outputs[0]] = vid
+        outputs[task] = env[graph.output]
+    # A value is on a task's path only if the task's output depends on it.
+    for task in space.tasks:
+        needed = {outputs[task]}
+        for v in reversed(values):
+            if v.id in needed:
+                needed.update(v.inputs)
+            elif task in v.tasks:
+                v.tasks.remove(task)
+    values = [v for v in values if v.tasks]
+    return Tree(space.tasks, values, outputs, shapes[start])
+
+
+class DerivedBackbone(nn.Module):
+    """The tree as modules; `forward(x)` returns one feature per task, in task order."""
+
+    def __init__(self, tree: Tree, graph: Graph, space: SearchSpace,
+                 supermodel: Supermodel) -> None:
+        super().__init__()
+        self.tasks = tree.tasks
+        shapes = graph.value_shapes()
+        by_name = {node.name: node for node in graph.nodes}
+        sources = {node.name: name for node, name in supermodel.node_modules}
+        layers = nn.Module()
+        fx_graph = fx.Graph()
+        env = {INPUT: fx_graph.placeholder("x")}
+        made: dict[Op, str] = {}
+        for v in tree.values:
+            name = made.get(v.op)
+            if name is None:
+                node = by_name[v.op.node]
+                source = supermodel.graph_module.get_submodule(sources[node.name])
+                module = _module_for(v.op, node, source, space,
+                                     [shapes[i] for i in node.inputs])
+                name = v.op.module_name
+                layers.add_module(name, module)
+                made[v.op] = name
+            env[v.id] = fx_graph.call_module(name, tuple(env[i] for i in v.inputs))
+        fx_graph.output(tuple(env[tree.outputs[t]] for t in tree.tasks))
+        self.graph_module = fx.GraphModule(layers, fx_graph,
+                                           class_name=f"Derived_{module_name(graph.name)}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.graph_module(x)
+
+
+def _module_for(op: Op, node: Node, source: nn.Module, space: SearchSpace,
+                in_shapes: list[Shape]) -> nn.Module:
+    """A copy of the weights `op` names, taken out of the supermodel's module."""
+    t = space.tasks.index(op.task) if op.task is not None else None
+    if isinstance(source, SearchConv):
+        if op.variant == "shared":
+            return copy.deepcopy(source.shared)
+        if op.variant == "task":
+            conv = copy.deepcopy(source.shared)
+            with torch.no_grad():
+                conv.weight.copy_(source.task_weight[t])
+                if conv.bias is not None:
+                    conv.bias.copy_(source.task_bias[t])
+            return conv
+        skip = SkipBranch(source.skip.plan, (op.task or "all",))
+        if op.variant == "skip":
+            with torch.no_grad():
+                for attr in ("weight", "bn_weight", "bn_bias", "running_mean", "running_var"):
+                    getattr(skip, attr).copy_(getattr(source.skip, attr)[t:t + 1])
+        return skip
+    if isinstance(source, SearchBatchNorm):
+        bn = copy.deepcopy(source.shared)
+        if op.variant == "task":
+            with torch.no_grad():
+                if bn.weight is not None:
+                    bn.weight.copy_(source.task_weight[t])
+                if bn.bias is not None and source.task_bias is not None:
+                    bn.bias.copy_(source.task_bias[t])
+                bn.running_mean.copy_(source.task_mean[t])
+                bn.running_var.copy_(source.task_var[t])
+        return bn
+    if isinstance(source, (Folded, Elementwise)):
+        return copy.deepcopy(source.op)
+    raise TypeError(f"no derived module for {type(source).__name__}")  # pragma: no cover
