@@ -80,6 +80,10 @@ class LayerKind:
     def build(self, attrs: Attrs, shapes: list[Shape]) -> nn.Module:
         raise NotImplementedError(f"{self.type} does not become a torch module")
 
+    def param_text(self, attrs: Attrs) -> str:
+        """The `*_param { ... }` body that reads back as `attrs` (Caffe dialect; writers)."""
+        return ""
+
     def params_of(self, layer: Message) -> Message | None:
         if self.param_field is None or not layer.HasField(self.param_field):
             return None
@@ -308,6 +312,13 @@ class Convolution(LayerKind):
         return nn.Conv2d(shapes[0][1], a["num_output"], tuple(a["kernel"]), tuple(a["stride"]),
                          tuple(a["pad"]), tuple(a["dilation"]), a["group"], a["bias"])
 
+    def param_text(self, a):
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel"], a["stride"], a["pad"], a["dilation"]
+        text = (f"num_output: {a['num_output']} bias_term: {str(a['bias']).lower()} "
+                f"kernel_h: {kh} kernel_w: {kw} stride_h: {sh} stride_w: {sw} "
+                f"pad_h: {ph} pad_w: {pw} group: {a['group']}")
+        return text + (f" dilation: {dh}" if dh == dw else f" dilation: {dh} dilation: {dw}")
+
 
 @register_layer
 class Deconvolution(Convolution):
@@ -414,6 +425,9 @@ class Scale(LayerKind):
     def build(self, a, shapes):
         return ChannelScale(shapes[0][1], a["bias"])
 
+    def param_text(self, a):
+        return f"bias_term: {str(a['bias']).lower()}"
+
 
 class LocalResponseNorm(nn.Module):
     """Caffe's LRN; WITHIN_CHANNEL normalises over a spatial window, which torch does not offer."""
@@ -450,6 +464,11 @@ class LRN(LayerKind):
     def build(self, a, shapes):
         return LocalResponseNorm(a["size"], a["alpha"], a["beta"], a["k"], a["within_channel"])
 
+    def param_text(self, a):
+        region = "WITHIN_CHANNEL" if a["within_channel"] else "ACROSS_CHANNELS"
+        return (f"local_size: {a['size']} alpha: {a['alpha']!r} beta: {a['beta']!r} "
+                f"k: {a['k']!r} norm_region: {region}")
+
 
 # --------------------------------------------------------------------------- activations
 
@@ -465,6 +484,9 @@ class ReLU(LayerKind):
     def build(self, a, shapes):
         slope = a["negative_slope"]
         return nn.LeakyReLU(slope) if slope else nn.ReLU()
+
+    def param_text(self, a):
+        return f"negative_slope: {a['negative_slope']!r}" if a["negative_slope"] else ""
 
 
 @register_layer
@@ -509,6 +531,9 @@ class Dropout(LayerKind):
     def build(self, a, shapes):
         return nn.Dropout(a["ratio"])
 
+    def param_text(self, a):
+        return f"dropout_ratio: {a['ratio']!r}"
+
 
 @register_layer
 class Softmax(LayerKind):
@@ -525,6 +550,9 @@ class Softmax(LayerKind):
 
     def build(self, a, shapes):
         return nn.Softmax(dim=_axis(a["axis"], len(shapes[0])))
+
+    def param_text(self, a):
+        return f"axis: {a['axis']}"
 
 
 # --------------------------------------------------------------------------- pooling
@@ -601,6 +629,14 @@ class Pooling(LayerKind):
         return nn.AvgPool2d(tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"]),
                             ceil_mode=a["ceil"], count_include_pad=True)
 
+    def param_text(self, a):
+        method = "MAX" if a["method"] == "max" else "AVE"
+        if a["global"]:
+            return f"pool: {method} global_pooling: true"
+        (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["pad"]
+        return (f"pool: {method} kernel_h: {kh} kernel_w: {kw} stride_h: {sh} stride_w: {sw} "
+                f"pad_h: {ph} pad_w: {pw} round_mode: {'CEIL' if a['ceil'] else 'FLOOR'}")
+
 
 # --------------------------------------------------------------------------- joins and reshapes
 
@@ -658,6 +694,10 @@ class Eltwise(LayerKind):
     def build(self, a, shapes):
         return Eltwise_(a["operation"], a["coeff"])
 
+    def param_text(self, a):
+        text = f"operation: {a['operation'].upper()}"
+        return text + "".join(f" coeff: {c!r}" for c in a["coeff"] or ())
+
 
 class Concat_(nn.Module):
     def __init__(self, axis: int) -> None:
@@ -696,6 +736,9 @@ class Concat(LayerKind):
     def build(self, a, shapes):
         return Concat_(_axis(a["axis"], len(shapes[0])))
 
+    def param_text(self, a):
+        return f"axis: {a['axis']}"
+
 
 @register_layer
 class Flatten(LayerKind):
@@ -720,6 +763,9 @@ class Flatten(LayerKind):
     def build(self, a, shapes):
         start, end = self._span(a, len(shapes[0]))
         return nn.Flatten(start, end)
+
+    def param_text(self, a):
+        return f"axis: {a['axis']} end_axis: {a['end_axis']}"
 
 
 class Linear_(nn.Module):
@@ -762,3 +808,8 @@ class InnerProduct(LayerKind):
         s = shapes[0]
         axis = _axis(a["axis"], len(s))
         return Linear_(axis, math.prod(s[axis:]), a["num_output"], a["bias"])
+
+
+    def param_text(self, a):
+        return (f"num_output: {a['num_output']} bias_term: {str(a['bias']).lower()} "
+                f"axis: {a['axis']}")
