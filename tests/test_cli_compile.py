@@ -52,7 +52,7 @@ def test_compile_json_and_artifacts(small, tmp_path, run_cli):
     assert data["blobs"]["conv1"] == [2, 8, 15, 15]
     assert data["layers"] == 9 and data["searchable"] == 2 and data["dialect"] == "caffe"
     saved = load_supermodel(tmp_path / "run" / "supermodel.pt")
-    assert saved["kind"] == "supermodel" and saved["format_version"] == 1
+    assert saved["kind"] == "supermodel" and saved["format_version"] == 2
     assert saved["source"]["text"] == SMALL
     assert saved["graph"].params == data["params"]
     assert not any(isinstance(v, torch.Tensor) for v in saved.values())  # no weights yet
@@ -126,7 +126,7 @@ def test_inspect_prototxt_and_artifact(small, tmp_path, run_cli):
     assert not list(tmp_path.glob("*.pt"))  # inspect writes nothing
     run_cli("-q", "compile", small, "-o", tmp_path / "run")
     rc, out, _ = run_cli("inspect", tmp_path / "run" / "supermodel.pt")
-    assert rc == 0 and "supermodel (format 1)" in out and "conv2" in out
+    assert rc == 0 and "supermodel (format 2)" in out and "conv2" in out
 
 
 def test_stage_refuses_an_artifact_of_another_kind(tmp_path):

@@ -50,11 +50,12 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _register_commands() -> None:
-    from automtl_cli.cli import compile_cmd, inspect_cmd, search_cmd
+    from automtl_cli.cli import compile_cmd, derive_cmd, inspect_cmd, search_cmd
 
     cli.add_command(compile_cmd.compile_)
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(search_cmd.search)
+    cli.add_command(derive_cmd.derive)
     from automtl_cli.cli import data_cmd
     cli.add_command(data_cmd.data)
 

@@ -33,13 +33,20 @@ def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
     for value in graph.inputs:
         env[value] = fx_graph.placeholder(module_name(value))
     used: set[str] = set()
+    names: dict[str, str] = {}
     for node in graph.nodes:
+        owner = node.attrs.get("shares")
+        if owner is not None:  # weights shared with an earlier layer: call its module again
+            out = fx_graph.call_module(names[owner], tuple(env[v] for v in node.inputs))
+            env[node.outputs[0]] = out
+            continue
         kind = LAYER_KINDS[node.type]
         module = kind.build(node.attrs, [shapes[v] for v in node.inputs])
         name = module_name(node.name)
         while name in used:
             name += "_"
         used.add(name)
+        names[node.name] = name
         root.add_module(name, module)
         out = fx_graph.call_module(name, tuple(env[v] for v in node.inputs))
         env[node.outputs[0]] = out

@@ -20,7 +20,7 @@ __all__ = ["SUPERMODEL_FORMAT", "SUPERMODEL_KIND", "CompileResult", "compile_bac
            "load_supermodel", "write_compile_outputs"]
 
 SUPERMODEL_KIND = "supermodel"
-SUPERMODEL_FORMAT = 1
+SUPERMODEL_FORMAT = 2  # 2: the IR keeps a list of outputs
 
 
 @dataclass
@@ -132,7 +132,13 @@ def write_compile_outputs(result: CompileResult, run_dir: str | os.PathLike) -> 
 
 def load_supermodel(path: str | os.PathLike) -> dict[str, Any]:
     data = load_artifact(path, SUPERMODEL_KIND, SUPERMODEL_FORMAT)
-    data["graph"] = Graph.from_dict(data["graph"])
+    if data["format_version"] < SUPERMODEL_FORMAT:
+        raise BadInput(f"{path}: written by an older automtl (format "
+                       f"{data['format_version']}); compile the backbone again")
+    try:
+        data["graph"] = Graph.from_dict(data["graph"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadInput(f"{path}: the stored graph is not readable ({e!r}); compile again") from e
     return data
 
 

@@ -33,6 +33,7 @@ class LayerSpec:
     bottoms: list[str]
     tops: list[str]
     attrs: dict[str, Any]
+    weights_key: str | None = None  # layers with the same key share their weights
 
 
 def _quote(s: str) -> str:
@@ -40,10 +41,11 @@ def _quote(s: str) -> str:
 
 
 def _block(name: str, type_: str, bottoms: list[str], tops: list[str], param: str = "",
-           body: str = "") -> str:
+           body: str = "", shared: list[str] | None = None) -> str:
     lines = [f"layer {{\n  name: {_quote(name)}\n  type: {_quote(type_)}"]
     lines += [f"  bottom: {_quote(b)}" for b in bottoms]
     lines += [f"  top: {_quote(t)}" for t in tops]
+    lines += [f"  param {{ name: {_quote(p)} }}" for p in shared or ()]
     if param:
         lines.append(f"  {param} {{ {body} }}")
     lines.append("}")
@@ -61,16 +63,25 @@ def render(name: str, input_name: str, input_shape: Shape, layers: list[LayerSpe
         if spec.type == "BatchNorm":
             a = spec.attrs
             body = f"eps: {a['eps']!r} moving_average_fraction: {1.0 - a['momentum']!r}"
+            key = spec.weights_key
+            stats = [f"{key}/mean", f"{key}/var", f"{key}/factor"] if key else None
             blocks.append(_block(spec.name, "BatchNorm", spec.bottoms, spec.tops,
-                                 "batch_norm_param", body))
+                                 "batch_norm_param", body, stats))
             if a["affine"]:
+                affine = ([f"{key}/gamma"] + ([f"{key}/beta"] if a["bias"] else [])) \
+                    if key else None
                 blocks.append(_block(f"{spec.name}/scale", "Scale", spec.tops, spec.tops,
-                                     "scale_param", f"bias_term: {str(a['bias']).lower()}"))
+                                     "scale_param", f"bias_term: {str(a['bias']).lower()}",
+                                     affine))
             continue
         kind = LAYER_KINDS[spec.type]
         body = kind.param_text(spec.attrs)
+        shared = None
+        if spec.weights_key and spec.type in ("Convolution", "Deconvolution", "InnerProduct"):
+            shared = [f"{spec.weights_key}/w"] + ([f"{spec.weights_key}/b"]
+                                                   if spec.attrs["bias"] else [])
         blocks.append(_block(spec.name, spec.type, spec.bottoms, spec.tops,
-                             kind.param_field if body else "", body))
+                             kind.param_field if body else "", body, shared))
     return "\n".join(blocks) + "\n"
 
 

@@ -49,3 +49,17 @@ class SearchNetwork(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         logits = {id(p) for p in self.logit_parameters()}
         return [p for p in self.parameters() if id(p) not in logits]
+
+
+class DerivedNetwork(nn.Module):
+    """The derived tree backbone and the task heads; `forward` returns {task: prediction}."""
+
+    def __init__(self, backbone: nn.Module, heads: nn.ModuleDict) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads
+        self.task_names = tuple(heads.keys())
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(x)
+        return {name: head(f) for (name, head), f in zip(self.heads.items(), features)}

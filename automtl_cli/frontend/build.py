@@ -344,6 +344,9 @@ class _Builder:
                 raise self.err(f"takes 1 top, got {len(outputs)}", la)
             for v, s in zip(outputs, out_shapes):
                 shapes[v] = tuple(int(d) for d in s)
+            names = tuple(p.name for p in msg.param)
+            if names and all(names):  # Caffe's weight sharing: `param { name: "..." }`
+                attrs = {**attrs, "param_names": list(names)}
             node = Node(la.name, kind.type, in_values, outputs, attrs, la.source.line,
                         shapes=[shapes[v] for v in outputs], params=int(params),
                         searchable=kind.searchable)
@@ -368,6 +371,7 @@ class _Builder:
             self.notes.append(f'input "{value_blob[v]}" does not feed the output; removed')
             del inputs[v]
         nodes = _fold_batchnorm_scale(nodes, outputs, self.notes)
+        _share_named_params(nodes, self.notes)
         _number_depths(nodes, inputs)
         live = {v for n in nodes for v in n.outputs} | set(inputs)
         blobs: dict[str, str] = {}
@@ -469,6 +473,8 @@ def _fold_batchnorm_scale(nodes: list[Node], outputs: list[str], notes: list[str
         if scale is None or consumers.get(v) != 1 or v in outputs:
             continue
         n.attrs = {**n.attrs, "affine": True, "bias": scale.attrs["bias"]}
+        if "param_names" in scale.attrs:  # the learnable γ/β are the Scale's
+            n.attrs["param_names"] = scale.attrs["param_names"]
         n.params += scale.params
         n.outputs = list(scale.outputs)
         n.folded.append(scale.name)
@@ -477,6 +483,26 @@ def _fold_batchnorm_scale(nodes: list[Node], outputs: list[str], notes: list[str
     if folded:
         notes.append(f"folded {folded} BatchNorm + Scale pairs into affine BatchNorm")
     return [n for n in nodes if n.name not in removed]
+
+
+def _share_named_params(nodes: list[Node], notes: list[str]) -> None:
+    """Layers naming the same parameters (Caffe's `param { name }`) hold them once."""
+    owner: dict[tuple, Node] = {}
+    shared = 0
+    for n in nodes:
+        names = n.attrs.get("param_names")
+        if not names:
+            continue
+        key = (n.type, tuple(names))
+        first = owner.get(key)
+        if first is None:
+            owner[key] = n
+        elif first.params == n.params:
+            n.attrs = {**n.attrs, "shares": first.name}
+            n.params = 0
+            shared += 1
+    if shared:
+        notes.append(f"{shared} layers share the weights of an earlier layer (param names)")
 
 
 def _number_depths(nodes: list[Node], inputs: Mapping[str, Shape]) -> None:
