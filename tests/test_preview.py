@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest_data import write_nyuv2
+from conftest_data import write_cityscapes, write_nyuv2, write_taskonomy
 from PIL import Image
 
 from automtl_cli.cli.main import main
@@ -73,6 +73,22 @@ def test_preview_of_a_real_layout(run, tmp_path):
     assert summary["tasks"] == ["seg", "normal", "depth"] and summary["samples"] == 3
     assert Image.open(tmp_path / "nyu.png").size == (4 * (TILE + GAP) - GAP,
                                                      HEADER + 3 * (TILE + GAP))
+
+
+@pytest.mark.parametrize(("source", "writer", "tasks"), [
+    ("cityscapes", write_cityscapes, ["seg", "depth"]),
+    ("taskonomy", write_taskonomy, ["seg", "normal", "depth", "keypoint", "edge2d"]),
+])
+def test_preview_of_the_other_layouts(run, tmp_path, source, writer, tasks):
+    root = writer(tmp_path / source)
+    out = tmp_path / f"{source}.png"
+    code, stdout, _ = run("data", "preview", "--data", f"{source}:{root}", "-o", out, "--json",
+                          "--split", "test", "-n", "1", "--seed", "0")
+    assert code == 0
+    assert json.loads(stdout)["tasks"] == tasks
+    image = np.array(Image.open(out).convert("RGB"))
+    assert image.shape[1] == (1 + len(tasks)) * (TILE + GAP) - GAP
+    assert image[HEADER:].std() > 10
 
 
 def test_bad_data_exit_codes(run, tmp_path):
