@@ -6,6 +6,12 @@ interrupted (a checkpoint was written). A traceback is printed only with `--debu
 
 from __future__ import annotations
 
+import os
+
+# Before torch is imported: OpenMP threads that spin while waiting make every kernel many times
+# slower as soon as another process (a data worker, a second job) wants the same cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import logging
 import sys
 import traceback
@@ -50,12 +56,14 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _register_commands() -> None:
-    from automtl_cli.cli import compile_cmd, derive_cmd, inspect_cmd, search_cmd
+    from automtl_cli.cli import compile_cmd, derive_cmd, finetune_cmd, inspect_cmd, search_cmd
 
     cli.add_command(compile_cmd.compile_)
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(search_cmd.search)
     cli.add_command(derive_cmd.derive)
+    cli.add_command(finetune_cmd.finetune)
+    cli.add_command(finetune_cmd.eval_)
     from automtl_cli.cli import data_cmd
     cli.add_command(data_cmd.data)
 

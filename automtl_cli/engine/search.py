@@ -14,22 +14,19 @@ would have, and batches are a function of (seed, epoch, offset).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from automtl_cli.compiler.space import SearchSpace, skip_plan
 from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
-from automtl_cli.engine.checkpoint import CheckpointManager, capture_rng, restore_rng
+from automtl_cli.engine.checkpoint import capture_rng, restore_rng
+from automtl_cli.engine.loop import NonFiniteLoss, TrainLoop
 from automtl_cli.engine.network import SearchNetwork
 from automtl_cli.engine.regularizer import (
     ParamsRegularizer,
@@ -37,9 +34,7 @@ from automtl_cli.engine.regularizer import (
     reference_regularizer,
 )
 from automtl_cli.engine.schedule import Alternation, TauSchedule
-from automtl_cli.engine.signals import StopRequest
 from automtl_cli.engine.streams import BatchStream
-from automtl_cli.errors import BadInput, Interrupted
 from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
@@ -52,10 +47,6 @@ log = logging.getLogger(__name__)
 SEARCH_KIND = "search-checkpoint"
 SEARCH_FORMAT = 1
 _REGULARIZER_STREAM = 7919  # the regulariser's fresh Gumbel sample has its own noise stream
-
-
-class NonFiniteLoss(BadInput):
-    """A loss became NaN or Inf; the last good checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -134,19 +125,23 @@ def policy_table(logits: torch.Tensor, names: list[str], tasks: tuple[str, ...]
             for i, name in enumerate(names)]
 
 
-class Searcher:
-    """The search loop as a stateful object: build, (load_state_dict), run."""
+class Searcher(TrainLoop):
+    """The search loop: build, (resume), run."""
+
+    name = "search"
+    extra_name = "reg"
 
     def __init__(self, run_dir: str | os.PathLike, graph: Graph, space: SearchSpace,
                  experiment: ExperimentConfig, config: SearchConfig, run_id: dict[str, Any],
                  *, show_progress: bool = True, count: dict[str, int] | None = None) -> None:
-        self.run_dir = Path(run_dir)
-        self.dir = self.run_dir / "search"
-        self.config, self.experiment, self.space = config, experiment, space
-        self.run_id = run_id
-        self.show_progress = show_progress
-        self.device = torch.device(config.device)
         names = tuple(t.type for t in experiment.tasks)
+        super().__init__(Path(run_dir) / "search", SEARCH_KIND, SEARCH_FORMAT,
+                         total=config.total, checkpoint_every=config.checkpoint_every,
+                         log_every=config.log_every, keep=config.keep, task_names=names,
+                         device=torch.device(config.device), run_id=run_id,
+                         show_progress=show_progress)
+        self.run_dir = Path(run_dir)
+        self.config, self.experiment, self.space = config, experiment, space
         data = experiment.data
         self.loaders = {
             split: build_loader(data, names, split, seed=config.seed + i,
@@ -164,7 +159,8 @@ class Searcher:
         self.alternation = Alternation(config.warmup_iters, config.policy_steps,
                                        config.weight_steps)
         self.tau_schedule = TauSchedule(config.tau, config.tau_decay, config.tau_every)
-        self.depth_weights = depth_weights([n.depth for n in graph.searchable]).to(self.device)
+        self.depth_weights = depth_weights([n.depth for n in graph.searchable]).to(self.device) \
+            if graph.searchable else torch.zeros(0, device=self.device)
         shapes = graph.value_shapes()
         self.params_reg = ParamsRegularizer(
             [n.params for n in graph.searchable],
@@ -179,12 +175,6 @@ class Searcher:
                                       weight_decay=1e-4),
         }
         self.streams = {split: BatchStream(loader) for split, loader in self.loaders.items()}
-        self.step = 0
-        self.checkpoints = CheckpointManager(self.dir, SEARCH_KIND, SEARCH_FORMAT, config.keep)
-        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._loss_sum = torch.zeros(len(self.tasks), device=self.device)
-        self._reg_sum = torch.zeros((), device=self.device)
-        self._loss_count = 0
 
     # ------------------------------------------------------------------ state
 
@@ -192,9 +182,11 @@ class Searcher:
     def tau(self) -> float:
         return self.tau_schedule.at(self.alternation.policy_steps_before(self.step))
 
+    def stage_of(self, step: int) -> str:
+        return self.alternation.stage(step)
+
     def state_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id,
             "config": self.config.to_dict(),
             "experiment": self.experiment.to_dict(),
             "space": self.space.to_dict(),
@@ -202,11 +194,10 @@ class Searcher:
             "model": self.net.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "tau": self.tau,
-            "stage": self.alternation.stage(self.step) if self.step < self.config.total
-            else "done",
+            "stage": self.alternation.stage(self.step) if self.step < self.total else "done",
             "rng": capture_rng(),
             "data": {split: s.position() for split, s in self.streams.items()},
-            "complete": self.step >= self.config.total,
+            "complete": self.step >= self.total,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -216,13 +207,6 @@ class Searcher:
         restore_rng(state["rng"])
         for split, (epoch, offset) in state["data"].items():
             self.streams[split] = BatchStream(self.loaders[split], epoch, offset)
-        self.step = int(state["step"])
-
-    def resume(self) -> int:
-        state = self.checkpoints.load_last(self.run_id)
-        self.load_state_dict(state)
-        self._truncate_log()
-        return self.step
 
     # ------------------------------------------------------------------ steps
 
@@ -238,17 +222,16 @@ class Searcher:
                                          self.depth_weights, self.config.reg_scale)
         return self.params_reg(logits).unsqueeze(0)
 
-    def _params_for(self, kind: str) -> list[torch.nn.Parameter]:
-        return self.net.logit_parameters() if kind == "policy" else self.net.weight_parameters()
-
-    def _one_step(self, kind: str) -> None:
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        kind = self.alternation.stage(self.step)
         split = {"warmup": "train", "policy": "train2", "weight": "train1"}[kind]
         stage = "warmup" if kind == "warmup" else "soft"
         tau = self.tau
         optimizer = self.optimizers[kind]
-        params = self._params_for(kind)
+        params = self.net.logit_parameters() if kind == "policy" else \
+            self.net.weight_parameters()
         if self.config.step == "sum":
-            batch = self._to_device(next(self.streams[split]))
+            batch = to_device(next(self.streams[split]), self.device)
             kw = {} if stage == "warmup" else {"tau": tau, "noise": self._noise()}
             preds = self.net(batch["image"], stage, **kw)
             losses = torch.stack([t.loss(preds[t.name], batch) for t in self.tasks])
@@ -260,71 +243,31 @@ class Searcher:
             optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=params)
             optimizer.step()
-        else:  # the reference: one optimiser step per task, each on its own batch
-            losses_list, reg = [], None
-            pi = None if stage == "warmup" else self.net.backbone.branch_weights(
-                "soft", tau=tau, noise=self._noise())
-            regs = self._regulariser(tau) if kind == "policy" else None
-            for i, task in enumerate(self.tasks):
-                batch = self._to_device(next(self.streams[split]))
-                pred = self.net.forward_task(batch["image"], i, stage, pi=pi)
-                task_loss = task.loss(pred, batch)
-                loss = self.loss_weights[i] * task_loss
-                if regs is not None:
-                    r = regs[i] if regs.numel() > 1 else regs[0]
-                    loss = loss + self.config.reg_weight * r
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward(inputs=params, retain_graph=pi is not None and i + 1 < len(
-                    self.tasks))
-                optimizer.step()
-                losses_list.append(task_loss.detach())
-                if pi is not None and i + 1 < len(self.tasks):  # logits moved: draw π anew
-                    pi = self.net.backbone.branch_weights("soft", tau=tau, noise=self._noise())
-                    regs = self._regulariser(tau) if kind == "policy" else None
-            losses = torch.stack(losses_list)
-            reg = regs.sum() if regs is not None else None
-        self._account(losses.detach(), reg)
+            return losses.detach(), reg
+        # The reference: one optimiser step per task, each on its own batch.
+        losses_list = []
+        last = len(self.tasks) - 1
+        pi = None if stage == "warmup" else self.net.backbone.branch_weights(
+            "soft", tau=tau, noise=self._noise())
+        regs = self._regulariser(tau) if kind == "policy" else None
+        reg_total = regs.sum().detach() if regs is not None else None
+        for i, task in enumerate(self.tasks):
+            batch = to_device(next(self.streams[split]), self.device)
+            pred = self.net.forward_task(batch["image"], i, stage, pi=pi)
+            task_loss = task.loss(pred, batch)
+            loss = self.loss_weights[i] * task_loss
+            if regs is not None:
+                loss = loss + self.config.reg_weight * (regs[i] if regs.numel() > 1 else regs[0])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=params)
+            optimizer.step()
+            losses_list.append(task_loss.detach())
+            if pi is not None and i < last:  # the logits may have moved: draw π again
+                pi = self.net.backbone.branch_weights("soft", tau=tau, noise=self._noise())
+                regs = self._regulariser(tau) if kind == "policy" else None
+        return torch.stack(losses_list), reg_total
 
-    def _account(self, losses: torch.Tensor, reg: torch.Tensor | None) -> None:
-        """Keep running sums and the first non-finite loss, all without a host sync."""
-        finite = torch.isfinite(losses)
-        where = self.step * len(self.tasks) + torch.argmin(finite.to(torch.int64))
-        self._first_bad = torch.where((self._first_bad < 0) & ~finite.all(), where,
-                                      self._first_bad)
-        self._loss_sum += torch.nan_to_num(losses)
-        if reg is not None:
-            self._reg_sum += reg.detach()
-        self._loss_count += 1
-
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.device.type == "cpu":
-            return batch
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-
-    def _check_finite(self) -> None:
-        bad = int(self._first_bad)
-        if bad < 0:
-            return
-        step, task = divmod(bad, len(self.tasks))
-        last = self.checkpoints.last
-        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
-        raise NonFiniteLoss(f"the {self.tasks[task].name} loss became non-finite at step "
-                            f"{step} ({self.alternation.stage(step)} step); {kept}. Lower the "
-                            "learning rate or check the data")
-
-    # ------------------------------------------------------------------ logging
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "log.jsonl"
-
-    def _truncate_log(self) -> None:
-        """Drop log lines of steps after the checkpoint a resumed run starts from."""
-        if not self.log_path.exists():
-            return
-        kept = [line for line in self.log_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= self.step]
-        self.log_path.write_text("".join(line + "\n" for line in kept))
+    # ------------------------------------------------------------------ reporting
 
     def sharing_fraction(self) -> float:
         logits = self.net.backbone.logits().detach()
@@ -334,65 +277,13 @@ class Searcher:
         p = torch.softmax(self.net.backbone.logits().detach(), dim=-1)
         return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) if p.numel() else 0.0
 
-    def _log(self, bar: tqdm | None, t0: float) -> dict[str, Any]:
-        self._check_finite()
-        n = max(self._loss_count, 1)
-        losses = (self._loss_sum / n).tolist()
-        record = {
-            "step": self.step,
-            "stage": self.alternation.stage(self.step - 1),
-            "tau": round(self.tau, 6),
-            "loss": {t.name: round(v, 6) for t, v in zip(self.tasks, losses)},
-            "reg": round(float(self._reg_sum) / n, 6),
-            "sharing": round(self.sharing_fraction(), 4),
-            "entropy": round(self.entropy(), 6),
-            "elapsed_s": round(time.perf_counter() - t0, 3),
-        }
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if bar is not None:
-            bar.set_postfix({**{k: f"{v:.3f}" for k, v in record["loss"].items()},
-                             "tau": f"{record['tau']:.2f}", "share": record["sharing"]},
-                            refresh=False)
-        self._loss_sum.zero_()
-        self._reg_sum.zero_()
-        self._loss_count = 0
-        return record
-
-    def save(self) -> Path:
-        self._check_finite()
-        return self.checkpoints.save(self.step, self.state_dict())
-
-    # ------------------------------------------------------------------ the loop
+    def log_fields(self) -> dict[str, Any]:
+        return {"tau": round(self.tau, 6), "sharing": round(self.sharing_fraction(), 4),
+                "entropy": round(self.entropy(), 6)}
 
     def run(self) -> dict[str, Any]:
-        cfg = self.config
         self.net.train()
-        t0 = time.perf_counter()
-        disable = not self.show_progress or not sys.stderr.isatty()
-        last_record: dict[str, Any] | None = None
-        with StopRequest() as stop, tqdm(total=cfg.total, initial=self.step, desc="search",
-                                         file=sys.stderr, disable=disable,
-                                         dynamic_ncols=True) as bar:
-            while self.step < cfg.total:
-                kind = self.alternation.stage(self.step)
-                self._one_step(kind)
-                self.step += 1
-                bar.update(1)
-                if self.device.type == "cpu":
-                    self._check_finite()  # free on CPU; on a GPU only at log/checkpoint steps
-                if self.step % cfg.log_every == 0 or self.step == cfg.total:
-                    last_record = self._log(bar, t0)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total:
-                    self.save()
-                if stop.requested is not None and self.step < cfg.total:
-                    path = self.save()
-                    raise Interrupted(f"search stopped by {stop.requested} at step {self.step}; "
-                                      f"checkpoint {path}; rerun with --resume to continue")
-        return self.summary(last_record, time.perf_counter() - t0)
-
-    def summary(self, record: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+        record = super().run()
         logits = self.net.backbone.logits()
         return {
             "run": str(self.run_dir),
@@ -402,7 +293,13 @@ class Searcher:
             "sharing": self.sharing_fraction(),
             "entropy": self.entropy(),
             "loss": record["loss"] if record else None,
-            "seconds": round(seconds, 2),
+            "seconds": round(self.seconds, 2),
             "tasks": [t.name for t in self.tasks],
             "policy": policy_table(logits, self.search_names, tuple(t.name for t in self.tasks)),
         }
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -1,0 +1,122 @@
+"""`automtl finetune` and `automtl eval`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from automtl_cli.cli.options import emit_json, resolve_device
+from automtl_cli.engine.finetune import FinetuneConfig, evaluate, load_model, run_finetune
+from automtl_cli.errors import BadInput, MissingInput
+
+
+def _metrics_table(metrics: dict) -> list[str]:
+    lines = []
+    for task, values in metrics.items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "loss")
+        lines.append(f"    {task}: {shown}")
+    return lines
+
+
+@click.command("finetune")
+@click.argument("run_dir", default=".", type=click.Path(file_okay=False))
+@click.option("--init", type=click.Choice(["scratch", "search"]), default="scratch",
+              show_default=True,
+              help="Start from the seed's weights (the paper's runs) or the searched ones.")
+@click.option("--iters", type=int, help="Iterations (reference 30000; synthetic 400).")
+@click.option("--lr", type=float, help="Adam learning rate (1e-3).")
+@click.option("--lr-step", type=int, help="Halve the learning rate every N iterations.")
+@click.option("--candidate-iters", type=int,
+              help="With sampled candidates: iterations each gets before the best on val is "
+                   "kept (default iters/5).")
+@click.option("--metrics", type=click.Choice(["correct", "reference"]), default="correct",
+              show_default=True, help="Metric variant (reference: the reference's quirks).")
+@click.option("--stl", "stl_path", type=click.Path(dir_okay=False),
+              help="A single-task run's metrics.json, for Δ_T.")
+@click.option("--seed", type=int, help="Data-order seed (default: the run's).")
+@click.option("--batch-size", type=int)
+@click.option("--checkpoint-every", type=int)
+@click.option("--log-every", type=int)
+@click.option("--keep", type=int)
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from RUN/finetune/last.pt.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, stl_path, seed,
+             batch_size, checkpoint_every, log_every, keep, workers, device, resume, as_json):
+    """Train the derived network of RUN; write RUN/final.pt and RUN/metrics.json."""
+    from pathlib import Path
+
+    from automtl_cli.engine.derive import load_derived
+
+    model = Path(run_dir) / "derived" / "model.pt"
+    candidates = Path(run_dir) / "derived" / "candidates" / "0" / "model.pt"
+    source = model if model.exists() else candidates
+    if not source.exists():
+        raise MissingInput(f"{model}: no derived model; run `automtl derive {run_dir}` first")
+    derived = load_derived(source)
+    stl = None
+    if stl_path:
+        try:
+            stl = json.loads(Path(stl_path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BadInput(f"{stl_path}: not a metrics.json: {e}") from e
+    try:
+        config = FinetuneConfig.defaults_for(
+            derived["experiment"].data.source, iters=iters, lr=lr, lr_step=lr_step, init=init,
+            batch_size=batch_size, checkpoint_every=checkpoint_every, log_every=log_every,
+            keep=keep, seed=derived["seed"] if seed is None else seed, num_workers=workers,
+            device=resolve_device(device), metrics=metrics)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
+    result = run_finetune(run_dir, config, resume=resume, candidate_iters=candidate_iters,
+                          show_progress=not ctx.obj["quiet"], stl_metrics=stl)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"fine-tuned {result['steps']} steps ({init} init); {result['final']}")
+    for split in ("val", "test"):
+        click.echo(f"  {split}:")
+        for line in _metrics_table(result["metrics"][split]):
+            click.echo(line)
+    if "delta" in result:
+        click.echo(f"  Δ_T vs single-task (test): {result['delta']['test']['mean']:+.2f}%")
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", help="Override the data: synthetic, nyuv2:DIR, cityscapes:DIR, "
+                             "taskonomy:DIR.")
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--metrics", type=click.Choice(["correct", "reference"]), default="correct",
+              show_default=True)
+@click.option("--batch-size", type=int)
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def eval_(checkpoint, data, split, metrics, batch_size, workers, device):
+    """Metrics of a final (or derived) model on a split, as JSON on stdout."""
+    import dataclasses
+
+    import torch
+
+    from automtl_cli.data.loader import build_loader
+    from automtl_cli.experiment import parse_data_arg
+    from automtl_cli.tasks import build_tasks
+
+    derived, network = load_model(checkpoint)
+    experiment = derived["experiment"]
+    if data:
+        source, root = parse_data_arg(data)
+        experiment = dataclasses.replace(experiment, data=dataclasses.replace(
+            experiment.data, source=source, root=root)).resolve()
+    names = tuple(t.type for t in experiment.tasks)
+    loader = build_loader(experiment.data, names, split, seed=derived["seed"],
+                          batch_size=batch_size, num_workers=workers)
+    info = getattr(loader.dataset, "info", None)
+    tasks = build_tasks(experiment, getattr(info, "seg_class_weights", None))
+    dev = torch.device(resolve_device(device))
+    result = evaluate(network.to(dev), tasks, loader, metrics, dev)
+    emit_json({"checkpoint": checkpoint, "split": split, "metric_variant": metrics,
+               "metrics": result})

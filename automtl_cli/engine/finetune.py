@@ -1,0 +1,298 @@
+"""`automtl finetune` and `automtl eval`: train the derived network, then measure it.
+
+Fine-tuning follows the reference's post-train (automtl.md §6.5): Adam (betas 0.5, 0.999, weight
+decay 1e-4), the learning rate halved every `lr_step` iterations, the weighted sum of task
+losses, the network either fresh from the seed (`--init scratch`, as the paper's runs) or from
+the searched weights (`--init search`). Checkpoints, resume, progress, signals and the NaN guard
+are the training loop's (automtl_cli/engine/loop.py). Metrics are reported on val and test;
+nothing is selected on test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from automtl_cli.artifacts import load_artifact, read_artifact, save_artifact, write_json
+from automtl_cli.data.loader import build_loader
+from automtl_cli.engine.checkpoint import capture_rng, restore_rng
+from automtl_cli.engine.derive import (
+    DERIVED_FORMAT,
+    DERIVED_KIND,
+    build_derived_network,
+    load_derived,
+)
+from automtl_cli.engine.loop import TrainLoop
+from automtl_cli.engine.search import to_device
+from automtl_cli.engine.streams import BatchStream
+from automtl_cli.errors import BadInput, MissingInput
+from automtl_cli.experiment import DataSource, ExperimentConfig
+from automtl_cli.tasks import Task, build_tasks, relative_score
+
+__all__ = ["FINAL_KIND", "FinetuneConfig", "Finetuner", "evaluate", "load_model",
+           "run_finetune"]
+
+FINETUNE_KIND = "finetune-checkpoint"
+FINAL_KIND = "final-model"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    iters: int
+    lr: float = 1e-3
+    lr_step: int = 4000
+    lr_gamma: float = 0.5
+    init: str = "scratch"
+    batch_size: int | None = None
+    checkpoint_every: int = 500
+    log_every: int = 50
+    keep: int = 3
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "cpu"
+    metrics: str = "correct"
+
+    def __post_init__(self) -> None:
+        if self.iters < 0 or self.lr_step < 1 or self.lr <= 0:
+            raise ValueError("iters ≥ 0, lr > 0 and lr-step ≥ 1 are needed")
+        if self.init not in ("scratch", "search"):
+            raise ValueError(f"init: {self.init!r} is not one of scratch, search")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.keep < 1:
+            raise ValueError("checkpoint-every, log-every and keep must be positive")
+
+    @classmethod
+    def defaults_for(cls, source: DataSource, **overrides: Any) -> FinetuneConfig:
+        sheet = dict(iters=30000, lr_step=4000, checkpoint_every=1000, log_every=100) \
+            if source is not DataSource.SYNTHETIC else \
+            dict(iters=400, lr_step=150, checkpoint_every=100, log_every=20)
+        return cls(**{**sheet, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _class_weights(loader) -> Any:
+    info = getattr(loader.dataset, "info", None)
+    return getattr(info, "seg_class_weights", None)
+
+
+class Finetuner(TrainLoop):
+    name = "finetune"
+
+    def __init__(self, out_dir: str | os.PathLike, derived: dict[str, Any],
+                 config: FinetuneConfig, run_id: dict[str, Any], *,
+                 show_progress: bool = True) -> None:
+        experiment: ExperimentConfig = derived["experiment"]
+        names = tuple(t.type for t in experiment.tasks)
+        super().__init__(out_dir, FINETUNE_KIND, FORMAT, total=config.iters,
+                         checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+                         keep=config.keep, task_names=names, device=torch.device(config.device),
+                         run_id=run_id, show_progress=show_progress)
+        self.derived, self.config, self.experiment = derived, config, experiment
+        self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
+                                   batch_size=config.batch_size, num_workers=config.num_workers)
+        weights = derived["state_dict"] if config.init == "search" else None
+        self.network, self.tree = build_derived_network(
+            derived["graph"], derived["space"], derived["plan"], experiment, derived["seed"],
+            class_weights=_class_weights(self.loader))
+        if weights is not None:
+            self.network.load_state_dict(weights)
+        self.network.to(self.device)
+        self.tasks = build_tasks(experiment, _class_weights(self.loader))
+        self.loss_weights = torch.tensor([t.loss_weight for t in self.tasks], device=self.device)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr,
+                                          betas=(0.5, 0.999), weight_decay=1e-4)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_step,
+                                                         config.lr_gamma)
+        self.stream = BatchStream(self.loader)
+
+    def train_step(self) -> tuple[torch.Tensor, None]:
+        batch = to_device(next(self.stream), self.device)
+        preds = self.network(batch["image"])
+        losses = torch.stack([t.loss(preds[t.name], batch) for t in self.tasks])
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.loss_weights * losses).sum().backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return losses.detach(), None
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"lr": self.scheduler.get_last_lr()[0]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "model": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": capture_rng(),
+                "data": self.stream.position(), "complete": self.step >= self.total}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.network.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"])
+        self.stream = BatchStream(self.loader, *state["data"])
+
+    def run(self) -> dict[str, Any] | None:
+        self.network.train()
+        return super().run()
+
+
+@torch.no_grad()
+def evaluate(network: torch.nn.Module, tasks: tuple[Task, ...], loader, variant: str,
+             device: torch.device) -> dict[str, dict[str, float]]:
+    """Metrics of every task over a whole split (sums, not averages of batch averages)."""
+    network.eval()
+    metrics = {t.name: t.metric(variant) for t in tasks}
+    losses = torch.zeros(len(tasks), device=device)
+    batches = 0
+    for batch in loader.epoch(0):
+        batch = to_device(batch, device)
+        preds = network(batch["image"])
+        for i, t in enumerate(tasks):
+            metrics[t.name].update(preds[t.name], batch)
+            losses[i] += t.loss(preds[t.name], batch)
+        batches += 1
+    out = {name: m.compute() for name, m in metrics.items()}
+    for i, t in enumerate(tasks):
+        out[t.name]["loss"] = float(losses[i]) / max(batches, 1)
+    return out
+
+
+def load_model(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
+    """A final model (or a derived model.pt) and its network, weights loaded."""
+    data = read_artifact(path)
+    if data["kind"] == FINAL_KIND:
+        derived = load_derived_from(data)
+        state = data["state_dict"]
+    elif data["kind"] == DERIVED_KIND:
+        derived = load_derived(path)
+        state = derived["state_dict"]
+    else:
+        raise BadInput(f"{path}: is a {data['kind']!r} artifact, expected a final model "
+                       "(RUN/final.pt) or a derived model (RUN/derived/model.pt)")
+    network, _ = build_derived_network(derived["graph"], derived["space"], derived["plan"],
+                                       derived["experiment"], derived["seed"])
+    network.load_state_dict(state)
+    return derived, network
+
+
+def load_derived_from(final: dict[str, Any]) -> dict[str, Any]:
+    from automtl_cli.compiler.space import SearchSpace
+    from automtl_cli.engine.derive import Plan
+    from automtl_cli.frontend.ir import Graph
+
+    d = dict(final["derived"])
+    d["graph"] = Graph.from_dict(d["graph"])
+    d["space"] = SearchSpace.from_dict(d["space"])
+    d["experiment"] = ExperimentConfig.from_dict(d["experiment"])
+    p = d["plan"]
+    d["plan"] = Plan(tuple(p["tasks"]), {k: list(v) for k, v in p["choices"].items()},
+                     p["source"])
+    return d
+
+
+def _derived_payload(path: Path) -> dict[str, Any]:
+    raw = load_artifact(path, DERIVED_KIND, DERIVED_FORMAT)
+    return {k: raw[k] for k in ("plan", "graph", "space", "experiment", "seed", "init",
+                                "report")}
+
+
+def _split_metrics(network, tasks, experiment, split, config, variant) -> dict[str, Any]:
+    loader = build_loader(experiment.data, tuple(t.name for t in tasks), split,
+                          seed=config.seed, num_workers=config.num_workers)
+    return evaluate(network, tasks, loader, variant, torch.device(config.device))
+
+
+def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,
+                      show_progress: bool) -> dict[str, Any]:
+    """Fine-tune every sampled candidate briefly; keep the best on val (test is not looked at)."""
+    root = run / "derived" / "candidates"
+    scores = []
+    for cand in sorted((p for p in root.iterdir() if (p / "model.pt").exists()),
+                       key=lambda p: int(p.name)):
+        derived = load_derived(cand / "model.pt")
+        short = dataclasses.replace(config, iters=candidate_iters,
+                                    checkpoint_every=max(candidate_iters, 1))
+        tuner = Finetuner(run / "finetune" / "candidates" / cand.name, derived, short,
+                          {"candidate": cand.name}, show_progress=show_progress)
+        tuner.run()
+        val = _split_metrics(tuner.network, tuner.tasks, derived["experiment"], "val", short,
+                             config.metrics)
+        weighted = sum(t.loss_weight * val[t.name]["loss"] for t in tuner.tasks)
+        scores.append({"candidate": int(cand.name), "val_loss": weighted})
+    if not scores:
+        raise MissingInput(f"{root}: no candidates")
+    best = min(scores, key=lambda s: s["val_loss"])
+    for name in ("plan.json", "model.pt", "model.prototxt"):
+        src = root / str(best["candidate"]) / name
+        if src.exists():
+            shutil.copyfile(src, run / "derived" / name)
+    write_json(run / "derived" / "selection.json",
+               {"selected": best["candidate"], "by": "weighted val loss after "
+                f"{candidate_iters} iterations", "scores": scores})
+    return {"selected": best["candidate"], "scores": scores}
+
+
+def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: bool = False,
+                 candidate_iters: int | None = None, show_progress: bool = True,
+                 stl_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    run = Path(run_dir)
+    selection = None
+    candidates = run / "derived" / "candidates"
+    if candidates.is_dir() and not resume and any(candidates.iterdir()):
+        selection = _select_candidate(run, config, candidate_iters or max(1, config.iters // 5),
+                                      show_progress)
+        shutil.rmtree(candidates)
+    path = run / "derived" / "model.pt"
+    if not path.exists():
+        raise MissingInput(f"{path}: no derived model; run `automtl derive {run}` first")
+    derived = load_derived(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    tuner = Finetuner(run / "finetune", derived, config, {"derived_sha256": digest},
+                      show_progress=show_progress)
+    if resume:
+        tuner.resume()
+    record = tuner.run()
+    experiment = derived["experiment"]
+    metrics = {split: _split_metrics(tuner.network, tuner.tasks, experiment, split, config,
+                                     config.metrics) for split in ("val", "test")}
+    report = derived["report"]
+    result: dict[str, Any] = {
+        "run": str(run), "plan": derived["plan"].source, "init": config.init,
+        "steps": tuner.step, "final_loss": record["loss"] if record else None,
+        "metrics": metrics, "params": report["params"], "flops": report["flops"],
+        "fraction_shared": report["summary"]["fraction_shared"],
+        "metric_variant": config.metrics,
+    }
+    if selection:
+        result["selection"] = selection
+    stl = stl_metrics
+    if stl is None and (run / "baselines" / "specific" / "metrics.json").exists():
+        stl = json.loads((run / "baselines" / "specific" / "metrics.json").read_text())
+    if stl is not None:
+        result["delta"] = {split: _delta(metrics[split], stl["metrics"][split], tuner.tasks)
+                           for split in ("val", "test")}
+    save_artifact(run / "final.pt", FINAL_KIND, FORMAT, {
+        "derived": _derived_payload(path), "state_dict": tuner.network.state_dict(),
+        "metrics": metrics, "config": config.to_dict()})
+    write_json(run / "metrics.json", result)
+    result["final"] = str(run / "final.pt")
+    return result
+
+
+def _delta(metrics, stl, tasks) -> dict[str, Any]:
+    d = relative_score({t.name: metrics[t.name] for t in tasks},
+                       {t.name: stl[t.name] for t in tasks},
+                       {t.name: t.higher_is_better for t in tasks},
+                       {t.name: t.delta_metrics for t in tasks})
+    return {"per_task": {k: round(v, 3) for k, v in d.per_task.items()},
+            "mean": round(d.mean, 3)}

@@ -1,0 +1,154 @@
+"""What every training loop of automtl shares: steps, checkpoints, logs, signals, NaN guard.
+
+A subclass says what one step does (`train_step`), what its state is (`state_dict` /
+`load_state_dict`) and how a step is named in logs (`stage_of`); the loop around it is here:
+progress on stderr, one JSON line per log step, atomic checkpoints every N steps and at the end,
+a checkpoint and exit 75 on SIGTERM/SIGUSR1, and a stop naming the task and step at the first
+non-finite loss, without a host sync per step on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from automtl_cli.engine.checkpoint import CheckpointManager
+from automtl_cli.engine.signals import StopRequest
+from automtl_cli.errors import BadInput, Interrupted
+
+__all__ = ["NonFiniteLoss", "TrainLoop"]
+
+
+class NonFiniteLoss(BadInput):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class TrainLoop:
+    name = "train"
+    extra_name = "extra"  # what the optional per-step scalar is called in the log
+
+    def __init__(self, directory: str | os.PathLike, kind: str, format_version: int, *,
+                 total: int, checkpoint_every: int, log_every: int, keep: int,
+                 task_names: tuple[str, ...], device: torch.device, run_id: dict[str, Any],
+                 show_progress: bool = True) -> None:
+        self.dir = Path(directory)
+        self.total, self.checkpoint_every, self.log_every = total, checkpoint_every, log_every
+        self.task_names, self.device, self.run_id = task_names, device, run_id
+        self.show_progress = show_progress
+        self.step = 0
+        self.checkpoints = CheckpointManager(self.dir, kind, format_version, keep)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self._loss_sum = torch.zeros(len(task_names), device=device)
+        self._extra_sum = torch.zeros((), device=device)
+        self._count = 0
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One step; returns the detached per-task losses and an optional extra scalar."""
+        raise NotImplementedError
+
+    def stage_of(self, step: int) -> str:
+        return self.name
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def log_fields(self) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log.jsonl"
+
+    def resume(self) -> int:
+        state = self.checkpoints.load_last(self.run_id)
+        self.load_state_dict(state)
+        self.step = int(state["step"])
+        if self.log_path.exists():  # drop lines of steps after the checkpoint
+            kept = [line for line in self.log_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.step]
+            self.log_path.write_text("".join(line + "\n" for line in kept))
+        return self.step
+
+    def _account(self, losses: torch.Tensor, extra: torch.Tensor | None) -> None:
+        finite = torch.isfinite(losses)
+        where = self.step * len(self.task_names) + torch.argmin(finite.to(torch.int64))
+        self._first_bad = torch.where((self._first_bad < 0) & ~finite.all(), where,
+                                      self._first_bad)
+        self._loss_sum += torch.nan_to_num(losses)
+        if extra is not None:
+            self._extra_sum += extra.detach()
+        self._count += 1
+
+    def check_finite(self) -> None:
+        bad = int(self._first_bad)
+        if bad < 0:
+            return
+        step, task = divmod(bad, len(self.task_names))
+        last = self.checkpoints.last
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
+        raise NonFiniteLoss(f"the {self.task_names[task]} loss became non-finite at step {step} "
+                            f"({self.stage_of(step)} step); {kept}. Lower the learning rate or "
+                            "check the data")
+
+    def _log(self, bar: tqdm | None, t0: float) -> dict[str, Any]:
+        self.check_finite()
+        n = max(self._count, 1)
+        losses = (self._loss_sum / n).tolist()
+        record = {"step": self.step, "stage": self.stage_of(self.step - 1),
+                  "loss": {t: round(v, 6) for t, v in zip(self.task_names, losses)},
+                  self.extra_name: round(float(self._extra_sum) / n, 6), **self.log_fields(),
+                  "elapsed_s": round(time.perf_counter() - t0, 3)}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record["loss"].items()}, refresh=False)
+        self._loss_sum.zero_()
+        self._extra_sum.zero_()
+        self._count = 0
+        return record
+
+    def save(self) -> Path:
+        self.check_finite()
+        return self.checkpoints.save(self.step, {"run_id": self.run_id, **self.state_dict()})
+
+    def run(self) -> dict[str, Any] | None:
+        """Steps until `total`; returns the last log record."""
+        t0 = time.perf_counter()
+        disable = not self.show_progress or not sys.stderr.isatty()
+        record = None
+        with StopRequest() as stop, tqdm(total=self.total, initial=self.step, desc=self.name,
+                                         file=sys.stderr, disable=disable,
+                                         dynamic_ncols=True) as bar:
+            while self.step < self.total:
+                losses, extra = self.train_step()
+                self._account(losses, extra)
+                self.step += 1
+                bar.update(1)
+                if self.device.type == "cpu":
+                    self.check_finite()  # free on CPU; on a GPU at log and checkpoint steps
+                if self.step % self.log_every == 0 or self.step == self.total:
+                    record = self._log(bar, t0)
+                if self.step % self.checkpoint_every == 0 or self.step == self.total:
+                    self.save()
+                if stop.requested is not None and self.step < self.total:
+                    path = self.save()
+                    raise Interrupted(f"{self.name} stopped by {stop.requested} at step "
+                                      f"{self.step}; checkpoint {path}; rerun with --resume to "
+                                      "continue")
+        self.seconds = time.perf_counter() - t0
+        return record
