@@ -18,6 +18,10 @@ values are lists of entries, each a list of file paths relative to the root:
                 d < 64500 (which also masks normals); keypoint (16-bit): d/2¹⁶ rescaled from
                 [0, 0.005] to [-1, 1]; edge (16-bit): d/2¹⁶ rescaled from [0, 0.08] to [-1, 1]
 
+NYUv2 normals: the reference feeds the raw 0–254 PNG values and only L2-normalises them
+(automtl.md §7.2 leaves that open); here they map to [-1, 1] first, and a flip negates x in every
+dataset (the reference does so for Taskonomy only).
+
 Images become BGR minus the Caffe mean (104.008, 116.669, 122.679), unscaled. Our split `test`
 reads `test` (Taskonomy: `test_small` when present); `val` reads `val` where the JSON has it and
 otherwise the test list, as the reference does (it has no validation split). Training splits
