@@ -56,7 +56,14 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _register_commands() -> None:
-    from automtl_cli.cli import compile_cmd, derive_cmd, finetune_cmd, inspect_cmd, search_cmd
+    from automtl_cli.cli import (
+        compile_cmd,
+        derive_cmd,
+        finetune_cmd,
+        inspect_cmd,
+        run_cmd,
+        search_cmd,
+    )
 
     cli.add_command(compile_cmd.compile_)
     cli.add_command(inspect_cmd.inspect)
@@ -64,6 +71,7 @@ def _register_commands() -> None:
     cli.add_command(derive_cmd.derive)
     cli.add_command(finetune_cmd.finetune)
     cli.add_command(finetune_cmd.eval_)
+    cli.add_command(run_cmd.run)
     from automtl_cli.cli import data_cmd
     cli.add_command(data_cmd.data)
 

@@ -1,0 +1,67 @@
+"""`automtl run`: the whole chain and its baselines, ending with one table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from automtl_cli.cli.options import emit_json, resolve_device
+from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
+from automtl_cli.engine.finetune import FinetuneConfig
+from automtl_cli.engine.pipeline import default_backbone, run_pipeline
+from automtl_cli.engine.runconfig import resolve_experiment
+from automtl_cli.engine.search import SearchConfig
+from automtl_cli.errors import BadInput
+
+log = logging.getLogger("automtl_cli.cli")
+
+
+@click.command("run")
+@click.argument("backbone", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False),
+              help="Run directory (default runs/BACKBONE-NAME).")
+@click.option("--tasks", help="Tasks (default: the experiment's; synthetic nyu3).")
+@click.option("--data", help="synthetic (default), nyuv2:DIR, cityscapes:DIR, taskonomy:DIR.")
+@click.option("--experiment", "experiment_path", type=click.Path(dir_okay=False))
+@click.option("--bn", type=click.Choice(BN_MODES), default="task", show_default=True)
+@click.option("--skip", type=click.Choice(SKIP_MODES), default="reference", show_default=True)
+@click.option("--random", "random_plans", type=int, default=0, show_default=True,
+              help="Also fine-tune K random plans (the paper's ablation).")
+@click.option("--samples", type=int, default=1, show_default=True,
+              help="Sampled AutoMTL candidates; the best on val is kept.")
+@click.option("--search-iters", type=int, help="Policy-search iterations.")
+@click.option("--warmup-iters", type=int)
+@click.option("--finetune-iters", type=int, help="Fine-tuning iterations, for every method.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_plans, samples,
+        search_iters, warmup_iters, finetune_iters, seed, workers, device, as_json):
+    """Compile, search, derive and fine-tune, with the baselines; print the results table.
+
+    With no arguments: the built-in synthetic scenes (seg, depth, normal) on a small ResNet.
+    """
+    backbone = Path(backbone) if backbone else default_backbone()
+    run_dir = Path(run_dir) if run_dir else Path("runs") / backbone.stem
+    experiment = resolve_experiment(experiment_path, tasks, data)
+    dev = resolve_device(device)
+    try:
+        search = SearchConfig.defaults_for(experiment.data.source, iters=search_iters,
+                                           warmup_iters=warmup_iters, seed=seed,
+                                           num_workers=workers, device=dev)
+        finetune = FinetuneConfig.defaults_for(experiment.data.source, iters=finetune_iters,
+                                               seed=seed, num_workers=workers, device=dev)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
+    result = run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
+                          random_plans=random_plans, samples=samples, bn=bn, skip=skip,
+                          say=lambda s: log.info("%s", s), show_progress=not ctx.obj["quiet"])
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(result["table"])
+    click.echo(f"\n(test split; Δ_T against the single-task networks; {run_dir}/results.md)")
