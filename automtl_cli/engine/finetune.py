@@ -290,9 +290,19 @@ def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: 
 
 
 def _delta(metrics, stl, tasks) -> dict[str, Any]:
-    d = relative_score({t.name: metrics[t.name] for t in tasks},
-                       {t.name: stl[t.name] for t in tasks},
-                       {t.name: t.higher_is_better for t in tasks},
-                       {t.name: t.delta_metrics for t in tasks})
-    return {"per_task": {k: round(v, 3) for k, v in d.per_task.items()},
-            "mean": round(d.mean, 3)}
+    """Δ_t and Δ_T; a metric whose single-task value is 0 has no relative change and is left
+    out (and named), rather than failing the whole report."""
+    names, excluded = {}, []
+    for t in tasks:
+        keep = [m for m in t.delta_metrics if float(stl[t.name][m]) != 0.0]
+        excluded += [f"{t.name}.{m}" for m in t.delta_metrics if m not in keep]
+        if keep:
+            names[t.name] = keep
+    if not names:
+        return {"per_task": {}, "mean": None, "excluded": excluded}
+    d = relative_score({t: metrics[t] for t in names}, {t: stl[t] for t in names},
+                       {t.name: t.higher_is_better for t in tasks if t.name in names}, names)
+    out = {"per_task": {k: round(v, 3) for k, v in d.per_task.items()}, "mean": round(d.mean, 3)}
+    if excluded:
+        out["excluded"] = excluded
+    return out
