@@ -86,7 +86,9 @@ class SceneCache:
                     split, self.cfg.image_size, self.dir)
         jobs = [(self.cfg, self.seed, split, c * CHUNK, CHUNK, str(self.chunk_path(split, c)))
                 for c in missing]
-        workers = min(num_workers, len(jobs))
+        # Generation is a one-off, CPU-bound job: use the machine's cores even when the
+        # training loop reads batches in the main process (num_workers 0).
+        workers = min(num_workers or min(os.cpu_count() or 1, 8), len(jobs))
         if workers <= 1:
             for job in jobs:
                 _make_chunk(job)
