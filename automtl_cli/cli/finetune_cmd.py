@@ -7,6 +7,7 @@ import json
 import click
 
 from automtl_cli.cli.options import emit_json, resolve_device
+from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
 from automtl_cli.engine.finetune import FinetuneConfig, evaluate, load_model, run_finetune
 from automtl_cli.errors import BadInput, MissingInput
 
@@ -41,11 +42,14 @@ def _metrics_table(metrics: dict) -> list[str]:
 @click.option("--keep", type=int)
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--sync-bn", is_flag=True,
+              help="Under torchrun: BatchNorm statistics over the global batch.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/finetune/last.pt.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, stl_path, seed,
-             batch_size, checkpoint_every, log_every, keep, workers, device, resume, as_json):
+             batch_size, checkpoint_every, log_every, keep, workers, device, sync_bn, resume,
+             as_json):
     """Train the derived network of RUN; write RUN/final.pt and RUN/metrics.json."""
     from pathlib import Path
 
@@ -63,16 +67,21 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
             stl = json.loads(Path(stl_path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise BadInput(f"{stl_path}: not a metrics.json: {e}") from e
+    dist, dev = init_distributed(resolve_device(device))
     try:
         config = FinetuneConfig.defaults_for(
             derived["experiment"].data.source, iters=iters, lr=lr, lr_step=lr_step, init=init,
             batch_size=batch_size, checkpoint_every=checkpoint_every, log_every=log_every,
             keep=keep, seed=derived["seed"] if seed is None else seed, num_workers=workers,
-            device=resolve_device(device), metrics=metrics)
+            device=dev, metrics=metrics, sync_bn=sync_bn)
     except ValueError as e:
         raise BadInput(str(e)) from e
+    resume = resume or (restarted_by_torchrun()
+                        and (Path(run_dir) / "finetune" / "last.pt").exists())
     result = run_finetune(run_dir, config, resume=resume, candidate_iters=candidate_iters,
-                          show_progress=not ctx.obj["quiet"], stl_metrics=stl)
+                          show_progress=not ctx.obj["quiet"], stl_metrics=stl, dist=dist)
+    if not dist.is_main:
+        return
     if as_json:
         emit_json(result)
         return
@@ -105,6 +114,7 @@ def eval_(checkpoint, data, split, metrics, batch_size, workers, device):
     from automtl_cli.experiment import parse_data_arg
     from automtl_cli.tasks import build_tasks
 
+    dist, dev_name = init_distributed(resolve_device(device))
     derived, network = load_model(checkpoint)
     experiment = derived["experiment"]
     if data:
@@ -113,10 +123,13 @@ def eval_(checkpoint, data, split, metrics, batch_size, workers, device):
             experiment.data, source=source, root=root)).resolve()
     names = tuple(t.type for t in experiment.tasks)
     loader = build_loader(experiment.data, names, split, seed=derived["seed"],
-                          batch_size=batch_size, num_workers=workers)
+                          batch_size=batch_size, num_workers=workers, rank=dist.rank,
+                          world_size=dist.world)
     info = getattr(loader.dataset, "info", None)
     tasks = build_tasks(experiment, getattr(info, "seg_class_weights", None))
-    dev = torch.device(resolve_device(device))
-    result = evaluate(network.to(dev), tasks, loader, metrics, dev)
+    dev = torch.device(dev_name)
+    result = evaluate(network.to(dev), tasks, loader, metrics, dev, dist)
+    if not dist.is_main:
+        return
     emit_json({"checkpoint": checkpoint, "split": split, "metric_variant": metrics,
                "metrics": result})

@@ -7,6 +7,7 @@ import logging
 import click
 
 from automtl_cli.cli.options import emit_json, resolve_device
+from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
 from automtl_cli.engine.runconfig import resolve_experiment, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
 from automtl_cli.errors import BadInput
@@ -62,6 +63,7 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
     if compiled is not None and compiled.get("tasks") and not tasks:
         tasks = ",".join(compiled["tasks"])
     experiment = resolve_experiment(experiment_path, tasks, data)
+    dist, dev = init_distributed(resolve_device(device))
     if seed is None:
         seed = compiled["seed"] if compiled is not None else load_supermodel(
             f"{run_dir}/supermodel.pt")["seed"]
@@ -72,17 +74,19 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
             tau_every=tau_every, reg=reg, reg_weight=reg_weight, reg_target=reg_target,
             warmup_lr=warmup_lr, policy_lr=policy_lr, weight_lr=weight_lr, step=step_mode,
             seed=seed, batch_size=batch_size, checkpoint_every=checkpoint_every,
-            log_every=log_every, keep=keep, num_workers=workers, device=resolve_device(device))
+            log_every=log_every, keep=keep, num_workers=workers, device=dev)
     except ValueError as e:
         raise BadInput(str(e)) from e
     batch = config.batch_size or experiment.data.batch_size
     run = setup_run(run_dir, experiment, batch)
     searcher = Searcher(run_dir, run.graph, run.space, experiment, config, run.run_id(),
-                        show_progress=not ctx.obj["quiet"])
-    if resume:
+                        show_progress=not ctx.obj["quiet"], dist=dist)
+    if resume or (restarted_by_torchrun() and searcher.checkpoints.last.exists()):
         step = searcher.resume()
         log.info("resuming the search at step %d of %d", step, config.total)
     summary = searcher.run()
+    if not dist.is_main:
+        return
     if as_json:
         emit_json(summary)
         return

@@ -79,14 +79,17 @@ class BatchLoader:
         stop = n - n % self.batch_size if self.drop_last else n
         batches = [[(int(i), self.seed, epoch) for i in order[s:s + self.batch_size]]
                    for s in range(0, stop, self.batch_size)]
-        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 \
-            else len(batches)
+        # Training keeps every rank in step (equal batch counts); evaluation covers every item.
+        usable = len(batches) - len(batches) % self.world_size \
+            if self.world_size > 1 and self.drop_last else len(batches)
         return batches[self.rank:usable:self.world_size]
 
     def __len__(self) -> int:
         n = len(self.dataset)
         full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return full // self.world_size
+        if self.drop_last:
+            return full // self.world_size
+        return len(range(self.rank, full, self.world_size))
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of `epoch`, from its `start`-th (a resumed run picks up mid-epoch)."""

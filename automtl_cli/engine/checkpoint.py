@@ -22,7 +22,7 @@ import torch
 from automtl_cli.artifacts import load_artifact, save_artifact
 from automtl_cli.errors import BadInput, MissingInput
 
-__all__ = ["CheckpointManager", "capture_rng", "restore_rng"]
+__all__ = ["CheckpointManager", "capture_rng", "restore_rank_rng", "restore_rng"]
 
 _STEP_FILE = re.compile(r"step-(\d+)\.pt$")
 
@@ -45,6 +45,14 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_rank_rng(states: list[dict[str, Any]] | dict[str, Any], rank: int,
+                     world: int) -> None:
+    """Each rank's own random state when the world size is the one saved, else rank 0's."""
+    if isinstance(states, dict):
+        states = [states]
+    restore_rng(states[rank] if len(states) == world else states[0])
 
 
 def _python_state_to_data(state: tuple) -> list:

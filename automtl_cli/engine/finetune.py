@@ -23,13 +23,14 @@ import torch
 
 from automtl_cli.artifacts import load_artifact, read_artifact, save_artifact, write_json
 from automtl_cli.data.loader import build_loader
-from automtl_cli.engine.checkpoint import capture_rng, restore_rng
+from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
 from automtl_cli.engine.derive import (
     DERIVED_FORMAT,
     DERIVED_KIND,
     build_derived_network,
     load_derived,
 )
+from automtl_cli.engine.distributed import Dist, digest
 from automtl_cli.engine.loop import TrainLoop
 from automtl_cli.engine.search import to_device
 from automtl_cli.engine.streams import BatchStream
@@ -60,6 +61,7 @@ class FinetuneConfig:
     num_workers: int = 0
     device: str = "cpu"
     metrics: str = "correct"
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.iters < 0 or self.lr_step < 1 or self.lr <= 0:
@@ -90,23 +92,30 @@ class Finetuner(TrainLoop):
 
     def __init__(self, out_dir: str | os.PathLike, derived: dict[str, Any],
                  config: FinetuneConfig, run_id: dict[str, Any], *,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, dist: Dist | None = None) -> None:
         experiment: ExperimentConfig = derived["experiment"]
         names = tuple(t.type for t in experiment.tasks)
         super().__init__(out_dir, FINETUNE_KIND, FORMAT, total=config.iters,
                          checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                          keep=config.keep, task_names=names, device=torch.device(config.device),
-                         run_id=run_id, show_progress=show_progress)
+                         run_id=run_id, show_progress=show_progress, dist=dist)
         self.derived, self.config, self.experiment = derived, config, experiment
         self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
-                                   batch_size=config.batch_size, num_workers=config.num_workers)
+                                   batch_size=config.batch_size, num_workers=config.num_workers,
+                                   rank=self.dist.rank, world_size=self.dist.world)
         weights = derived["state_dict"] if config.init == "search" else None
         self.network, self.tree = build_derived_network(
             derived["graph"], derived["space"], derived["plan"], experiment, derived["seed"],
             class_weights=_class_weights(self.loader))
         if weights is not None:
             self.network.load_state_dict(weights)
+        if config.sync_bn:
+            self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
         self.network.to(self.device)
+        # Every parameter of a derived network is used at every step: plain DDP fits.
+        self.model = torch.nn.parallel.DistributedDataParallel(
+            self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        ) if self.dist.enabled else self.network
         self.tasks = build_tasks(experiment, _class_weights(self.loader))
         self.loss_weights = torch.tensor([t.loss_weight for t in self.tasks], device=self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr,
@@ -117,7 +126,7 @@ class Finetuner(TrainLoop):
 
     def train_step(self) -> tuple[torch.Tensor, None]:
         batch = to_device(next(self.stream), self.device)
-        preds = self.network(batch["image"])
+        preds = self.model(batch["image"])
         losses = torch.stack([t.loss(preds[t.name], batch) for t in self.tasks])
         self.optimizer.zero_grad(set_to_none=True)
         (self.loss_weights * losses).sum().backward()
@@ -131,14 +140,16 @@ class Finetuner(TrainLoop):
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "model": self.network.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": capture_rng(),
-                "data": self.stream.position(), "complete": self.step >= self.total}
+                "scheduler": self.scheduler.state_dict(),
+                "rng": self.dist.gather(capture_rng()), "data": self.stream.position(),
+                "complete": self.step >= self.total,
+                "rank_digests": self.dist.gather(digest(list(self.network.parameters())))}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"])
+        restore_rank_rng(state["rng"], self.dist.rank, self.dist.world)
         self.stream = BatchStream(self.loader, *state["data"])
 
     def run(self) -> dict[str, Any] | None:
@@ -148,22 +159,29 @@ class Finetuner(TrainLoop):
 
 @torch.no_grad()
 def evaluate(network: torch.nn.Module, tasks: tuple[Task, ...], loader, variant: str,
-             device: torch.device) -> dict[str, dict[str, float]]:
-    """Metrics of every task over a whole split (sums, not averages of batch averages)."""
+             device: torch.device, dist: Dist | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of every task over a whole split (sums, not averages of batch averages).
+
+    Under torchrun each rank sees its shard and the metric sums are all-reduced, so N
+    processes report what one would."""
+    dist = dist or Dist()
     network.eval()
     metrics = {t.name: t.metric(variant) for t in tasks}
-    losses = torch.zeros(len(tasks), device=device)
-    batches = 0
+    losses = torch.zeros(len(tasks) + 1, dtype=torch.float64, device=device)
     for batch in loader.epoch(0):
         batch = to_device(batch, device)
         preds = network(batch["image"])
         for i, t in enumerate(tasks):
             metrics[t.name].update(preds[t.name], batch)
             losses[i] += t.loss(preds[t.name], batch)
-        batches += 1
+        losses[-1] += 1
+    for m in metrics.values():
+        for value in m.state.values():
+            dist.all_reduce_(value)
+    dist.all_reduce_(losses)
     out = {name: m.compute() for name, m in metrics.items()}
     for i, t in enumerate(tasks):
-        out[t.name]["loss"] = float(losses[i]) / max(batches, 1)
+        out[t.name]["loss"] = float(losses[i] / losses[-1].clamp_min(1))
     return out
 
 
@@ -206,10 +224,13 @@ def _derived_payload(path: Path) -> dict[str, Any]:
                                 "report")}
 
 
-def _split_metrics(network, tasks, experiment, split, config, variant) -> dict[str, Any]:
+def _split_metrics(network, tasks, experiment, split, config, variant,
+                   dist: Dist | None = None) -> dict[str, Any]:
+    dist = dist or Dist()
     loader = build_loader(experiment.data, tuple(t.name for t in tasks), split,
-                          seed=config.seed, num_workers=config.num_workers)
-    return evaluate(network, tasks, loader, variant, torch.device(config.device))
+                          seed=config.seed, num_workers=config.num_workers, rank=dist.rank,
+                          world_size=dist.world)
+    return evaluate(network, tasks, loader, variant, torch.device(config.device), dist)
 
 
 def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,
@@ -244,11 +265,16 @@ def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,
 
 def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: bool = False,
                  candidate_iters: int | None = None, show_progress: bool = True,
-                 stl_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+                 stl_metrics: dict[str, Any] | None = None,
+                 dist: Dist | None = None) -> dict[str, Any]:
+    dist = dist or Dist()
     run = Path(run_dir)
     selection = None
     candidates = run / "derived" / "candidates"
     if candidates.is_dir() and not resume and any(candidates.iterdir()):
+        if dist.enabled:
+            raise BadInput("select sampled candidates in one process first (`automtl "
+                           "finetune` without torchrun), then fine-tune under torchrun")
         selection = _select_candidate(run, config, candidate_iters or max(1, config.iters // 5),
                                       show_progress)
         shutil.rmtree(candidates)
@@ -256,15 +282,15 @@ def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: 
     if not path.exists():
         raise MissingInput(f"{path}: no derived model; run `automtl derive {run}` first")
     derived = load_derived(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    tuner = Finetuner(run / "finetune", derived, config, {"derived_sha256": digest},
-                      show_progress=show_progress)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    tuner = Finetuner(run / "finetune", derived, config, {"derived_sha256": sha},
+                      show_progress=show_progress, dist=dist)
     if resume:
         tuner.resume()
     record = tuner.run()
     experiment = derived["experiment"]
     metrics = {split: _split_metrics(tuner.network, tuner.tasks, experiment, split, config,
-                                     config.metrics) for split in ("val", "test")}
+                                     config.metrics, dist) for split in ("val", "test")}
     report = derived["report"]
     result: dict[str, Any] = {
         "run": str(run), "plan": derived["plan"].source, "init": config.init,
@@ -281,12 +307,26 @@ def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: 
     if stl is not None:
         result["delta"] = {split: _delta(metrics[split], stl["metrics"][split], tuner.tasks)
                            for split in ("val", "test")}
-    save_artifact(run / "final.pt", FINAL_KIND, FORMAT, {
-        "derived": _derived_payload(path), "state_dict": tuner.network.state_dict(),
-        "metrics": metrics, "config": config.to_dict()})
-    write_json(run / "metrics.json", result)
+    if dist.is_main:
+        state = tuner.network.state_dict()
+        if config.sync_bn:  # a final model holds plain BatchNorm, whatever trained it
+            state = _plain_state(derived, state)
+        save_artifact(run / "final.pt", FINAL_KIND, FORMAT, {
+            "derived": _derived_payload(path), "state_dict": state,
+            "metrics": metrics, "config": config.to_dict()})
+        write_json(run / "metrics.json", result)
+    dist.barrier()
     result["final"] = str(run / "final.pt")
     return result
+
+
+def _plain_state(derived: dict[str, Any], state: dict[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+    """SyncBatchNorm and BatchNorm2d share their state keys; check, and return it as is."""
+    network, _ = build_derived_network(derived["graph"], derived["space"], derived["plan"],
+                                       derived["experiment"], derived["seed"])
+    network.load_state_dict(state)
+    return network.state_dict()
 
 
 def _delta(metrics, stl, tasks) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from automtl_cli.engine.checkpoint import CheckpointManager
+from automtl_cli.engine.distributed import Dist
 from automtl_cli.engine.signals import StopRequest
 from automtl_cli.errors import BadInput, Interrupted
 
@@ -37,11 +38,12 @@ class TrainLoop:
     def __init__(self, directory: str | os.PathLike, kind: str, format_version: int, *,
                  total: int, checkpoint_every: int, log_every: int, keep: int,
                  task_names: tuple[str, ...], device: torch.device, run_id: dict[str, Any],
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, dist: Dist | None = None) -> None:
+        self.dist = dist or Dist()
         self.dir = Path(directory)
         self.total, self.checkpoint_every, self.log_every = total, checkpoint_every, log_every
         self.task_names, self.device, self.run_id = task_names, device, run_id
-        self.show_progress = show_progress
+        self.show_progress = show_progress and self.dist.is_main
         self.step = 0
         self.checkpoints = CheckpointManager(self.dir, kind, format_version, keep)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -93,8 +95,21 @@ class TrainLoop:
             self._extra_sum += extra.detach()
         self._count += 1
 
-    def check_finite(self) -> None:
-        bad = int(self._first_bad)
+    def _flags(self, stop: bool) -> tuple[int, bool]:
+        """The first non-finite loss (step × T + task, or −1) and the stop request, agreed by
+        every rank in one collective."""
+        if not self.dist.enabled:
+            return int(self._first_bad), stop
+        t = torch.stack([self._first_bad.to(torch.float64),
+                         torch.tensor(1.0 if stop else 0.0, dtype=torch.float64,
+                                      device=self.device)])
+        self.dist.all_reduce_(t, "max")
+        bad, flag = t.tolist()
+        return int(bad), bool(flag)
+
+    def check_finite(self, bad: int | None = None) -> None:
+        if bad is None:
+            bad, _ = self._flags(False)
         if bad < 0:
             return
         step, task = divmod(bad, len(self.task_names))
@@ -107,14 +122,18 @@ class TrainLoop:
     def _log(self, bar: tqdm | None, t0: float) -> dict[str, Any]:
         self.check_finite()
         n = max(self._count, 1)
-        losses = (self._loss_sum / n).tolist()
+        sums = torch.cat([self._loss_sum, self._extra_sum.view(1)]) / n
+        sums = self.dist.all_reduce_(sums) / self.dist.world  # the mean over ranks
+        losses = sums[:-1].tolist()
+        extra = float(sums[-1])
         record = {"step": self.step, "stage": self.stage_of(self.step - 1),
                   "loss": {t: round(v, 6) for t, v in zip(self.task_names, losses)},
-                  self.extra_name: round(float(self._extra_sum) / n, 6), **self.log_fields(),
+                  self.extra_name: round(extra, 6), **self.log_fields(),
                   "elapsed_s": round(time.perf_counter() - t0, 3)}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         if bar is not None:
             bar.set_postfix({k: f"{v:.3f}" for k, v in record["loss"].items()}, refresh=False)
         self._loss_sum.zero_()
@@ -123,8 +142,14 @@ class TrainLoop:
         return record
 
     def save(self) -> Path:
+        """Every rank calls it (the state gathers from all); rank 0 alone writes."""
         self.check_finite()
-        return self.checkpoints.save(self.step, {"run_id": self.run_id, **self.state_dict()})
+        state = self.state_dict()
+        path = self.checkpoints.dir / f"step-{self.step}.pt"
+        if self.dist.is_main:
+            path = self.checkpoints.save(self.step, {"run_id": self.run_id, **state})
+        self.dist.barrier()
+        return path
 
     def run(self) -> dict[str, Any] | None:
         """Steps until `total`; returns the last log record."""
@@ -139,16 +164,19 @@ class TrainLoop:
                 self._account(losses, extra)
                 self.step += 1
                 bar.update(1)
-                if self.device.type == "cpu":
-                    self.check_finite()  # free on CPU; on a GPU at log and checkpoint steps
+                stopping = stop.requested is not None
+                if self.device.type == "cpu" or self.dist.enabled:
+                    # Free on CPU; distributed, one tiny collective agrees on NaN and signals.
+                    bad, stopping = self._flags(stopping)
+                    self.check_finite(bad)
                 if self.step % self.log_every == 0 or self.step == self.total:
                     record = self._log(bar, t0)
                 if self.step % self.checkpoint_every == 0 or self.step == self.total:
                     self.save()
-                if stop.requested is not None and self.step < self.total:
+                if stopping and self.step < self.total:
                     path = self.save()
-                    raise Interrupted(f"{self.name} stopped by {stop.requested} at step "
-                                      f"{self.step}; checkpoint {path}; rerun with --resume to "
-                                      "continue")
+                    why = stop.requested or "a signal to another rank"
+                    raise Interrupted(f"{self.name} stopped by {why} at step {self.step}; "
+                                      f"checkpoint {path}; rerun with --resume to continue")
         self.seconds = time.perf_counter() - t0
         return record

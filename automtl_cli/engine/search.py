@@ -25,7 +25,8 @@ import torch
 from automtl_cli.compiler.space import SearchSpace, skip_plan
 from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
-from automtl_cli.engine.checkpoint import capture_rng, restore_rng
+from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
+from automtl_cli.engine.distributed import Dist, digest
 from automtl_cli.engine.loop import NonFiniteLoss, TrainLoop
 from automtl_cli.engine.network import SearchNetwork
 from automtl_cli.engine.regularizer import (
@@ -126,27 +127,36 @@ def policy_table(logits: torch.Tensor, names: list[str], tasks: tuple[str, ...]
 
 
 class Searcher(TrainLoop):
-    """The search loop: build, (resume), run."""
+    """The search loop: build, (resume), run.
+
+    Under torchrun every rank reads its shard of each split and draws the same Gumbel noise;
+    after each backward the gradients of the step's parameters (logits in a policy step,
+    weights otherwise) are averaged in one flat all-reduce. DistributedDataParallel's reducer
+    is not used here because each step differentiates a different subset of the parameters,
+    which it cannot follow; the finetune loop, where every parameter is used, does use it.
+    """
 
     name = "search"
     extra_name = "reg"
 
     def __init__(self, run_dir: str | os.PathLike, graph: Graph, space: SearchSpace,
                  experiment: ExperimentConfig, config: SearchConfig, run_id: dict[str, Any],
-                 *, show_progress: bool = True, count: dict[str, int] | None = None) -> None:
+                 *, show_progress: bool = True, count: dict[str, int] | None = None,
+                 dist: Dist | None = None) -> None:
         names = tuple(t.type for t in experiment.tasks)
         super().__init__(Path(run_dir) / "search", SEARCH_KIND, SEARCH_FORMAT,
                          total=config.total, checkpoint_every=config.checkpoint_every,
                          log_every=config.log_every, keep=config.keep, task_names=names,
                          device=torch.device(config.device), run_id=run_id,
-                         show_progress=show_progress)
+                         show_progress=show_progress, dist=dist)
         self.run_dir = Path(run_dir)
         self.config, self.experiment, self.space = config, experiment, space
         data = experiment.data
         self.loaders = {
             split: build_loader(data, names, split, seed=config.seed + i,
                                 batch_size=config.batch_size, num_workers=config.num_workers,
-                                count=(count or {}).get(split))
+                                count=(count or {}).get(split), rank=self.dist.rank,
+                                world_size=self.dist.world)
             for i, split in enumerate(("train", "train1", "train2"))
         }
         info = getattr(self.loaders["train"].dataset, "info", None)
@@ -195,16 +205,20 @@ class Searcher(TrainLoop):
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "tau": self.tau,
             "stage": self.alternation.stage(self.step) if self.step < self.total else "done",
-            "rng": capture_rng(),
+            "rng": self.dist.gather(capture_rng()),
             "data": {split: s.position() for split, s in self.streams.items()},
             "complete": self.step >= self.total,
+            # what each rank holds, to show data-parallel ranks stay identical
+            "rank_digests": self.dist.gather({
+                "logits": digest(self.net.logit_parameters()),
+                "weights": digest(self.net.weight_parameters())}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        restore_rng(state["rng"])
+        restore_rank_rng(state["rng"], self.dist.rank, self.dist.world)
         for split, (epoch, offset) in state["data"].items():
             self.streams[split] = BatchStream(self.loaders[split], epoch, offset)
 
@@ -242,6 +256,7 @@ class Searcher(TrainLoop):
                 loss = loss + self.config.reg_weight * reg
             optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=params)
+            self.dist.average_grads(params)
             optimizer.step()
             return losses.detach(), reg
         # The reference: one optimiser step per task, each on its own batch.
@@ -260,6 +275,7 @@ class Searcher(TrainLoop):
                 loss = loss + self.config.reg_weight * (regs[i] if regs.numel() > 1 else regs[0])
             optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=params)
+            self.dist.average_grads(params)
             optimizer.step()
             losses_list.append(task_loss.detach())
             if pi is not None and i < last:  # the logits may have moved: draw π again

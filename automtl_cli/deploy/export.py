@@ -1,0 +1,255 @@
+"""`automtl export`: the derived multi-task network as ONE ONNX or TorchScript graph, verified.
+
+The model exported is the trained one (`RUN/final.pt`) when it exists, else the derived one
+(`RUN/derived/model.pt`). It is flattened into one fx graph with BatchNorm folded (fold.py),
+checked equal to the network as loaded, exported with input `image` (dynamic batch) and one
+output per task, named after the task, and checked again through the runtime that will serve it
+(onnxruntime for ONNX, `torch.jit.load` for TorchScript) on batches of 1 and 8 before it is
+moved into place; a model that disagrees is never written. ONNX uses torch's TorchScript-based
+exporter (`dynamo=False`): it needs no network access or onnxscript, and the same model gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from automtl_cli import __version__
+from automtl_cli.artifacts import atomic_write
+from automtl_cli.deploy.fold import FoldedSkip, fold_batchnorm, fold_skip_branches, trace_network
+from automtl_cli.deploy.verify import Runtime, compare, example_batch, median_latency_ms, \
+    torch_runtime
+from automtl_cli.errors import AutomtlError, MissingDependency, MissingInput
+
+__all__ = ["EXPORT_KIND", "FORMATS", "CannotWrite", "ExportConfig", "find_model", "run_export"]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_KIND = "automtl-export"
+EXPORT_FORMAT = 1
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
+INPUT_NAME = "image"
+EXTRA_HINT = "pip install 'automtl[export]'"
+
+
+class CannotWrite(AutomtlError):
+    """The output file cannot be created or written (BSD sysexits EX_CANTCREAT)."""
+
+    exit_code = 73
+
+
+class ExportMismatch(AutomtlError):
+    """The folded or exported model does not compute what the PyTorch one does (a bug)."""
+
+    exit_code = 70
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    format: str = "onnx"
+    output: Path | None = None  # default RUN/export/model.onnx or model.ts
+    model: Path | None = None  # default RUN/final.pt, else RUN/derived/model.pt
+    opset: int = 17
+    tolerance: float = 1e-4  # largest |difference|, relative to the outputs' scale above 1
+    runs: int = 20  # timed runs per latency figure
+    seed: int = 0  # of the verification images
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format: {self.format!r} is not one of {', '.join(FORMATS)}")
+        if self.tolerance <= 0 or self.runs < 1 or self.opset < 9:
+            raise ValueError("tolerance > 0, runs ≥ 1 and opset ≥ 9 are needed")
+
+
+def find_model(run: Path, model: Path | None = None) -> tuple[Path, str]:
+    """The model to export and what it is: `final` (trained) or `derived` (not fine-tuned)."""
+    if model is not None:
+        if not model.is_file():
+            raise MissingInput(f"{model}: no such model file")
+        return model, "given"
+    if (run / "final.pt").is_file():
+        return run / "final.pt", "final"
+    if (run / "derived" / "model.pt").is_file():
+        return run / "derived" / "model.pt", "derived"
+    raise MissingInput(f"{run / 'derived' / 'model.pt'}: no derived model to export; run "
+                       f"`automtl derive {run}` first")
+
+
+def require_onnx() -> tuple[Any, Any]:
+    """The onnx and onnxruntime modules, or a MissingDependency naming the extra."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependency(f"ONNX export needs onnx and onnxruntime ({e.name or e} is "
+                                f"not installed): {EXTRA_HINT}") from e
+    return onnx, onnxruntime
+
+
+def _check_writable(path: Path) -> None:
+    """Fail early, with one line, when `path` cannot be created (before minutes of work)."""
+    if path.is_dir():
+        raise CannotWrite(f"{path}: is a directory; give a file name with -o")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CannotWrite(f"{path}: cannot write here ({e.strerror or e})") from e
+
+
+def _count_convolutions(gm: fx.GraphModule) -> int:
+    modules = dict(gm.named_modules())
+    return sum(1 for n in gm.graph.nodes if n.op == "call_module"
+               and isinstance(modules[n.target], (nn.Conv2d, FoldedSkip)))
+
+
+def _remaining_batchnorms(gm: fx.GraphModule) -> int:
+    modules = dict(gm.named_modules())
+    return sum(1 for n in gm.graph.nodes if n.op == "call_module"
+               and isinstance(modules[n.target], nn.modules.batchnorm._BatchNorm))
+
+
+def _metadata(source: Path, kind: str, tasks: tuple[str, ...], shape: list[int],
+              fmt: str) -> dict[str, str]:
+    return {"kind": EXPORT_KIND, "format_version": str(EXPORT_FORMAT),
+            "automtl_version": __version__, "format": fmt, "source": str(source),
+            "source_kind": kind, "tasks": ",".join(tasks), "input": INPUT_NAME,
+            "input_shape": json.dumps(["batch", *shape[1:]])}
+
+
+def _write_onnx(gm: fx.GraphModule, example: torch.Tensor, tasks: tuple[str, ...], tmp: str,
+                opset: int, metadata: dict[str, str]) -> tuple[Runtime, int, str]:
+    onnx, ort = require_onnx()
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *tasks)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(gm, (example,), tmp, input_names=[INPUT_NAME],
+                          output_names=list(tasks), dynamic_axes=axes, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+    model = onnx.load(tmp)
+    _drop_initializer_identities(model)
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, tmp)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same cores as PyTorch gets
+    options.log_severity_level = 3
+    session = ort.InferenceSession(tmp, options, providers=["CPUExecutionProvider"])
+    convs = sum(1 for node in model.graph.node if node.op_type == "Conv")
+
+    def run(x: torch.Tensor) -> list:
+        return session.run(list(tasks), {INPUT_NAME: x.numpy()})
+
+    return run, convs, f"onnxruntime {ort.__version__}"
+
+
+def _drop_initializer_identities(model: Any) -> None:
+    """Read byte-equal initializers directly (the exporter deduplicates them via Identity)."""
+    inits = {i.name for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node
+             if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
+    if not alias:
+        return
+    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = alias.get(name, name)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+
+def _write_torchscript(gm: fx.GraphModule, example: torch.Tensor, tmp: str,
+                       metadata: dict[str, str]) -> tuple[Runtime, int, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(gm, (example,))
+    torch.jit.save(traced, tmp, _extra_files={"automtl.json": json.dumps(metadata)})
+    loaded = torch.jit.load(tmp, map_location="cpu").eval()
+    convs = sum(1 for n in loaded.inlined_graph.nodes()
+                if n.kind() in ("aten::_convolution", "aten::conv2d"))
+    return torch_runtime(loaded), convs, f"torch.jit (torch {torch.__version__})"
+
+
+def _scale(runtime: Runtime, batches: list[torch.Tensor]) -> float:
+    return max(1.0, max(float(abs(o).max(initial=0.0)) for x in batches for o in runtime(x)))
+
+
+def run_export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
+    """Export, verify and time; returns the figures `--json` prints."""
+    from automtl_cli.engine.finetune import load_model
+
+    run = Path(run_dir)
+    source, kind = find_model(run, config.model)
+    if config.format == "onnx":
+        require_onnx()  # before any work
+    output = config.output or run / "export" / f"model{SUFFIXES[config.format]}"
+    _check_writable(output)
+    derived, network = load_model(source)
+    network.eval()
+    tasks = tuple(network.task_names)
+    graph = derived["graph"]
+    shape = list(graph.shape_of(next(iter(graph.inputs))))
+    batches = [example_batch(shape, 8, config.seed), example_batch(shape, 1, config.seed + 1)]
+    reference = torch_runtime(network, tasks)
+    limit = config.tolerance * _scale(reference, batches)
+
+    gm = trace_network(network)
+    folded = {"batchnorm": fold_batchnorm(gm), "skip_branches": fold_skip_branches(gm)}
+    folded["batchnorm_left"] = _remaining_batchnorms(gm)
+    fold_diff = compare(reference, torch_runtime(gm), batches, tasks)
+    if max(fold_diff.values()) > limit:
+        raise ExportMismatch(f"folding BatchNorm changed the outputs by up to "
+                             f"{max(fold_diff.values()):.3g} (limit {limit:.3g}); not exported")
+
+    metadata = _metadata(source, kind, tasks, shape, config.format)
+    outcome: dict[str, Any] = {}
+
+    def write(tmp: str) -> None:
+        if config.format == "onnx":
+            runtime, convs, name = _write_onnx(gm, batches[0], tasks, tmp, config.opset,
+                                               metadata)
+        else:
+            runtime, convs, name = _write_torchscript(gm, batches[0], tmp, metadata)
+        diff = compare(reference, runtime, batches, tasks)
+        if max(diff.values()) > limit:
+            raise ExportMismatch(f"the exported model differs from the PyTorch one by up to "
+                                 f"{max(diff.values()):.3g} (limit {limit:.3g}); not written")
+        outcome.update(runtime=runtime, convs=convs, name=name, diff=diff)
+
+    try:
+        atomic_write(output, write)
+    except OSError as e:
+        raise CannotWrite(f"{output}: cannot write ({e.strerror or e})") from e
+    latency = {f"batch_{x.shape[0]}": {
+        "pytorch_ms": round(median_latency_ms(reference, x, runs=config.runs), 4),
+        "exported_ms": round(median_latency_ms(outcome["runtime"], x, runs=config.runs), 4)}
+        for x in sorted(batches, key=len)}
+    return {
+        "run": str(run), "source": {"path": str(source), "kind": kind}, "format": config.format,
+        "output": str(output), "tasks": list(tasks), "runtime": outcome["name"],
+        "input": {"name": INPUT_NAME, "shape": ["batch", *shape[1:]]},
+        "outputs": {t: ["batch", *o.shape[1:]] for t, o in zip(tasks, reference(batches[1]))},
+        "folded": folded, "convolutions": outcome["convs"],
+        "verification": {
+            "batch_sizes": [len(x) for x in batches], "max_abs_diff": max(outcome["diff"].values()),
+            "per_task": outcome["diff"], "folded_vs_unfolded": max(fold_diff.values()),
+            "limit": limit},
+        "latency_ms": latency, "threads": torch.get_num_threads(),
+    }
