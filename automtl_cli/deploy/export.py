@@ -27,8 +27,13 @@ from torch import fx, nn
 from automtl_cli import __version__
 from automtl_cli.artifacts import atomic_write
 from automtl_cli.deploy.fold import FoldedSkip, fold_batchnorm, fold_skip_branches, trace_network
-from automtl_cli.deploy.verify import Runtime, compare, example_batch, median_latency_ms, \
-    torch_runtime
+from automtl_cli.deploy.verify import (
+    Runtime,
+    compare,
+    example_batch,
+    median_latency_ms,
+    torch_runtime,
+)
 from automtl_cli.errors import AutomtlError, MissingDependency, MissingInput
 
 __all__ = ["EXPORT_KIND", "FORMATS", "CannotWrite", "ExportConfig", "find_model", "run_export"]
