@@ -15,7 +15,7 @@ from automtl_cli.errors import BadInput
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx",
               show_default=True, help="ONNX (checked with onnxruntime; needs the export extra) "
                                       "or TorchScript (checked with torch.jit.load).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=click.Path(),
               help="Output file (default RUN/export/model.onnx or RUN/export/model.ts).")
 @click.option("--from", "model", type=click.Path(dir_okay=False),
               help="Export this final.pt or derived model.pt instead of RUN's (RUN/final.pt "

@@ -183,10 +183,13 @@ def _drop_initializer_identities(model: Any) -> None:
 def _write_torchscript(gm: fx.GraphModule, example: torch.Tensor, tmp: str,
                        metadata: dict[str, str]) -> tuple[Runtime, int, str]:
     with warnings.catch_warnings():
+        # torch.jit is deprecated in favour of torch.export, but it is what TorchScript
+        # runtimes (libtorch) load; the traced shapes are fixed except the batch.
+        warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(gm, (example,))
-    torch.jit.save(traced, tmp, _extra_files={"automtl.json": json.dumps(metadata)})
-    loaded = torch.jit.load(tmp, map_location="cpu").eval()
+        torch.jit.save(traced, tmp, _extra_files={"automtl.json": json.dumps(metadata)})
+        loaded = torch.jit.load(tmp, map_location="cpu").eval()
     convs = sum(1 for n in loaded.inlined_graph.nodes()
                 if n.kind() in ("aten::_convolution", "aten::conv2d"))
     return torch_runtime(loaded), convs, f"torch.jit (torch {torch.__version__})"
@@ -216,7 +219,8 @@ def run_export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, An
     limit = config.tolerance * _scale(reference, batches)
 
     gm = trace_network(network)
-    folded = {"batchnorm": fold_batchnorm(gm), "skip_branches": fold_skip_branches(gm)}
+    skips = fold_skip_branches(gm)
+    folded = {"batchnorm": fold_batchnorm(gm), "skip_branches": skips}
     folded["batchnorm_left"] = _remaining_batchnorms(gm)
     fold_diff = compare(reference, torch_runtime(gm), batches, tasks)
     if max(fold_diff.values()) > limit:

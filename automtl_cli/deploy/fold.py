@@ -6,12 +6,13 @@ the backbone's generated tree is inlined as it is, so every shared prefix is sti
 once, and the heads are inlined beside it. On that graph two passes fold inference-time
 BatchNorm away, so ONNX and TorchScript both get it (not only torch.onnx's optimiser):
 
-* `fold_batchnorm`: a `BatchNorm2d` whose only input is a `Conv2d` call, that call having no
-  other user, becomes that convolution's weight and bias. A convolution read by several
-  BatchNorms (under `--bn task` the tasks' paths part at a BN after a shared convolution) is
-  left alone: folding it would compute the shared convolution once per task.
-* `fold_skip_branches`: a skip branch's 1×1 convolution + BN (`SkipBranch`, functional calls on
-  task-stacked tensors) becomes one 1×1 convolution with a bias.
+* `fold_skip_branches` (run first): a skip branch's 1×1 convolution + BN (`SkipBranch`,
+  functional calls on task-stacked tensors) becomes one 1×1 convolution with a bias.
+* `fold_batchnorm`: a `BatchNorm2d` whose only input is a `Conv2d` call (or a folded skip),
+  that call having no other user, becomes that convolution's weight and bias. A convolution
+  read by several BatchNorms (under `--bn task` the tasks' paths part at a BN after a shared
+  convolution) is left alone: folding it would compute the shared convolution once per task.
+  A BN after a parameter-free skip (it reads a pooling or ReLU output) stays too.
 
 Folding is w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β per output channel, in float64.
 """
@@ -81,15 +82,23 @@ def _fold_into(weight: torch.Tensor, bias: torch.Tensor | None, mean: torch.Tens
     return folded.to(weight.dtype), shift.to(weight.dtype)
 
 
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A copy of `conv` that computes `bn(conv(x))` in eval mode."""
+def fold_conv_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """A copy of `conv` (a Conv2d or a folded skip) that computes `bn(conv(x))` in eval mode."""
     fused = copy.deepcopy(conv)
+    target = _conv_of(fused)
     with torch.no_grad():
-        weight, bias = _fold_into(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+        weight, bias = _fold_into(target.weight, target.bias, bn.running_mean, bn.running_var,
                                   bn.weight, bn.bias, bn.eps)
-        fused.weight = nn.Parameter(weight)
-        fused.bias = nn.Parameter(bias)
+        target.weight = nn.Parameter(weight)
+        target.bias = nn.Parameter(bias)
     return fused
+
+
+def _conv_of(module: nn.Module) -> nn.Conv2d | None:
+    """The convolution whose output `module` returns unchanged, if any."""
+    if type(module) is nn.Conv2d:
+        return module
+    return module.conv if isinstance(module, FoldedSkip) else None
 
 
 def _foldable(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -97,14 +106,18 @@ def _foldable(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
         return False
     bn = modules[node.target]
     src = node.args[0] if len(node.args) == 1 and not node.kwargs else None
-    return (isinstance(src, fx.Node) and src.op == "call_module"
-            and type(modules[src.target]) is nn.Conv2d and len(src.users) == 1
-            and not bn.training and bn.running_mean is not None
-            and bn.num_features == modules[src.target].out_channels)
+    if not (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1):
+        return False
+    conv = _conv_of(modules[src.target])
+    return (conv is not None and not bn.training and bn.running_mean is not None
+            and bn.num_features == conv.out_channels)
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> int:
-    """Fold each BatchNorm2d that directly and solely follows a Conv2d; returns how many."""
+    """Fold each BatchNorm2d that directly and solely follows a Conv2d; returns how many.
+
+    Run `fold_skip_branches` first: a BN after a folded skip's convolution is folded too.
+    """
     modules = dict(gm.named_modules())
     fused_names: dict[tuple[str, str], str] = {}
     count = 0
