@@ -33,11 +33,11 @@ def cli(run_cli):
     return run_cli
 
 
-def _compile(cli, tmp_path: Path, bn: str) -> Path:
+def _compile(cli, tmp_path: Path, bn: str, skip: str = "reference") -> Path:
     (tmp_path / "tiny.prototxt").write_text(TINY_EXPERIMENT)
-    run = tmp_path / f"run-{bn}"
+    run = tmp_path / f"run-{bn}-{skip}"
     rc, _, err = cli("-q", "compile", ROOT / "specs" / "resnet18_w8.prototxt", "-o", run,
-                     "--tasks", ",".join(TASKS), "--bn", bn)
+                     "--tasks", ",".join(TASKS), "--bn", bn, "--skip", skip)
     assert rc == 0, err
     return run
 
@@ -87,17 +87,18 @@ def _reference(run: Path, batch: int, seed: int = 7) -> tuple[torch.Tensor, dict
         return x, {t: y.numpy() for t, y in network.eval()(x).items()}
 
 
-@pytest.mark.parametrize(("bn", "plan", "convs"), [
-    ("task", "shared", 1 + 3 * 19 + 3 * HEAD_CONVS),  # paths part at the first (per-task) BN
-    ("follow", "shared", 20 + 3 * HEAD_CONVS),  # the whole backbone runs once
-    ("task", "mixed", None),
-    ("follow", "mixed", None),
+@pytest.mark.parametrize(("bn", "skip", "plan", "convs"), [
+    ("task", "reference", "shared", 1 + 3 * 19 + 3 * HEAD_CONVS),  # paths part at the 1st BN
+    ("follow", "reference", "shared", 20 + 3 * HEAD_CONVS),  # the whole backbone runs once
+    ("task", "reference", "mixed", None),
+    ("follow", "reference", "mixed", None),
+    ("follow", "cheap", "mixed", None),  # parameter-free skips: pads, crops, channel slices
 ])
-def test_onnx_equals_pytorch_and_holds_no_unused_branch(cli, tmp_path, scene_cache, bn, plan,
-                                                        convs):
+def test_onnx_equals_pytorch_and_holds_no_unused_branch(cli, tmp_path, scene_cache, bn, skip,
+                                                        plan, convs):
     ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is needed")
     onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is needed")
-    run = _compile(cli, tmp_path, bn)
+    run = _compile(cli, tmp_path, bn, skip)
     _derive(cli, run, plan)
     result = _export(cli, run, "--format", "onnx")
     path = run / "export" / "model.onnx"
@@ -113,7 +114,7 @@ def test_onnx_equals_pytorch_and_holds_no_unused_branch(cli, tmp_path, scene_cac
     if bn == "follow" and plan == "shared":
         assert result["folded"]["batchnorm_left"] == 0
     if plan == "mixed":
-        assert result["folded"]["skip_branches"] > 0
+        assert (result["folded"]["skip_branches"] > 0) == (skip == "reference")
     assert [i.name for i in model.graph.input] == ["image"]
     assert [o.name for o in model.graph.output] == list(TASKS)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -258,7 +259,7 @@ def test_an_export_that_disagrees_is_not_written(cli, tiny_run, monkeypatch):
     monkeypatch.setattr(module, "compare", compare)
     rc, _, err = cli("export", tiny_run, "--format", "torchscript")
     assert rc == 70 and "not written" in err and err.count("\n") == 1
-    assert list((tiny_run / "export").iterdir()) == []
+    assert list((tiny_run / "export").iterdir()) == []  # the temporary file is gone too
 
 
 def test_from_exports_the_given_model(cli, tiny_run, tmp_path):

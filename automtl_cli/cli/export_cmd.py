@@ -54,8 +54,8 @@ def export(run_dir, fmt, output, model, opset, tolerance, runs, as_json):
     left = folded["batchnorm_left"]
     click.echo(f"  {result['convolutions']} convolutions; folded {folded['batchnorm']} BatchNorm "
                f"and {folded['skip_branches']} skip-branch BatchNorm into convolutions"
-               + (f"; {left} BatchNorm kept (each after a convolution whose output several "
-                  "BatchNorms read)" if left else ""))
+               + (f"; {left} BatchNorm kept (not directly and solely after a convolution)"
+                  if left else ""))
     click.echo(f"  largest difference from PyTorch ({result['runtime']}, batches "
                f"{' and '.join(map(str, v['batch_sizes']))}): {v['max_abs_diff']:.2e}")
     for batch, t in result["latency_ms"].items():

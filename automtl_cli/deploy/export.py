@@ -199,6 +199,55 @@ def _scale(runtime: Runtime, batches: list[torch.Tensor]) -> float:
     return max(1.0, max(float(abs(o).max(initial=0.0)) for x in batches for o in runtime(x)))
 
 
+@dataclass
+class _Check:
+    """What the verification of one model found."""
+
+    reference: Runtime  # the network as loaded, in eval mode
+    batches: list[torch.Tensor]
+    tasks: tuple[str, ...]
+    limit: float
+
+    def against(self, runtime: Runtime, what: str) -> dict[str, float]:
+        diff = compare(self.reference, runtime, self.batches, self.tasks)
+        if max(diff.values()) > self.limit:
+            raise ExportMismatch(f"{what} differs from the PyTorch model by up to "
+                                 f"{max(diff.values()):.3g} (limit {self.limit:.3g}); "
+                                 "not written")
+        return diff
+
+
+def _fold(network: nn.Module, check: _Check) -> tuple[fx.GraphModule, dict[str, Any]]:
+    """The flat, folded graph, checked equal to the network before anything is exported."""
+    gm = trace_network(network)
+    skips = fold_skip_branches(gm)
+    folded: dict[str, Any] = {"batchnorm": fold_batchnorm(gm), "skip_branches": skips,
+                              "batchnorm_left": _remaining_batchnorms(gm)}
+    folded["max_abs_diff"] = max(check.against(torch_runtime(gm), "the folded graph").values())
+    return gm, folded
+
+
+def _write_verified(gm: fx.GraphModule, config: ExportConfig, output: Path, check: _Check,
+                    metadata: dict[str, str]) -> dict[str, Any]:
+    """Export to a temporary file, check it through its runtime, then move it into place."""
+    outcome: dict[str, Any] = {}
+
+    def write(tmp: str) -> None:
+        if config.format == "onnx":
+            runtime, convs, name = _write_onnx(gm, check.batches[0], check.tasks, tmp,
+                                               config.opset, metadata)
+        else:
+            runtime, convs, name = _write_torchscript(gm, check.batches[0], tmp, metadata)
+        diff = check.against(runtime, "the exported model")
+        outcome.update(runtime=runtime, convolutions=convs, name=name, diff=diff)
+
+    try:
+        atomic_write(output, write)
+    except OSError as e:
+        raise CannotWrite(f"{output}: cannot write ({e.strerror or e})") from e
+    return outcome
+
+
 def run_export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
     """Export, verify and time; returns the figures `--json` prints."""
     from automtl_cli.engine.finetune import load_model
@@ -216,49 +265,23 @@ def run_export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, An
     shape = list(graph.shape_of(next(iter(graph.inputs))))
     batches = [example_batch(shape, 8, config.seed), example_batch(shape, 1, config.seed + 1)]
     reference = torch_runtime(network, tasks)
-    limit = config.tolerance * _scale(reference, batches)
-
-    gm = trace_network(network)
-    skips = fold_skip_branches(gm)
-    folded = {"batchnorm": fold_batchnorm(gm), "skip_branches": skips}
-    folded["batchnorm_left"] = _remaining_batchnorms(gm)
-    fold_diff = compare(reference, torch_runtime(gm), batches, tasks)
-    if max(fold_diff.values()) > limit:
-        raise ExportMismatch(f"folding BatchNorm changed the outputs by up to "
-                             f"{max(fold_diff.values()):.3g} (limit {limit:.3g}); not exported")
-
+    check = _Check(reference, batches, tasks, config.tolerance * _scale(reference, batches))
+    gm, folded = _fold(network, check)
     metadata = _metadata(source, kind, tasks, shape, config.format)
-    outcome: dict[str, Any] = {}
-
-    def write(tmp: str) -> None:
-        if config.format == "onnx":
-            runtime, convs, name = _write_onnx(gm, batches[0], tasks, tmp, config.opset,
-                                               metadata)
-        else:
-            runtime, convs, name = _write_torchscript(gm, batches[0], tmp, metadata)
-        diff = compare(reference, runtime, batches, tasks)
-        if max(diff.values()) > limit:
-            raise ExportMismatch(f"the exported model differs from the PyTorch one by up to "
-                                 f"{max(diff.values()):.3g} (limit {limit:.3g}); not written")
-        outcome.update(runtime=runtime, convs=convs, name=name, diff=diff)
-
-    try:
-        atomic_write(output, write)
-    except OSError as e:
-        raise CannotWrite(f"{output}: cannot write ({e.strerror or e})") from e
-    latency = {f"batch_{x.shape[0]}": {
+    written = _write_verified(gm, config, output, check, metadata)
+    latency = {f"batch_{len(x)}": {
         "pytorch_ms": round(median_latency_ms(reference, x, runs=config.runs), 4),
-        "exported_ms": round(median_latency_ms(outcome["runtime"], x, runs=config.runs), 4)}
+        "exported_ms": round(median_latency_ms(written["runtime"], x, runs=config.runs), 4)}
         for x in sorted(batches, key=len)}
     return {
         "run": str(run), "source": {"path": str(source), "kind": kind}, "format": config.format,
-        "output": str(output), "tasks": list(tasks), "runtime": outcome["name"],
+        "output": str(output), "tasks": list(tasks), "runtime": written["name"],
         "input": {"name": INPUT_NAME, "shape": ["batch", *shape[1:]]},
         "outputs": {t: ["batch", *o.shape[1:]] for t, o in zip(tasks, reference(batches[1]))},
-        "folded": folded, "convolutions": outcome["convs"],
+        "folded": folded, "convolutions": written["convolutions"],
         "verification": {
-            "batch_sizes": [len(x) for x in batches], "max_abs_diff": max(outcome["diff"].values()),
-            "per_task": outcome["diff"], "folded_vs_unfolded": max(fold_diff.values()),
-            "limit": limit},
+            "batch_sizes": [len(x) for x in batches],
+            "max_abs_diff": max(written["diff"].values()), "per_task": written["diff"],
+            "limit": check.limit},
         "latency_ms": latency, "threads": torch.get_num_threads(),
     }
