@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from automtl_cli.artifacts import read_artifact
 from automtl_cli.compiler.derived import CHOICES, build_tree
 from automtl_cli.deploy import fold_batchnorm, trace_network
 from automtl_cli.deploy.fold import fold_skip_branches
@@ -48,6 +49,28 @@ def _derive(cli, run: Path, plan: str) -> None:
     rc, _, err = cli("-q", "derive", run, "--plan", plan, "--experiment",
                      run.parent / "tiny.prototxt")
     assert rc == 0, err
+    _give_batchnorm_statistics(run / "derived" / "model.pt")
+
+
+def _give_batchnorm_statistics(path: Path) -> None:
+    """Make every BatchNorm of a derived model non-trivial, as training would.
+
+    A freshly derived model's BatchNorms are identities (μ 0, σ² 1, γ 1, β 0), under which a
+    wrong folding formula would still pass.
+    """
+    data = read_artifact(path)
+    state = data["state_dict"]
+    g = torch.Generator().manual_seed(3)
+    for key in [k for k in state if k.endswith("running_mean")]:
+        prefix = key[: -len("running_mean")]
+        n = state[key].numel()
+        state[key] = 0.2 * torch.randn(n, generator=g)
+        state[prefix + "running_var"] = 0.5 + torch.rand(n, generator=g)
+        if prefix + "weight" in state:
+            state[prefix + "weight"] = 0.7 + 0.6 * torch.rand(n, generator=g)
+        if prefix + "bias" in state:
+            state[prefix + "bias"] = 0.1 * torch.randn(n, generator=g)
+    torch.save(data, path)
 
 
 def _mixed_plan(cli, run: Path) -> Path:
