@@ -29,7 +29,8 @@ from torch import fx, nn
 from automtl_cli.compiler.space import SkipPlan
 from automtl_cli.compiler.supermodel import SkipBranch
 
-__all__ = ["FoldedSkip", "TaskTuple", "fold_batchnorm", "fold_skip_branches", "trace_network"]
+__all__ = ["FoldedSkip", "TaskTuple", "fold_batchnorm", "fold_conv_bn", "fold_skip_branches",
+           "trace_network"]
 
 logger = logging.getLogger(__name__)
 
