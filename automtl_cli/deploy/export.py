@@ -106,6 +106,9 @@ def _check_writable(path: Path) -> None:
     """Fail early, with one line, when `path` cannot be created (before minutes of work)."""
     if path.is_dir():
         raise CannotWrite(f"{path}: is a directory; give a file name with -o")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CannotWrite(f"{path}: cannot create it, {blocker} is a file, not a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
