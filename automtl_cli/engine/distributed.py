@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -88,7 +89,17 @@ def init_distributed(device: str) -> tuple[Dist, str]:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     gpu = device.startswith("cuda")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if gpu else "gloo")
+        backend = "nccl" if gpu else "gloo"
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart and os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
+            # After a restart the agent's store still holds the dead workers' addresses; a
+            # fresh prefix per attempt keeps a new worker from dialling one of them.
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                  world, is_master=False, timeout=timedelta(minutes=30))
+            dist.init_process_group(backend, store=dist.PrefixStore(
+                f"automtl/attempt-{restart}", store), rank=rank, world_size=world)
+        else:
+            dist.init_process_group(backend)
     if gpu:
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
@@ -101,3 +112,52 @@ def digest(tensors: list[torch.Tensor]) -> str:
     for t in tensors:
         h.update(t.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+class GlobalBatchNorm(torch.nn.BatchNorm2d):
+    """BatchNorm over the global batch of all ranks, on any device.
+
+    torch's SyncBatchNorm runs on GPUs only; this one sums each channel's values and squares
+    across ranks with an autograd-aware all-reduce, so gloo (CPU) runs get it too.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        count = torch.full((1,), x.numel() // c, dtype=x.dtype, device=x.device)
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count])
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = (total[c:2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_((var * n / (n - 1).clamp_min(1)).detach(), m)
+                self.num_batches_tracked += 1
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        if self.weight is not None:
+            y = y * self.weight.view(shape)
+        if self.bias is not None:
+            y = y + self.bias.view(shape)
+        return y
+
+
+def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Every BatchNorm2d to a global-batch one: torch's SyncBatchNorm on GPU, ours on CPU."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            convert_sync_batchnorm(child, device)
+    return module

@@ -30,7 +30,7 @@ from automtl_cli.engine.derive import (
     build_derived_network,
     load_derived,
 )
-from automtl_cli.engine.distributed import Dist, digest
+from automtl_cli.engine.distributed import Dist, convert_sync_batchnorm, digest
 from automtl_cli.engine.loop import TrainLoop
 from automtl_cli.engine.search import to_device
 from automtl_cli.engine.streams import BatchStream
@@ -110,7 +110,7 @@ class Finetuner(TrainLoop):
         if weights is not None:
             self.network.load_state_dict(weights)
         if config.sync_bn:
-            self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
+            self.network = convert_sync_batchnorm(self.network, torch.device(config.device))
         self.network.to(self.device)
         # Every parameter of a derived network is used at every step: plain DDP fits.
         self.model = torch.nn.parallel.DistributedDataParallel(
