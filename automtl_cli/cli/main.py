@@ -1,7 +1,8 @@
 """`automtl` entry point: the command group, logging set-up, and errors → exit codes.
 
-Exit codes: 0 success, 2 usage, 65 bad input, 66 missing input, 70 internal error, 75
-interrupted (a checkpoint was written). A traceback is printed only with `--debug`.
+Exit codes: 0 success, 2 usage, 65 bad input, 66 missing input, 69 an optional extra is not
+installed, 70 internal error, 73 an output cannot be written, 75 interrupted (a checkpoint was
+written). A traceback is printed only with `--debug`.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 def _register_commands() -> None:
     from automtl_cli.cli import (
         compile_cmd,
+        data_cmd,
         derive_cmd,
+        export_cmd,
         finetune_cmd,
         inspect_cmd,
         run_cmd,
@@ -72,7 +75,7 @@ def _register_commands() -> None:
     cli.add_command(finetune_cmd.finetune)
     cli.add_command(finetune_cmd.eval_)
     cli.add_command(run_cmd.run)
-    from automtl_cli.cli import data_cmd
+    cli.add_command(export_cmd.export)
     cli.add_command(data_cmd.data)
 
 
