@@ -236,3 +236,12 @@ def test_inspect_shows_the_policy_and_plots_it(tiny_run, run_cli, tmp_path, monk
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were missing
     rc, _, err = run_cli("inspect", tiny_run / "search" / "last.pt", "--plot", png)
     assert rc == 69 and "pip install 'automtl[plot]'" in err
+
+
+def test_gdas_search_runs(tiny_run, run_cli):
+    rc, out, err = _search(run_cli, tiny_run, "--warmup-iters", "2", "--iters", "6",
+                           "--estimator", "gdas", "--policy-steps", "3", "--weight-steps", "1",
+                           "--json")
+    assert rc == 0, err
+    assert json.loads(out)["steps"] == 8
+    assert _state(tiny_run)["config"]["estimator"] == "gdas"

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from automtl_cli.compiler.backbone import build_backbone
 from automtl_cli.compiler.space import SearchSpace, space_summary
@@ -14,6 +15,7 @@ from automtl_cli.compiler.supermodel import (
     SearchConv,
     build_supermodel,
     extract_backbone_state,
+    gdas_weights,
     gumbel_noise,
 )
 from automtl_cli.frontend.build import CompileOptions, build_graph
@@ -286,3 +288,50 @@ def test_hard_policy_selects_one_branch():
         mixed = model(x, "hard", policy=torch.tensor([[0, 2]] * s))
         torch.testing.assert_close(mixed[:, 0], shared[:, 0])
         assert not torch.allclose(mixed[:, 1], shared[:, 1])
+
+
+# --------------------------------------------------------------------------- GDAS
+
+def test_gdas_forward_is_the_hard_path_of_the_sampled_policy():
+    g = spec_graph("resnet18_w8")
+    for bn in ("task", "follow"):
+        model = _perturbed_model(g, SearchSpace(TASKS3, bn))
+        s = len(g.searchable)
+        noise = gumbel_noise((s, 3, 3), seed=2, step=0)
+        with torch.no_grad():
+            for m in model.search_nodes:
+                m.policy.normal_(0, 2)
+        sampled = ((model.logits() + noise) / 0.5).argmax(-1)
+        x = torch.randn(3, 2, 3, 32, 32)
+        model.eval()
+        with torch.no_grad():
+            gdas = model(x, "gdas", noise=noise, tau=0.5)
+            hard = model(x, "hard", policy=sampled)
+        torch.testing.assert_close(gdas, hard, rtol=1e-5, atol=1e-5)
+        assert (sampled == 2).any() and (sampled < 2).any()
+
+
+def test_gdas_gradients_reach_only_the_sampled_branches():
+    g = spec_graph("resnet18_w8")
+    model = _perturbed_model(g, SearchSpace(TASKS3))
+    s = len(g.searchable)
+    noise = gumbel_noise((s, 3, 3), seed=3, step=0)
+    soft = torch.softmax(model.logits() + noise, dim=-1)
+    soft.retain_grad()
+    pi = gdas_weights(soft)
+    model(torch.randn(3, 2, 3, 32, 32), "gdas", pi=pi).square().mean().backward()
+    chosen = F.one_hot(pi.detach().argmax(-1), 3).bool()
+    assert torch.equal(pi.detach(), chosen.float())  # the forward uses the sampled branch only
+    assert (soft.grad[~chosen] == 0).all()
+    assert (soft.grad[chosen] != 0).float().mean() > 0.9
+    assert all(m.policy.grad is not None and m.policy.grad.abs().sum() > 0
+               for m in model.search_nodes)
+
+
+def _perturbed_model(g, space):
+    model = build_supermodel(g, space, seed=0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SearchConv):
+                m.task_weight.add_(0.05 * torch.randn_like(m.task_weight))
+    return model

@@ -41,6 +41,9 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--step", "step_mode", type=click.Choice(["sum", "per-task"]),
               help="sum: one step on the summed task losses (default); per-task: the "
                    "reference's one step per task.")
+@click.option("--estimator", type=click.Choice(["soft", "gdas"]),
+              help="soft: the Gumbel-softmax mixture of every branch (the reference); gdas: "
+                   "only the sampled branch runs, with a straight-through gradient.")
 @click.option("--seed", type=int, help="Default: the seed given to compile.")
 @click.option("--batch-size", type=int, help="Batch size (default: the experiment's).")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
@@ -54,7 +57,8 @@ log = logging.getLogger("automtl_cli.cli")
 @click.pass_context
 def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, policy_steps,
            weight_steps, tau, tau_decay, tau_every, reg, reg_weight, reg_target, warmup_lr,
-           policy_lr, weight_lr, step_mode, seed, batch_size, checkpoint_every, log_every, keep,
+           policy_lr, weight_lr, step_mode, estimator, seed, batch_size, checkpoint_every,
+           log_every, keep,
            workers, device, resume, as_json):
     """Search the sharing policy of RUN/supermodel.pt: warm-up, then policy/weight cycles."""
     from automtl_cli.compiler import load_supermodel
@@ -73,6 +77,7 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
             policy_steps=policy_steps, weight_steps=weight_steps, tau=tau, tau_decay=tau_decay,
             tau_every=tau_every, reg=reg, reg_weight=reg_weight, reg_target=reg_target,
             warmup_lr=warmup_lr, policy_lr=policy_lr, weight_lr=weight_lr, step=step_mode,
+            estimator=estimator,
             seed=seed, batch_size=batch_size, checkpoint_every=checkpoint_every,
             log_every=log_every, keep=keep, num_workers=workers, device=dev)
     except ValueError as e:

@@ -40,10 +40,11 @@ from automtl_cli.compiler.space import (
 from automtl_cli.frontend.ir import Graph, Node
 from automtl_cli.frontend.layers import LAYER_KINDS
 
-__all__ = ["HARD", "SOFT", "STAGES", "WARMUP", "Supermodel", "build_supermodel", "gumbel_noise"]
+__all__ = ["GDAS", "HARD", "SOFT", "STAGES", "WARMUP", "Supermodel", "build_supermodel",
+           "gdas_weights", "gumbel_noise"]
 
-WARMUP, SOFT, HARD = 0, 1, 2
-STAGES = {"warmup": WARMUP, "soft": SOFT, "hard": HARD}
+WARMUP, SOFT, HARD, GDAS = 0, 1, 2, 3
+STAGES = {"warmup": WARMUP, "soft": SOFT, "hard": HARD, "gdas": GDAS}
 BRANCHES = ("shared", "specific", "skip")
 
 
@@ -176,21 +177,29 @@ class SearchConv(TaskStacked):
         self._stacked = stacked
         self.skip = SkipBranch(skip_plan(node, in_shape, space.skip), space.tasks)
 
+    # Set by Supermodel.forward for the `gdas` stage: which branches any task sampled here.
+    sampled: tuple[bool, bool] = (True, True)  # (a convolution branch, the skip branch)
+
     def forward(self, x: torch.Tensor, pi: torch.Tensor, stage: int) -> torch.Tensor:
         t = len(self.tasks)
         p = pi[self.index]  # [T, 3]
-        conv = self.shared
-        mix = p[:, 0].view(t, 1, 1, 1, 1) * conv.weight + p[:, 1].view(t, 1, 1, 1, 1) \
-            * self.task_weight
-        bias = None
-        if conv.bias is not None:
-            bias = (p[:, 0:1] * conv.bias + p[:, 1:2] * self.task_bias).reshape(-1)
-        y = F.conv2d(x, mix.reshape(-1, *mix.shape[2:]), bias, conv.stride, conv.padding,
-                     conv.dilation, self.groups * t)
+        conv_needed, skip_needed = self.sampled if stage == GDAS else (True, True)
+        y = None
+        if conv_needed:
+            conv = self.shared
+            mix = p[:, 0].view(t, 1, 1, 1, 1) * conv.weight + p[:, 1].view(t, 1, 1, 1, 1) \
+                * self.task_weight
+            bias = None
+            if conv.bias is not None:
+                bias = (p[:, 0:1] * conv.bias + p[:, 1:2] * self.task_bias).reshape(-1)
+            y = F.conv2d(x, mix.reshape(-1, *mix.shape[2:]), bias, conv.stride, conv.padding,
+                         conv.dilation, self.groups * t)
+        if not skip_needed:
+            return y
         s = self.skip(x)
-        n, _, h, w = y.shape
-        y = y.view(n, t, -1, h, w) + p[:, 2].view(1, t, 1, 1, 1) * s.view(n, t, -1, h, w)
-        return y.view(n, -1, h, w)
+        n, _, h, w = s.shape
+        s = p[:, 2].view(1, t, 1, 1, 1) * s.view(n, t, -1, h, w)
+        return (s if y is None else y.view(n, t, -1, h, w) + s).view(n, -1, h, w)
 
     def forward_task(self, x: torch.Tensor, t: int, pi: torch.Tensor, stage: int
                      ) -> torch.Tensor:
@@ -372,6 +381,12 @@ def gumbel_noise(shape: Sequence[int], seed: int, step: int) -> torch.Tensor:
     return -torch.log(-torch.log(u.clamp_(1e-20, 1.0))).float()
 
 
+def gdas_weights(soft: torch.Tensor) -> torch.Tensor:
+    """One-hot branch weights whose gradient reaches only the sampled branch's probability."""
+    hard = F.one_hot(soft.argmax(-1), 3).to(soft.dtype)
+    return hard + hard * (soft - soft.detach())  # exactly one-hot in value
+
+
 class Supermodel(nn.Module):
     """Backbone search space for T tasks. `forward` returns features as `[N, T, C, H, W]`."""
 
@@ -422,6 +437,8 @@ class Supermodel(nn.Module):
         self.graph_module = fx.GraphModule(layers, fx_graph,
                                            class_name=f"Supermodel_{module_name(graph.name)}")
         self.search_names = [name for node, name in self.node_modules if node.searchable]
+        # a plain list (not registered twice): the hot path reads it every step
+        self._search_modules = [self.graph_module.get_submodule(n) for n in self.search_names]
         self.register_state_dict_post_hook(_flatten_graph_prefix)
         self.register_load_state_dict_pre_hook(_add_graph_prefix)
 
@@ -429,7 +446,7 @@ class Supermodel(nn.Module):
 
     @property
     def search_nodes(self) -> list[SearchConv]:
-        return [self.graph_module.get_submodule(n) for n in self.search_names]
+        return self._search_modules
 
     def logits(self) -> torch.Tensor:
         """All policy logits as one `[S, T, 3]` tensor (a view-free stack of S small tensors)."""
@@ -448,6 +465,14 @@ class Supermodel(nn.Module):
                 u = torch.rand(logits.shape, generator=generator, device=logits.device)
                 noise = -torch.log(-torch.log(u.clamp(1e-20, 1.0)))
             return torch.softmax((logits + noise.to(logits.device)) / tau, dim=-1)
+        if stage == "gdas":
+            # Dong & Yang (2019): the sampled branch alone runs; its weight is 1 in the forward
+            # pass and carries the softmax's gradient back to the logits.
+            logits = self.logits()
+            if noise is None:
+                u = torch.rand(logits.shape, generator=generator, device=logits.device)
+                noise = -torch.log(-torch.log(u.clamp(1e-20, 1.0)))
+            return gdas_weights(torch.softmax((logits + noise.to(logits.device)) / tau, dim=-1))
         if stage == "hard":
             if policy is None:
                 policy = self.logits().detach().argmax(-1)  # ties go to shared (index 0)
@@ -477,6 +502,11 @@ class Supermodel(nn.Module):
                 pi: torch.Tensor | None = None) -> torch.Tensor:
         if pi is None:
             pi = self.branch_weights(stage, tau=tau, noise=noise, policy=policy)
+        if stage == "gdas":  # one host copy per step decides which branches run at all
+            chosen = pi.detach().argmax(-1).cpu()
+            for i, node in enumerate(self.search_nodes):
+                row = chosen[i]
+                node.sampled = (bool((row < 2).any()), bool((row == 2).any()))
         y = self.graph_module(self.stack_input(x), pi, STAGES[stage])
         n = y.shape[0]
         return y.view(n, len(self.tasks), -1, *y.shape[2:])

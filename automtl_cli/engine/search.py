@@ -68,6 +68,7 @@ class SearchConfig:
     weight_lr: float = 1e-3
     batch_size: int | None = None  # None: the experiment's data.batch_size
     step: str = "sum"  # "sum": one step on the summed task losses; "per-task": the reference's
+    estimator: str = "soft"  # "soft": Gumbel-softmax mixture; "gdas": the sampled branch only
     checkpoint_every: int = 100
     keep: int = 3
     log_every: int = 10
@@ -82,6 +83,8 @@ class SearchConfig:
             raise ValueError(f"reg: {self.reg!r} is not one of reference, params")
         if self.step not in ("sum", "per-task"):
             raise ValueError(f"step: {self.step!r} is not one of sum, per-task")
+        if self.estimator not in ("soft", "gdas"):
+            raise ValueError(f"estimator: {self.estimator!r} is not one of soft, gdas")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.keep < 1:
             raise ValueError("checkpoint-every, log-every and keep must be positive")
         Alternation(self.warmup_iters, self.policy_steps, self.weight_steps)
@@ -239,7 +242,7 @@ class Searcher(TrainLoop):
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         kind = self.alternation.stage(self.step)
         split = {"warmup": "train", "policy": "train2", "weight": "train1"}[kind]
-        stage = "warmup" if kind == "warmup" else "soft"
+        stage = "warmup" if kind == "warmup" else self.config.estimator
         tau = self.tau
         optimizer = self.optimizers[kind]
         params = self.net.logit_parameters() if kind == "policy" else \
@@ -263,7 +266,7 @@ class Searcher(TrainLoop):
         losses_list = []
         last = len(self.tasks) - 1
         pi = None if stage == "warmup" else self.net.backbone.branch_weights(
-            "soft", tau=tau, noise=self._noise())
+            stage, tau=tau, noise=self._noise())
         regs = self._regulariser(tau) if kind == "policy" else None
         reg_total = regs.sum().detach() if regs is not None else None
         for i, task in enumerate(self.tasks):
@@ -279,7 +282,7 @@ class Searcher(TrainLoop):
             optimizer.step()
             losses_list.append(task_loss.detach())
             if pi is not None and i < last:  # the logits may have moved: draw π again
-                pi = self.net.backbone.branch_weights("soft", tau=tau, noise=self._noise())
+                pi = self.net.backbone.branch_weights(stage, tau=tau, noise=self._noise())
                 regs = self._regulariser(tau) if kind == "policy" else None
         return torch.stack(losses_list), reg_total
 
