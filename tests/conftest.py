@@ -101,3 +101,19 @@ def tiny_run(tmp_path, scene_cache):
     assert main(["-q", "compile", str(ROOT / "specs" / "resnet18_w8.prototxt"), "-o", str(run),
                  "--tasks", "seg,depth,normal"]) == 0
     return run
+
+
+def perturbed_supermodel(graph, space, seed: int = 0):
+    """A supermodel whose task copies and task BatchNorms differ from the shared ones, so that
+    equivalence tests cannot pass by symmetry."""
+    from automtl_cli.compiler.supermodel import SearchBatchNorm, SearchConv, build_supermodel
+
+    model = build_supermodel(graph, space, seed=seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SearchConv):
+                m.task_weight.add_(0.05 * torch.randn_like(m.task_weight))
+            if isinstance(m, SearchBatchNorm) and m.has_task and m.task_weight is not None:
+                m.task_weight.uniform_(0.5, 1.5)
+                m.task_bias.normal_()
+    return model

@@ -10,11 +10,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from automtl_cli.compiler.derived import DerivedBackbone, build_tree
 from automtl_cli.compiler.space import SearchSpace
-from automtl_cli.compiler.supermodel import SearchBatchNorm, SearchConv, build_supermodel
+from automtl_cli.compiler.supermodel import build_supermodel
 from automtl_cli.engine.derive import load_derived
 from automtl_cli.frontend.build import CompileOptions, build_graph
 
-from conftest import ROOT
+from conftest import ROOT, perturbed_supermodel
 
 TASKS = ("seg", "depth", "normal")
 
@@ -24,24 +24,12 @@ def _graph():
                        CompileOptions(input_shapes={None: (2, 3, 32, 32)})).graph
 
 
-def _perturbed(g, space):
-    model = build_supermodel(g, space, seed=0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SearchConv):
-                m.task_weight.add_(0.05 * torch.randn_like(m.task_weight))
-            if isinstance(m, SearchBatchNorm) and m.has_task and m.task_weight is not None:
-                m.task_weight.uniform_(0.5, 1.5)
-                m.task_bias.normal_()
-    return model
-
-
 @pytest.mark.parametrize("skip", ["reference", "cheap"])
 @pytest.mark.parametrize("bn", ["task", "follow", "shared"])
 def test_derived_equals_supermodel_in_hard_mode(bn, skip):
     g = _graph()
     space = SearchSpace(TASKS, bn, skip)
-    model = _perturbed(g, space)
+    model = perturbed_supermodel(g, space)
     s = len(g.searchable)
     policy = torch.randint(0, 3, (s, 3), generator=torch.Generator().manual_seed(len(bn)))
     choices = {n.name: policy[i].tolist() for i, n in enumerate(g.searchable)}

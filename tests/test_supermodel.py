@@ -20,7 +20,7 @@ from automtl_cli.compiler.supermodel import (
 )
 from automtl_cli.frontend.build import CompileOptions, build_graph
 
-from conftest import ROOT, corpus_dir
+from conftest import ROOT, corpus_dir, perturbed_supermodel
 
 SMALL_SPECS = ["resnet18_w8", "resnet34_w8", "mobilenetv2"]
 TASKS3 = ("seg", "depth", "normal")
@@ -295,7 +295,7 @@ def test_hard_policy_selects_one_branch():
 def test_gdas_forward_is_the_hard_path_of_the_sampled_policy():
     g = spec_graph("resnet18_w8")
     for bn in ("task", "follow"):
-        model = _perturbed_model(g, SearchSpace(TASKS3, bn))
+        model = perturbed_supermodel(g, SearchSpace(TASKS3, bn))
         s = len(g.searchable)
         noise = gumbel_noise((s, 3, 3), seed=2, step=0)
         with torch.no_grad():
@@ -313,7 +313,7 @@ def test_gdas_forward_is_the_hard_path_of_the_sampled_policy():
 
 def test_gdas_gradients_reach_only_the_sampled_branches():
     g = spec_graph("resnet18_w8")
-    model = _perturbed_model(g, SearchSpace(TASKS3))
+    model = perturbed_supermodel(g, SearchSpace(TASKS3))
     s = len(g.searchable)
     noise = gumbel_noise((s, 3, 3), seed=3, step=0)
     soft = torch.softmax(model.logits() + noise, dim=-1)
@@ -326,12 +326,3 @@ def test_gdas_gradients_reach_only_the_sampled_branches():
     assert (soft.grad[chosen] != 0).float().mean() > 0.9
     assert all(m.policy.grad is not None and m.policy.grad.abs().sum() > 0
                for m in model.search_nodes)
-
-
-def _perturbed_model(g, space):
-    model = build_supermodel(g, space, seed=0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SearchConv):
-                m.task_weight.add_(0.05 * torch.randn_like(m.task_weight))
-    return model

@@ -32,7 +32,7 @@ from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
 __all__ = ["DERIVED_FORMAT", "DERIVED_KIND", "Plan", "build_derived_network", "choose",
-           "count_head", "load_derived", "plan_report", "write_derived"]
+           "count_head", "decode_derived", "load_derived", "plan_report", "write_derived"]
 
 DERIVED_KIND = "derived-model"
 DERIVED_FORMAT = 1
@@ -294,7 +294,12 @@ def write_derived(out_dir: str | os.PathLike, network: DerivedNetwork, tree: Tre
 
 
 def load_derived(path: str | os.PathLike) -> dict[str, Any]:
-    data = load_artifact(path, DERIVED_KIND, DERIVED_FORMAT)
+    return decode_derived(load_artifact(path, DERIVED_KIND, DERIVED_FORMAT))
+
+
+def decode_derived(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored derived model's plain data (in model.pt or inside final.pt) as typed objects."""
+    data = dict(data)
     data["graph"] = Graph.from_dict(data["graph"])
     data["space"] = SearchSpace.from_dict(data["space"])
     data["experiment"] = ExperimentConfig.from_dict(data["experiment"])

@@ -28,6 +28,7 @@ from automtl_cli.engine.derive import (
     DERIVED_FORMAT,
     DERIVED_KIND,
     build_derived_network,
+    decode_derived,
     load_derived,
 )
 from automtl_cli.engine.distributed import Dist, convert_sync_batchnorm, digest
@@ -189,7 +190,7 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module
     """A final model (or a derived model.pt) and its network, weights loaded."""
     data = read_artifact(path)
     if data["kind"] == FINAL_KIND:
-        derived = load_derived_from(data)
+        derived = decode_derived(data["derived"])
         state = data["state_dict"]
     elif data["kind"] == DERIVED_KIND:
         derived = load_derived(path)
@@ -201,21 +202,6 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module
                                        derived["experiment"], derived["seed"])
     network.load_state_dict(state)
     return derived, network
-
-
-def load_derived_from(final: dict[str, Any]) -> dict[str, Any]:
-    from automtl_cli.compiler.space import SearchSpace
-    from automtl_cli.engine.derive import Plan
-    from automtl_cli.frontend.ir import Graph
-
-    d = dict(final["derived"])
-    d["graph"] = Graph.from_dict(d["graph"])
-    d["space"] = SearchSpace.from_dict(d["space"])
-    d["experiment"] = ExperimentConfig.from_dict(d["experiment"])
-    p = d["plan"]
-    d["plan"] = Plan(tuple(p["tasks"]), {k: list(v) for k, v in p["choices"].items()},
-                     p["source"])
-    return d
 
 
 def _derived_payload(path: Path) -> dict[str, Any]:
