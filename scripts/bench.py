@@ -25,6 +25,8 @@ Usage: python scripts/bench.py [--quick] [--json] [--device cpu|cuda] [--tasks 3
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
 import subprocess
@@ -235,12 +237,13 @@ def gdas_policy(args) -> dict:
         os.environ.setdefault("AUTOMTL_CACHE", str(Path(tmp) / "cache"))
         for estimator in ("soft", "gdas"):
             run = Path(tmp) / estimator
-            main(["-q", "compile", str(ROOT / "specs" / "resnet18_w8.prototxt"), "-o", str(run),
-                  "--tasks", "seg,depth,normal"])
-            main(["-q", "search", str(run), "--experiment", str(spec), "--warmup-iters",
-                  str(args.policy_warmup), "--iters", str(args.policy_iters), "--estimator",
-                  estimator, "--policy-lr", "0.05", "--tau-every", "5", "--checkpoint-every",
-                  "1000", "--log-every", "10"])
+            with contextlib.redirect_stdout(io.StringIO()):  # stdout carries our JSON only
+                main(["-q", "compile", str(ROOT / "specs" / "resnet18_w8.prototxt"), "-o",
+                      str(run), "--tasks", "seg,depth,normal"])
+                main(["-q", "search", str(run), "--experiment", str(spec), "--warmup-iters",
+                      str(args.policy_warmup), "--iters", str(args.policy_iters),
+                      "--estimator", estimator, "--policy-lr", "0.05", "--tau-every", "5",
+                      "--checkpoint-every", "1000", "--log-every", "10"])
             out[estimator] = _searched(run, spec)
     return out
 
