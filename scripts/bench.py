@@ -167,8 +167,9 @@ m = build_supermodel(g, SearchSpace(tuple(f"t{{i}}" for i in range({t}))))
 x = torch.randn({t}, {args.batch}, 3, {args.size}, {args.size})
 rss = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()
 m(x, "soft", tau=5.0).square().mean().backward()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(max(peak - rss, 0) / 2 ** 20)
+# VmHWM belongs to this address space (ru_maxrss would include the parent's, from the fork)
+hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))
+print(max(hwm * 1024 - rss, 0) / 2 ** 20)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=900)
