@@ -23,16 +23,21 @@ def _shape(s) -> str:
     return "x".join(str(d) for d in s)
 
 
-def _print_table(rows: list[dict], total: int) -> None:
-    headers = ("layer", "type", "output", "params", "search")
-    body = [(r["name"], r["type"], _shape(r["output_shape"]), f"{r['params']:,}",
-             f"d{r['depth']}" if r["searchable"] else "") for r in rows]
+def _echo_columns(headers: tuple[str, ...], body: list[tuple[str, ...]],
+                  right: set[int]) -> None:
+    """A plain-text table; columns in `right` are right-aligned (numbers)."""
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:{'>' if i == 3 else '<'}{w}}}" for i, w in enumerate(widths))
-    click.echo(fmt.format(*headers))
+    fmt = "  ".join(f"{{:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths))
+    click.echo(fmt.format(*headers).rstrip())
     click.echo("  ".join("-" * w for w in widths))
     for b in body:
         click.echo(fmt.format(*b).rstrip())
+
+
+def _print_table(rows: list[dict], total: int) -> None:
+    body = [(r["name"], r["type"], _shape(r["output_shape"]), f"{r['params']:,}",
+             f"d{r['depth']}" if r["searchable"] else "") for r in rows]
+    _echo_columns(("layer", "type", "output", "params", "search"), body, {3})
     click.echo(f"total learnable parameters: {total:,}")
 
 
@@ -40,16 +45,10 @@ def _print_search_nodes(space: dict) -> None:
     tasks = space["tasks"]
     click.echo(f"search nodes for {len(tasks)} tasks ({', '.join(tasks)}), --bn {space['bn']}, "
                f"--skip {space['skip']}; branches per task: shared | specific | skip")
-    headers = ("node", "depth", "output", "shared", "specific", "skip")
     body = [(n["name"], str(n["depth"]), _shape(n["output_shape"]), f"{n['shared']:,}",
              f"{n['specific']:,}", f"{n['skip_kind']} {n['skip']:,}")
             for n in space["search_nodes"]]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:{'<' if i in (0, 2, 5) else '>'}{w}}}" for i, w in enumerate(widths))
-    click.echo(fmt.format(*headers))
-    click.echo("  ".join("-" * w for w in widths))
-    for b in body:
-        click.echo(fmt.format(*b).rstrip())
+    _echo_columns(("node", "depth", "output", "shared", "specific", "skip"), body, {1, 3, 4})
     p = space["params"]
     click.echo("parameters: " + ", ".join(f"{k} {v:,}" for k, v in p.items()))
 
@@ -57,14 +56,13 @@ def _print_search_nodes(space: dict) -> None:
 def _inspect_search(path: str, data: dict, as_json: bool, plot: str | None) -> None:
     import torch
 
+    from automtl_cli.engine.derive import logits_from_state
     from automtl_cli.engine.search import policy_table
 
     tasks = data["space"]["tasks"]
     names = data["search_nodes"]
-    model = data["model"]
-    prefix = "backbone."
-    logits = torch.stack([torch.stack([model[f"{prefix}{_key(n)}.policy.{t}"] for t in tasks])
-                          for n in names]) if names else torch.zeros(0, len(tasks), 3)
+    logits = logits_from_state(data["model"], names, tuple(tasks)) if names else \
+        torch.zeros(0, len(tasks), 3)
     table = policy_table(logits, names, tuple(tasks))
     if plot:
         from automtl_cli.engine.policy_plot import plot_policy
@@ -90,12 +88,6 @@ def _inspect_search(path: str, data: dict, as_json: bool, plot: str | None) -> N
         click.echo(f"{row['node']:<{width}}  " + "  ".join(cells))
     if plot:
         click.echo(f"wrote {plot}")
-
-
-def _key(layer: str) -> str:
-    from automtl_cli.compiler.backbone import module_name
-
-    return module_name(layer)
 
 
 @click.command("inspect")
