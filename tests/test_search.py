@@ -172,6 +172,11 @@ def test_per_task_stepping_runs(tiny_run, run_cli):
                            "--json")
     assert rc == 0, err
     assert json.loads(out)["steps"] == 6
+    # one optimiser step per task per iteration: 2 iterations of each kind × 3 tasks for what
+    # every task uses (the backbone), 2 for what one task alone uses (its head)
+    optimizers = _state(tiny_run)["optimizers"]
+    assert {float(s["step"]) for s in optimizers["warmup"]["state"].values()} == {2.0, 6.0}
+    assert {float(s["step"]) for s in optimizers["policy"]["state"].values()} == {6.0}
 
 
 # --------------------------------------------------------------------------- units

@@ -13,7 +13,6 @@ import contextlib
 import difflib
 import gc
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -202,10 +201,8 @@ class _Builder:
         value_blob: dict[str, str] = {}
         shapes: dict[str, Shape] = {}
         inputs: dict[str, Shape] = {}
-        input_lines: dict[str, int] = {}
         pending_inputs: list[tuple[str, Shape | None, _Layer | None, list[int] | None]] = []
         nodes: list[Node] = []
-        node_layers: dict[str, _Layer] = {}
         dropped: list[str] = []
         overrides = dict(self.options.input_shapes)
 
@@ -262,13 +259,10 @@ class _Builder:
                 value = new_value(name)
                 inputs[value] = tuple(int(d) for d in shape)
                 shapes[value] = inputs[value]
-                input_lines[value] = layer.source.line if layer else parsed.net_lines.get(
-                    "input", 1)
             pending_inputs.clear()
 
         declare_inputs()
         source_layers = 0
-        field_line_of: dict[int, Callable[[str | None], int]] = {}
         for la in layers:
             kind = LAYER_KINDS[la.type]
             msg = la.message
@@ -287,7 +281,6 @@ class _Builder:
                                                  else f"{lo} to {hi}")
                 raise self.err(f"takes {want} top(s), got {nt}", la)
             ctx = ReadContext(dialect.name, la.source.line_of)
-            field_line_of[la.index] = la.source.line_of
             try:
                 attrs = kind.read(msg, ctx)
             except SourceError as e:
@@ -351,7 +344,6 @@ class _Builder:
                         shapes=[shapes[v] for v in outputs], params=int(params),
                         searchable=kind.searchable)
             nodes.append(node)
-            node_layers[node.name] = la
         if overrides:
             names = ", ".join(str(k) for k in overrides)
             raise self.err(f"--input-shape names {names}, which is not an input of the network "
@@ -541,7 +533,3 @@ def build_graph(path: str | os.PathLike, options: CompileOptions | None = None, 
         graph, dialect = builder.run()
     elapsed = (time.perf_counter() - t0) * 1e3
     return FrontEndResult(graph, dialect, text, builder.notes, builder.warnings, elapsed)
-
-
-def total_elements(shape: Shape) -> int:
-    return math.prod(shape)
