@@ -8,7 +8,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest_data import real_data, write_cityscapes, write_nyuv2, write_taskonomy
 from PIL import Image
 
 from automtl_cli.data import build_dataset, build_loader
@@ -16,6 +15,8 @@ from automtl_cli.data.real import BGR_MEAN
 from automtl_cli.data.transforms import augment
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import DataSource
+
+from conftest_data import real_data, write_cityscapes, write_nyuv2, write_taskonomy
 
 NYU = ("seg", "normal", "depth")
 TASKONOMY = ("seg", "normal", "depth", "keypoint", "edge2d")

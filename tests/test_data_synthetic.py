@@ -9,12 +9,13 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest_data import tiny_synthetic
 
 from automtl_cli.data import SceneCache, build_dataset, build_loader
 from automtl_cli.data.cache import CHUNK
 from automtl_cli.data.synthetic import generate_scenes, quantise_scene, render_scene, scene_rng
 from automtl_cli.experiment import TASK_TYPES, SyntheticConfig
+
+from conftest_data import tiny_synthetic
 
 CFG32 = SyntheticConfig(image_size=32)
 

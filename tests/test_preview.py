@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest_data import write_cityscapes, write_nyuv2, write_taskonomy
 from PIL import Image
 
 from automtl_cli.cli.main import main
 from automtl_cli.data.preview import _palette
+
+from conftest_data import write_cityscapes, write_nyuv2, write_taskonomy
 
 TILE, GAP, HEADER = 160, 2, 18
 

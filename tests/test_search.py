@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,6 +15,7 @@ from automtl_cli.engine.schedule import Alternation, TauSchedule
 from automtl_cli.tasks import Task
 
 from conftest import ROOT
+from conftest_proc import FOREVER, finish, launch, wait_for
 
 SHORT = ["--warmup-iters", "4", "--iters", "12", "--policy-steps", "3", "--weight-steps", "1",
          "--checkpoint-every", "4", "--log-every", "2"]
@@ -67,64 +65,32 @@ def test_policy_steps_move_only_logits(tiny_run, run_cli):
             assert not moved, key
 
 
-def _run_process(run, *args, env=None):
-    return subprocess.Popen(
-        [sys.executable, "-m", "automtl_cli", "-q", "search", str(run), "--experiment",
-         str(run.parent / "tiny.prototxt"), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": str(
-            torch.get_num_threads()), **(env or {})})  # same threads, same float sums
+def _search_process(run, *args):
+    return launch("search", run, "--experiment", run.parent / "tiny.prototxt", *args)
 
 
-def _wait_for(path, proc, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+# More steps than any test run reaches: it is always stopped by a signal, never by finishing.
+LONG = ["--warmup-iters", "6", "--iters", FOREVER, "--policy-steps", "3", "--weight-steps", "2",
+        "--checkpoint-every", "8", "--log-every", "4", "--keep", "1000"]
 
 
-LONG = ["--warmup-iters", "6", "--iters", "34", "--policy-steps", "3", "--weight-steps", "2",
-        "--checkpoint-every", "8", "--log-every", "4"]
-
-
-def test_resume_after_sigkill_is_bit_exact(tmp_path, tiny_run, run_cli):
-    # The uninterrupted run.
-    rc, _, err = _search(run_cli, tiny_run, *LONG)
-    assert rc == 0, err
-    expected = _state(tiny_run)
-    # A second run in another directory, killed after its first checkpoint, then resumed.
-    other = tmp_path / "other"
-    other.mkdir()
-    (tmp_path / "other" / "supermodel.pt").write_bytes((tiny_run / "supermodel.pt").read_bytes())
-    proc = _run_process(other, *LONG, "--experiment", str(tiny_run.parent / "tiny.prototxt"))
-    _wait_for(other / "search" / "step-8.pt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = _state(other)["step"]
-    assert 8 <= killed_at < 40, "the run finished before it could be killed"
-    rc, _, err = run_cli("-q", "search", other, "--experiment", tiny_run.parent / "tiny.prototxt",
-                         *LONG, "--resume")
-    assert rc == 0, err
-    got = _state(other)
-    assert got["step"] == expected["step"] == 40
-    for key, value in expected["model"].items():
-        assert torch.equal(value, got["model"][key]), key
-    assert [r["step"] for r in _log(other)] == [r["step"] for r in _log(tiny_run)]
-
-
-def test_sigterm_checkpoints_and_exits_75(tiny_run, run_cli):
-    proc = _run_process(tiny_run, *LONG)
-    _wait_for(tiny_run / "search" / "step-8.pt", proc)
+def test_sigterm_checkpoints_and_exits_75(tiny_run):
+    proc = _search_process(tiny_run, *LONG)
+    wait_for(tiny_run / "search" / "step-8.pt", proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err
+    rc, _, err = finish(proc)
+    assert rc == 75, err
     assert "rerun with --resume" in err and err.startswith("error: ")
     stopped = _state(tiny_run)
-    assert 8 <= stopped["step"] < 40 and not stopped["complete"]
-    rc, _, err = _search(run_cli, tiny_run, *LONG, "--resume")
-    assert rc == 0, err
-    assert _state(tiny_run)["complete"]
+    assert stopped["step"] >= 8 and not stopped["complete"]
+    # --resume continues from there (bit-exactness: tests/test_reproducibility.py)
+    proc = _search_process(tiny_run, *LONG, "--resume")
+    wait_for(tiny_run / "search" / f"step-{stopped['step'] // 8 * 8 + 16}.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    rc, _, err = finish(proc)
+    assert rc == 75, err
+    steps = [r["step"] for r in _log(tiny_run)]
+    assert steps == sorted(set(steps)) and steps[-1] > stopped["step"]
 
 
 def test_resume_refuses_another_run(tiny_run, run_cli, tmp_path):

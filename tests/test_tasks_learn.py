@@ -16,12 +16,13 @@ import logging
 
 import pytest
 import torch
-from conftest_data import tiny_synthetic
 from torch import nn
 
 from automtl_cli.data import build_loader
 from automtl_cli.experiment import TASK_TYPES, DataSource, HeadConfig, HeadKind, Resize, TaskConfig
 from automtl_cli.tasks import build_task
+
+from conftest_data import tiny_synthetic
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from automtl_cli.cli.options import emit_json, resolve_device
+from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
 from automtl_cli.engine.finetune import FinetuneConfig, evaluate, load_model, run_finetune
 from automtl_cli.errors import BadInput, MissingInput
@@ -41,6 +41,7 @@ def _metrics_table(metrics: dict) -> list[str]:
 @click.option("--log-every", type=int)
 @click.option("--keep", type=int)
 @click.option("--workers", type=int, default=0, show_default=True)
+@deterministic_option
 @click.option("--device", default="auto", show_default=True)
 @click.option("--sync-bn", is_flag=True,
               help="Under torchrun: BatchNorm statistics over the global batch.")

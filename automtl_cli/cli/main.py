@@ -87,6 +87,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
+        return _dispatch(args, debug)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """A command run under torchrun leaves its process group before the interpreter exits."""
+    if "torch.distributed" not in sys.modules:  # never joined one; do not import torch for it
+        return
+    from automtl_cli.engine.distributed import shutdown_distributed
+
+    shutdown_distributed()
+
+
+def _dispatch(args: list[str], debug: bool) -> int:
+    try:
         cli.main(args=args, prog_name="automtl", standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code

@@ -11,8 +11,8 @@ import click
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.frontend.dialect import DIALECTS
 
-__all__ = ["InputShape", "TaskList", "emit_json", "frontend_options", "resolve_device",
-           "search_space_options"]
+__all__ = ["InputShape", "TaskList", "deterministic_option", "emit_json", "frontend_options",
+           "resolve_device", "search_space_options"]
 
 
 class InputShape(click.ParamType):
@@ -85,6 +85,22 @@ def resolve_device(name: str) -> str:
     if name != "cpu" and not name.startswith("cuda"):
         raise click.BadParameter(f"{name!r} is not auto, cpu or cuda[:N]", param_hint="--device")
     return name
+
+
+def _enable_deterministic(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        from automtl_cli.seeding import enable_deterministic
+
+        enable_deterministic()
+    return value
+
+
+def deterministic_option(f: Callable) -> Callable:
+    """`--deterministic`: deterministic kernels only (matters on CUDA; CPU already is)."""
+    return click.option("--deterministic", is_flag=True, expose_value=False,
+                        callback=_enable_deterministic,
+                        help="Use deterministic kernels only: same seed, same bits on CUDA "
+                             "too (slower; the CPU kernels already are).")(f)
 
 
 def emit_json(data: Any) -> None:

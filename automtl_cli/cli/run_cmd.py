@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from automtl_cli.cli.options import emit_json, resolve_device
+from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.engine.finetune import FinetuneConfig
 from automtl_cli.engine.pipeline import default_backbone, run_pipeline
@@ -36,6 +36,7 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--finetune-iters", type=int, help="Fine-tuning iterations, for every method.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True)
+@deterministic_option
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

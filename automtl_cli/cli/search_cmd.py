@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from automtl_cli.cli.options import emit_json, resolve_device
+from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
 from automtl_cli.engine.runconfig import resolve_experiment, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
@@ -51,6 +51,7 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--keep", type=int, help="Checkpoints kept (3).")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Data worker processes.")
+@deterministic_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--resume", is_flag=True, help="Continue from RUN/search/last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")

@@ -23,6 +23,7 @@ from automtl_cli.data.real import TRAIN_SPLITS, build_real_dataset
 from automtl_cli.data.scenes import SyntheticDataset
 from automtl_cli.errors import BadInput
 from automtl_cli.experiment import SPLITS, DataConfig, DataSource
+from automtl_cli.seeding import derive_seed
 
 __all__ = ["BatchLoader", "build_dataset", "build_loader"]
 
@@ -96,7 +97,8 @@ class BatchLoader:
         loader = DataLoader(self.dataset, batch_sampler=self.batches(epoch)[start:],
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=_worker_init if self.num_workers else None,
-                            generator=torch.Generator().manual_seed(self.seed))
+                            generator=torch.Generator().manual_seed(
+                                derive_seed(self.seed, epoch)))
         for batch in loader:
             if isinstance(batch, LoadFailure):
                 batch.raise_()

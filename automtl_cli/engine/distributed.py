@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "init_distributed", "restarted_by_torchrun"]
+__all__ = ["Dist", "init_distributed", "restarted_by_torchrun", "shutdown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,17 @@ def init_distributed(device: str) -> tuple[Dist, str]:
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
     return Dist(rank, world, local), device
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group if this process joined one.
+
+    A group left standing at interpreter exit destroys its communication threads while they
+    are still joinable, which aborts the process (SIGABRT, "terminate called without an active
+    exception"); the CLI calls this on every way out of a command, errors and signals included.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def digest(tensors: list[torch.Tensor]) -> str:

@@ -99,7 +99,8 @@ class Finetuner(TrainLoop):
         super().__init__(out_dir, FINETUNE_KIND, FORMAT, total=config.iters,
                          checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                          keep=config.keep, task_names=names, device=torch.device(config.device),
-                         run_id=run_id, show_progress=show_progress, dist=dist)
+                         run_id=run_id, seed=config.seed, show_progress=show_progress,
+                         dist=dist)
         self.derived, self.config, self.experiment = derived, config, experiment
         self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
                                    batch_size=config.batch_size, num_workers=config.num_workers,

@@ -2,9 +2,10 @@
 
 A subclass says what one step does (`train_step`), what its state is (`state_dict` /
 `load_state_dict`) and how a step is named in logs (`stage_of`); the loop around it is here:
-progress on stderr, one JSON line per log step, atomic checkpoints every N steps and at the end,
-a checkpoint and exit 75 on SIGTERM/SIGUSR1, and a stop naming the task and step at the first
-non-finite loss, without a host sync per step on a GPU.
+progress on stderr, the global random generators seeded from (seed, loop, rank, step) before
+every step (automtl_cli/seeding.py), one JSON line per log step, atomic checkpoints every N
+steps and at the end, a checkpoint and exit 75 on SIGTERM/SIGUSR1, and a stop naming the task
+and step at the first non-finite loss, without a host sync per step on a GPU.
 """
 
 from __future__ import annotations
@@ -19,16 +20,26 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from automtl_cli.artifacts import atomic_write
 from automtl_cli.engine.checkpoint import CheckpointManager
 from automtl_cli.engine.distributed import Dist
 from automtl_cli.engine.signals import StopRequest
 from automtl_cli.errors import BadInput, Interrupted
+from automtl_cli.seeding import seed_globals, stream_id
 
 __all__ = ["NonFiniteLoss", "TrainLoop"]
 
 
 class NonFiniteLoss(BadInput):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line cut short by a kill mid-write counts as after any step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return float("inf")
 
 
 class TrainLoop:
@@ -38,13 +49,14 @@ class TrainLoop:
     def __init__(self, directory: str | os.PathLike, kind: str, format_version: int, *,
                  total: int, checkpoint_every: int, log_every: int, keep: int,
                  task_names: tuple[str, ...], device: torch.device, run_id: dict[str, Any],
-                 show_progress: bool = True, dist: Dist | None = None) -> None:
+                 seed: int, show_progress: bool = True, dist: Dist | None = None) -> None:
         self.dist = dist or Dist()
         self.dir = Path(directory)
         self.total, self.checkpoint_every, self.log_every = total, checkpoint_every, log_every
         self.task_names, self.device, self.run_id = task_names, device, run_id
         self.show_progress = show_progress and self.dist.is_main
         self.step = 0
+        self.seed = seed
         self.checkpoints = CheckpointManager(self.dir, kind, format_version, keep)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self._loss_sum = torch.zeros(len(task_names), device=device)
@@ -79,10 +91,12 @@ class TrainLoop:
         state = self.checkpoints.load_last(self.run_id)
         self.load_state_dict(state)
         self.step = int(state["step"])
-        if self.log_path.exists():  # drop lines of steps after the checkpoint
-            kept = [line for line in self.log_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= self.step]
-            self.log_path.write_text("".join(line + "\n" for line in kept))
+        if self.log_path.exists() and self.dist.is_main:
+            kept = [line for line in self.log_path.read_text(encoding="utf-8").splitlines()
+                    if _logged_step(line) <= self.step]
+            atomic_write(self.log_path, lambda tmp: Path(tmp).write_text(
+                "".join(line + "\n" for line in kept), encoding="utf-8"))
+        self.dist.barrier()
         return self.step
 
     def _account(self, losses: torch.Tensor, extra: torch.Tensor | None) -> None:
@@ -159,7 +173,10 @@ class TrainLoop:
         with StopRequest() as stop, tqdm(total=self.total, initial=self.step, desc=self.name,
                                          file=sys.stderr, disable=disable,
                                          dynamic_ncols=True) as bar:
+            stream = stream_id(self.name)
             while self.step < self.total:
+                # dropout and every other draw from the global generators: keyed by the step
+                seed_globals(self.seed, stream, self.dist.rank, self.step)
                 losses, extra = self.train_step()
                 self._account(losses, extra)
                 self.step += 1

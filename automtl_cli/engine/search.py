@@ -150,7 +150,7 @@ class Searcher(TrainLoop):
         super().__init__(Path(run_dir) / "search", SEARCH_KIND, SEARCH_FORMAT,
                          total=config.total, checkpoint_every=config.checkpoint_every,
                          log_every=config.log_every, keep=config.keep, task_names=names,
-                         device=torch.device(config.device), run_id=run_id,
+                         device=torch.device(config.device), run_id=run_id, seed=config.seed,
                          show_progress=show_progress, dist=dist)
         self.run_dir = Path(run_dir)
         self.config, self.experiment, self.space = config, experiment, space
