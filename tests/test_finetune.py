@@ -89,5 +89,15 @@ def test_run_prints_the_table(tmp_path, run_cli, scene_cache):
         "single-task", "hard sharing", "random 0", "AutoMTL"]
     assert "0 (reference)" in rows[1]
     results = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert "delta" in results["methods"]["AutoMTL"]
+    methods = results["methods"]
+    assert "delta" in methods["AutoMTL"]
+    # equal budget: warm-up 2 + no weight step among the first 4 (policy) search steps + 3
+    assert methods["AutoMTL"]["budget"] == {"weight_updates": 5, "finetune_iters": 3,
+                                            "init": "search"}
+    for name in ("single-task", "hard sharing", "random 0"):
+        assert methods[name]["budget"] == {"weight_updates": 5, "finetune_iters": 5,
+                                           "init": "scratch"}, name
+        assert methods[name]["steps"] == 5
+    assert methods["AutoMTL"]["derive"]["mode"] == "argmax"
+    assert "5 (search 2 + fine-tune 3 from search)" in rows[-1]
     assert (tmp_path / "r" / "results.md").read_text().strip() in out

@@ -48,6 +48,13 @@ def test_search_learns_a_policy(tiny_run, run_cli):
     state = _state(tiny_run)
     assert state["kind"] == "search-checkpoint" and state["complete"] and state["step"] == 46
     assert len(summary["policy"]) == 20  # one row per searchable convolution
+    # how decided the policy is, per search node, in every log line
+    for r in log:
+        assert len(r["node_entropy"]) == len(r["node_chosen_p"]) == 20
+        assert all(1 / 3 - 1e-4 <= p <= 1 for p in r["node_chosen_p"])  # 4 decimals
+        assert all(0 <= e <= math.log(3) + 1e-6 for e in r["node_entropy"])
+    assert search[-1]["decided"] > search[0]["decided"]
+    assert summary["decided"] == pytest.approx(search[-1]["decided"], abs=1e-4)
 
 
 def test_policy_steps_move_only_logits(tiny_run, run_cli):

@@ -10,7 +10,7 @@ import click
 from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.engine.finetune import FinetuneConfig
-from automtl_cli.engine.pipeline import default_backbone, run_pipeline
+from automtl_cli.engine.pipeline import BUDGETS, default_backbone, run_pipeline
 from automtl_cli.engine.runconfig import resolve_experiment
 from automtl_cli.engine.search import SearchConfig
 from automtl_cli.errors import BadInput
@@ -29,8 +29,19 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--skip", type=click.Choice(SKIP_MODES), default="reference", show_default=True)
 @click.option("--random", "random_plans", type=int, default=0, show_default=True,
               help="Also fine-tune K random plans (the paper's ablation).")
+@click.option("--derive", "derive_mode", type=click.Choice(["argmax", "sample"]),
+              default="argmax", show_default=True,
+              help="AutoMTL's plan: the most likely branch of the searched policy, or "
+                   "--samples draws from it (the paper's way), the best on val kept.")
 @click.option("--samples", type=int, default=1, show_default=True,
-              help="Sampled AutoMTL candidates; the best on val is kept.")
+              help="With --derive sample: candidates drawn; the best on val is kept.")
+@click.option("--init", type=click.Choice(["search", "scratch"]), default="search",
+              show_default=True,
+              help="AutoMTL's fine-tuning starts from the searched weights, or from the seed "
+                   "(the paper's retraining).")
+@click.option("--budget", type=click.Choice(BUDGETS), default="equal", show_default=True,
+              help="equal: every baseline gets as many weight updates as AutoMTL's search and "
+                   "fine-tuning together; finetune: the fine-tuning iterations alone.")
 @click.option("--search-iters", type=int, help="Policy-search iterations.")
 @click.option("--warmup-iters", type=int)
 @click.option("--finetune-iters", type=int, help="Fine-tuning iterations, for every method.")
@@ -40,8 +51,9 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_plans, samples,
-        search_iters, warmup_iters, finetune_iters, seed, workers, device, as_json):
+def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_plans,
+        derive_mode, samples, init, budget, search_iters, warmup_iters, finetune_iters, seed,
+        workers, device, as_json):
     """Compile, search, derive and fine-tune, with the baselines; print the results table.
 
     With no arguments: the built-in synthetic scenes (seg, depth, normal) on a small ResNet.
@@ -55,11 +67,13 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
                                            warmup_iters=warmup_iters, seed=seed,
                                            num_workers=workers, device=dev)
         finetune = FinetuneConfig.defaults_for(experiment.data.source, iters=finetune_iters,
-                                               seed=seed, num_workers=workers, device=dev)
+                                               init=init, seed=seed, num_workers=workers,
+                                               device=dev)
     except ValueError as e:
         raise BadInput(str(e)) from e
     result = run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
-                          random_plans=random_plans, samples=samples, bn=bn, skip=skip,
+                          random_plans=random_plans, samples=samples,
+                          derive_mode=derive_mode, budget=budget, bn=bn, skip=skip,
                           say=lambda s: log.info("%s", s), show_progress=not ctx.obj["quiet"])
     if as_json:
         emit_json(result)

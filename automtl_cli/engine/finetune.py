@@ -39,8 +39,8 @@ from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.tasks import Task, build_tasks, relative_score
 
-__all__ = ["FINAL_KIND", "FinetuneConfig", "Finetuner", "evaluate", "load_model",
-           "run_finetune"]
+__all__ = ["FINAL_KIND", "FinetuneConfig", "Finetuner", "delta_against", "evaluate",
+           "load_model", "run_finetune"]
 
 FINETUNE_KIND = "finetune-checkpoint"
 FINAL_KIND = "final-model"
@@ -292,7 +292,7 @@ def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: 
     if stl is None and (run / "baselines" / "specific" / "metrics.json").exists():
         stl = json.loads((run / "baselines" / "specific" / "metrics.json").read_text())
     if stl is not None:
-        result["delta"] = {split: _delta(metrics[split], stl["metrics"][split], tuner.tasks)
+        result["delta"] = {split: delta_against(metrics[split], stl["metrics"][split], tuner.tasks)
                            for split in ("val", "test")}
     if dist.is_main:
         state = tuner.network.state_dict()
@@ -316,7 +316,7 @@ def _plain_state(derived: dict[str, Any], state: dict[str, torch.Tensor]
     return network.state_dict()
 
 
-def _delta(metrics, stl, tasks) -> dict[str, Any]:
+def delta_against(metrics, stl, tasks) -> dict[str, Any]:
     """Δ_t and Δ_T; a metric whose single-task value is 0 has no relative change and is left
     out (and named), rather than failing the whole report."""
     names, excluded = {}, []

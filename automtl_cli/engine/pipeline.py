@@ -1,10 +1,14 @@
 """`automtl run`: compile, search, derive, fine-tune, and the baselines beside it, in one table.
 
-Every method gets the same fine-tuning budget from the same seed: single-task networks (the
-`specific` plan: no parameter is shared), hard sharing (the `shared` plan), optionally K random
-plans (the paper's ablation), and the AutoMTL plan sampled from the search. The table reports
-test metrics, Δ_T against the single-task networks, parameters and FLOPs; the selection of a
-sampled candidate, when there are several, uses val only.
+Every method trains from the same seed: single-task networks (the `specific` plan: no parameter
+is shared), hard sharing (the `shared` plan), optionally K random plans (the paper's ablation),
+and the AutoMTL plan derived from the search. With `budget="equal"` (the default) every
+baseline gets as many weight updates as AutoMTL had in all (warm-up and weight steps of the
+search, plus its fine-tuning), so a method cannot win by having trained longer; with
+`budget="finetune"` every method gets the fine-tuning iterations alone (the paper's tables).
+The table says which budget each row had. The table reports test metrics, Δ_T against the
+single-task networks, parameters and FLOPs; whatever is selected (a sampled candidate) is
+selected on val only.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from automtl_cli.compiler import compile_backbone, write_compile_outputs
 from automtl_cli.engine.derive import run_derive
 from automtl_cli.engine.finetune import FinetuneConfig, run_finetune
 from automtl_cli.engine.runconfig import setup_run
+from automtl_cli.engine.schedule import Alternation
 from automtl_cli.engine.search import SearchConfig, Searcher
 from automtl_cli.errors import MissingInput
 from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["default_backbone", "results_table", "run_pipeline"]
+__all__ = ["BUDGETS", "Pipeline", "default_backbone", "results_table", "run_pipeline",
+           "search_weight_updates"]
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -39,54 +45,133 @@ def default_backbone() -> Path:
     return path
 
 
-def _baseline_run(run: Path, name: str) -> Path:
-    sub = run / "baselines" / name
+def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
+    sub = run / group / name
     sub.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "supermodel.pt", sub / "supermodel.pt")
     return sub
 
 
+BUDGETS = ("equal", "finetune")
+
+
+def search_weight_updates(search: SearchConfig) -> int:
+    """Weight updates a search makes: its warm-up and its weight steps (not policy steps)."""
+    return Alternation(search.warmup_iters, search.policy_steps,
+                       search.weight_steps).weight_updates(search.total)
+
+
+class Pipeline:
+    """The methods of one comparison, each a call that trains one plan and returns its result.
+
+    `run_pipeline` calls them in order; `scripts/bench_accuracy.py` calls them one cell at a
+    time and keeps each result on disk, so a long benchmark resumes where it stopped. Results
+    carry their metrics on val and test, parameters, FLOPs and their budget; Δ_T against the
+    single-task result is added where one is given.
+    """
+
+    def __init__(self, backbone: str | os.PathLike, run_dir: str | os.PathLike,
+                 experiment: ExperimentConfig, *, search: SearchConfig,
+                 finetune: FinetuneConfig, budget: str = "equal", bn: str = "task",
+                 skip: str = "reference", say: Callable[[str], None] = lambda s: None,
+                 show_progress: bool = True) -> None:
+        if budget not in BUDGETS:
+            raise ValueError(f"budget: {budget!r} is not one of {', '.join(BUDGETS)}")
+        self.backbone, self.run = backbone, Path(run_dir)
+        self.experiment, self.search, self.finetune = experiment, search, finetune
+        self.bn, self.skip, self.say, self.show_progress = bn, skip, say, show_progress
+        self.tasks = tuple(t.type for t in experiment.tasks)
+        # AutoMTL's total; a baseline with budget "equal" trains this long from scratch
+        self.automtl_updates = search_weight_updates(search) + finetune.iters
+        self.baseline_config = dataclasses.replace(
+            finetune, init="scratch",
+            iters=self.automtl_updates if budget == "equal" else finetune.iters)
+
+    def compile(self) -> None:
+        compiled = compile_backbone(self.backbone, tasks=self.tasks, bn=self.bn, skip=self.skip,
+                                    seed=self.search.seed)
+        write_compile_outputs(compiled, self.run)
+        self.say(f"compiled {self.backbone} into {self.run} "
+                 f"({compiled.summary()['searchable']} search nodes)")
+
+    def baseline(self, name: str, mode: str, *, seed: int | None = None,
+                 stl: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A fixed plan (`specific`, `shared`, `random`) trained from scratch in
+        RUN/baselines/NAME."""
+        sub = _baseline_run(self.run, name)
+        run_derive(sub, experiment=self.experiment, mode=mode, seed=seed)
+        return self._finetune(name, sub, self.baseline_config, 0, stl)
+
+    def automtl(self, name: str = "AutoMTL", *, search: SearchConfig | None = None,
+                derive_mode: str = "argmax", samples: int = 1,
+                stl: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Search (with `search`, default the pipeline's), derive, fine-tune. The first AutoMTL
+        method runs in RUN itself; others (an ablation's) in RUN/variants/NAME."""
+        search = search or self.search
+        sub = self.run if name == "AutoMTL" else _baseline_run(self.run, name, "variants")
+        setup = setup_run(sub, self.experiment,
+                          search.batch_size or self.experiment.data.batch_size)
+        searcher = Searcher(sub, setup.graph, setup.space, self.experiment, search,
+                            setup.run_id(), show_progress=self.show_progress)
+        summary = searcher.run()
+        self.say(f"{name}: searched {summary['steps']} steps; {summary['sharing']:.0%} of "
+                 f"choices shared, chosen branches at p = {summary['decided']:.2f} on average")
+        run_derive(sub, experiment=self.experiment, mode=derive_mode,
+                   samples=samples if derive_mode == "sample" else 1)
+        out = self._finetune(name, sub, self.finetune, search_weight_updates(search), stl)
+        out["search"] = {k: summary[k] for k in ("steps", "tau", "sharing", "entropy",
+                                                  "decided")}
+        out["derive"] = {"mode": derive_mode, "samples": samples,
+                         "selection": out.get("selection")}
+        return out
+
+    def _finetune(self, name: str, sub: Path, config: FinetuneConfig, searched: int,
+                  stl: dict[str, Any] | None) -> dict[str, Any]:
+        out = run_finetune(sub, config, show_progress=self.show_progress, stl_metrics=stl,
+                           candidate_iters=max(1, config.iters // 5))
+        out["budget"] = {"weight_updates": searched + config.iters,
+                         "finetune_iters": config.iters, "init": config.init}
+        self.say(f"{name}: fine-tuned {config.iters} steps; "
+                 f"test {_brief(out['metrics']['test'])}")
+        return out
+
+
 def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                  experiment: ExperimentConfig, *, search: SearchConfig,
                  finetune: FinetuneConfig, random_plans: int = 0, samples: int = 1,
+                 derive_mode: str = "argmax", budget: str = "equal",
                  bn: str = "task", skip: str = "reference",
                  say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> dict[str, Any]:
-    run = Path(run_dir)
-    tasks = tuple(t.type for t in experiment.tasks)
-    compiled = compile_backbone(backbone, tasks=tasks, bn=bn, skip=skip, seed=search.seed)
-    write_compile_outputs(compiled, run)
-    say(f"compiled {backbone} into {run} ({compiled.summary()['searchable']} search nodes)")
+    """The whole chain; `finetune.init` says where AutoMTL's fine-tuning starts (`search`:
+    the searched weights; `scratch`: the seed's, as the paper)."""
+    pipe = Pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
+                    budget=budget, bn=bn, skip=skip, say=say, show_progress=show_progress)
+    pipe.compile()
     results: dict[str, dict[str, Any]] = {}
-
-    def finetune_plan(name: str, sub: Path, **derive_kw: Any) -> dict[str, Any]:
-        run_derive(sub, experiment=experiment, **derive_kw)
-        stl = results.get("single-task")
-        out = run_finetune(sub, finetune, show_progress=show_progress,
-                           stl_metrics=stl, candidate_iters=max(1, finetune.iters // 5))
-        say(f"{name}: fine-tuned; test {_brief(out['metrics']['test'])}")
-        return out
-
-    results["single-task"] = finetune_plan("single-task", _baseline_run(run, "specific"),
-                                           mode="specific")
-    results["hard sharing"] = finetune_plan("hard sharing", _baseline_run(run, "shared"),
-                                            mode="shared")
+    results["single-task"] = stl = pipe.baseline("specific", "specific")
+    results["hard sharing"] = pipe.baseline("shared", "shared", stl=stl)
     for k in range(random_plans):
-        results[f"random {k}"] = finetune_plan(f"random {k}", _baseline_run(run, f"random-{k}"),
-                                               mode="random", seed=search.seed + k)
-    setup = setup_run(run, experiment, search.batch_size or experiment.data.batch_size)
-    searcher = Searcher(run, setup.graph, setup.space, experiment, search, setup.run_id(),
-                        show_progress=show_progress)
-    summary = searcher.run()
-    say(f"searched {summary['steps']} steps: {summary['sharing']:.0%} of choices shared")
-    results["AutoMTL"] = finetune_plan("AutoMTL", run, mode="sample", samples=samples)
+        results[f"random {k}"] = pipe.baseline(f"random-{k}", "random", seed=search.seed + k,
+                                               stl=stl)
+    results["AutoMTL"] = pipe.automtl(derive_mode=derive_mode, samples=samples, stl=stl)
+    run = pipe.run
     table = results_table(results, build_tasks(experiment))
     atomic_write(run / "results.md", lambda tmp: Path(tmp).write_text(table + "\n"))
     write_json(run / "results.json", {
-        "backbone": str(backbone), "tasks": list(tasks), "experiment": experiment.to_dict(),
-        "search": dataclasses.asdict(search), "finetune": dataclasses.asdict(finetune),
-        "methods": results})
+        "backbone": str(backbone), "tasks": list(pipe.tasks),
+        "experiment": experiment.to_dict(), "search": dataclasses.asdict(search),
+        "finetune": dataclasses.asdict(finetune), "budget": budget, "methods": results})
     return {"run": str(run), "table": table, "methods": results}
+
+
+def _budget_cell(budget: dict[str, Any] | None) -> str:
+    if not budget:
+        return "—"
+    updates, iters = budget["weight_updates"], budget["finetune_iters"]
+    if updates == iters:
+        return f"{updates} (from scratch)"
+    return f"{updates} (search {updates - iters} + fine-tune {iters} from {budget['init']})"
 
 
 def _brief(metrics: dict[str, dict[str, float]]) -> str:
@@ -97,7 +182,8 @@ def _brief(metrics: dict[str, dict[str, float]]) -> str:
 def results_table(results: dict[str, dict[str, Any]], tasks) -> str:
     """Markdown: per method, each task's test metrics, Δ_T, parameters and FLOPs."""
     columns = [(t.name, name) for t in tasks for name in t.delta_metrics]
-    head = ["method", *(f"{t} {m}" for t, m in columns), "Δ_T (%)", "params", "GFLOP/img"]
+    head = ["method", *(f"{t} {m}" for t, m in columns), "Δ_T (%)", "params", "GFLOP/img",
+            "weight updates"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, out in results.items():
         test = out["metrics"]["test"]
@@ -107,5 +193,6 @@ def results_table(results: dict[str, dict[str, Any]], tasks) -> str:
                      f"{delta:+.2f}" if delta is not None else "—")
         cells.append(f"{out['params']['total'] / 1e6:.3f} M")
         cells.append(f"{out['flops']['all_tasks_one_pass'] / 1e9:.3f}")
+        cells.append(_budget_cell(out.get("budget")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -37,6 +37,10 @@ class Alternation:
         full, rest = divmod(step - self.warmup, cycle)
         return full * self.policy_steps + min(rest, self.policy_steps)
 
+    def weight_updates(self, total: int) -> int:
+        """How many of iterations [0, total) update the weights (warm-up and weight steps)."""
+        return total - self.policy_steps_before(total)
+
 
 @dataclass(frozen=True)
 class TauSchedule:

@@ -41,7 +41,7 @@ from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
 __all__ = ["SEARCH_FORMAT", "SEARCH_KIND", "NonFiniteLoss", "SearchConfig", "Searcher",
-           "policy_table"]
+           "policy_decision", "policy_table"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,19 @@ def policy_table(logits: torch.Tensor, names: list[str], tasks: tuple[str, ...]
     return [{"node": name, **{task: [round(p, 4) for p in probs[i][t]]
                               for t, task in enumerate(tasks)}}
             for i, name in enumerate(names)]
+
+
+def policy_decision(logits: torch.Tensor) -> dict[str, Any]:
+    """`decided`: the mean over (node, task) of the chosen branch's probability; per node,
+    `node_entropy` and `node_chosen_p` (means over tasks), in search-node order."""
+    if not logits.numel():
+        return {"decided": 1.0, "node_entropy": [], "node_chosen_p": []}
+    p = torch.softmax(logits.detach().float().cpu(), dim=-1)  # [S, T, 3]
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    chosen = p.max(-1).values
+    return {"decided": round(float(chosen.mean()), 4),
+            "node_entropy": [round(v, 4) for v in entropy.mean(-1).tolist()],
+            "node_chosen_p": [round(v, 4) for v in chosen.mean(-1).tolist()]}
 
 
 class Searcher(TrainLoop):
@@ -296,9 +309,14 @@ class Searcher(TrainLoop):
         p = torch.softmax(self.net.backbone.logits().detach(), dim=-1)
         return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) if p.numel() else 0.0
 
+    def decision(self) -> dict[str, Any]:
+        """How decided the policy is, per search node (averaged over tasks) and overall: the
+        entropy of softmax(α) and the probability of the branch argmax would choose."""
+        return policy_decision(self.net.backbone.logits())
+
     def log_fields(self) -> dict[str, Any]:
         return {"tau": round(self.tau, 6), "sharing": round(self.sharing_fraction(), 4),
-                "entropy": round(self.entropy(), 6)}
+                "entropy": round(self.entropy(), 6), **self.decision()}
 
     def run(self) -> dict[str, Any]:
         self.net.train()
@@ -311,6 +329,7 @@ class Searcher(TrainLoop):
             "tau": self.tau,
             "sharing": self.sharing_fraction(),
             "entropy": self.entropy(),
+            "decided": self.decision()["decided"],
             "loss": record["loss"] if record else None,
             "seconds": round(self.seconds, 2),
             "tasks": [t.name for t in self.tasks],
