@@ -29,12 +29,12 @@ def _graph():
 def test_derived_equals_supermodel_in_hard_mode(bn, skip):
     g = _graph()
     space = SearchSpace(TASKS, bn, skip)
-    model = perturbed_supermodel(g, space)
+    model = perturbed_supermodel(g, space).double()  # float64: no rounding luck involved
     s = len(g.searchable)
     policy = torch.randint(0, 3, (s, 3), generator=torch.Generator().manual_seed(len(bn)))
     choices = {n.name: policy[i].tolist() for i, n in enumerate(g.searchable)}
-    derived = DerivedBackbone(build_tree(g, space, choices), g, space, model)
-    x = torch.randn(2, 3, 32, 32)
+    derived = DerivedBackbone(build_tree(g, space, choices), g, space, model).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     for train in (False, True):  # eval first: a train step moves running statistics
         model.train(train)
         derived.train(train)

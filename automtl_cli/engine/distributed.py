@@ -9,6 +9,7 @@ reduced exactly. A single process gets a `Dist` whose collectives are no-ops.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -112,9 +113,14 @@ def shutdown_distributed() -> None:
     A group left standing at interpreter exit destroys its communication threads while they
     are still joinable, which aborts the process (SIGABRT, "terminate called without an active
     exception"); the CLI calls this on every way out of a command, errors and signals included.
+    Objects that hold the group (DistributedDataParallel's reducer, pending work) often sit in
+    reference cycles: they are collected first, so the group is destroyed now, while the
+    interpreter is whole, and not during its finalisation.
     """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def digest(tensors: list[torch.Tensor]) -> str:

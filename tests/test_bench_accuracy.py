@@ -1,0 +1,57 @@
+"""scripts/bench_accuracy.py: Δ_T per seed against that seed's single-task cell, the pooled
+table, and the ablation picture, on made-up cells (the training itself is tested elsewhere)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from automtl_cli.engine.runconfig import resolve_experiment
+from automtl_cli.tasks import build_tasks
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_accuracy",
+                                                  ROOT / "scripts" / "bench_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(tasks, scale: float, params: int, updates: int = 600, init: str = "scratch"):
+    """A result whose every metric is the single-task one's (0.5) improved by `scale` − 1."""
+    metrics = {}
+    for t in tasks:
+        metrics[t.name] = {m: (scale if better else 2 - scale) * 0.5
+                           for m, better in t.higher_is_better.items()}
+    return {"metrics": {"val": metrics, "test": metrics}, "params": {"total": params},
+            "flops": {"all_tasks_one_pass": 5e8}, "seconds": 60.0,
+            "budget": {"weight_updates": updates, "finetune_iters": updates, "init": init}}
+
+
+def test_deltas_tables_and_picture(bench, tmp_path):
+    tasks = build_tasks(resolve_experiment(None, "nyu3", None))
+    cells = {seed: {"single-task": _cell(tasks, 1.0, 3_000_000),
+                    "hard sharing": _cell(tasks, 0.99, 1_600_000),
+                    "random 0": _cell(tasks, 0.98, 2_000_000),
+                    "random 1": _cell(tasks, 0.97, 2_100_000),
+                    "AutoMTL": _cell(tasks, 1.02 + 0.01 * seed, 2_000_000, 400, "search")}
+             for seed in range(3)}
+    bench.with_deltas(cells, tasks)
+    assert cells[0]["single-task"]["delta"]["test"]["mean"] == pytest.approx(0.0)
+    assert cells[0]["AutoMTL"]["delta"]["test"]["mean"] == pytest.approx(2.0, abs=1e-3)
+    assert cells[2]["AutoMTL"]["delta"]["test"]["mean"] == pytest.approx(4.0, abs=1e-3)
+    assert cells[1]["hard sharing"]["delta"]["test"]["mean"] < 0
+    table = bench.aggregate(cells, tasks)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert list(rows) == ["single-task", "hard sharing", "random plans", "AutoMTL"]
+    assert "| 6 |" in rows["random plans"]  # two plans × three seeds, pooled
+    assert "3 ± 1" in rows["AutoMTL"]  # Δ_T mean ± sample std over the seeds (2, 3, 4)
+    assert "400 (search)" in rows["AutoMTL"] and "600 (scratch)" in rows["single-task"]
+    pytest.importorskip("matplotlib")
+    assert bench.plot({"nyu3": cells}, tmp_path / "ablation.png")
+    assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
