@@ -72,17 +72,24 @@ class Pipeline:
 
     def __init__(self, backbone: str | os.PathLike, run_dir: str | os.PathLike,
                  experiment: ExperimentConfig, *, search: SearchConfig,
-                 finetune: FinetuneConfig, budget: str = "equal", bn: str = "task",
-                 skip: str = "reference", say: Callable[[str], None] = lambda s: None,
+                 finetune: FinetuneConfig, derive_mode: str = "argmax", samples: int = 1,
+                 budget: str = "equal", bn: str = "task", skip: str = "reference",
+                 say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> None:
         if budget not in BUDGETS:
             raise ValueError(f"budget: {budget!r} is not one of {', '.join(BUDGETS)}")
         self.backbone, self.run = backbone, Path(run_dir)
         self.experiment, self.search, self.finetune = experiment, search, finetune
         self.bn, self.skip, self.say, self.show_progress = bn, skip, say, show_progress
+        self.derive_mode = derive_mode
+        self.samples = samples if derive_mode == "sample" else 1
         self.tasks = tuple(t.type for t in experiment.tasks)
+        # sampled candidates are each fine-tuned briefly before the best on val is kept
+        self.candidate_iters = max(1, finetune.iters // 5)
+        self.selection_updates = self.samples * self.candidate_iters if self.samples > 1 else 0
         # AutoMTL's total; a baseline with budget "equal" trains this long from scratch
-        self.automtl_updates = search_weight_updates(search) + finetune.iters
+        self.automtl_updates = (search_weight_updates(search) + self.selection_updates
+                                + finetune.iters)
         self.baseline_config = dataclasses.replace(
             finetune, init="scratch",
             iters=self.automtl_updates if budget == "equal" else finetune.iters)
@@ -103,7 +110,6 @@ class Pipeline:
         return self._finetune(name, sub, self.baseline_config, 0, stl)
 
     def automtl(self, name: str = "AutoMTL", *, search: SearchConfig | None = None,
-                derive_mode: str = "argmax", samples: int = 1,
                 stl: dict[str, Any] | None = None) -> dict[str, Any]:
         """Search (with `search`, default the pipeline's), derive, fine-tune. The first AutoMTL
         method runs in RUN itself; others (an ablation's) in RUN/variants/NAME."""
@@ -116,19 +122,22 @@ class Pipeline:
         summary = searcher.run()
         self.say(f"{name}: searched {summary['steps']} steps; {summary['sharing']:.0%} of "
                  f"choices shared, chosen branches at p = {summary['decided']:.2f} on average")
-        run_derive(sub, experiment=self.experiment, mode=derive_mode,
-                   samples=samples if derive_mode == "sample" else 1)
-        out = self._finetune(name, sub, self.finetune, search_weight_updates(search), stl)
+        run_derive(sub, experiment=self.experiment, mode=self.derive_mode,
+                   samples=self.samples)
+        out = self._finetune(name, sub, self.finetune,
+                             search_weight_updates(search) + self.selection_updates, stl)
+        if self.selection_updates:
+            out["budget"]["selection_updates"] = self.selection_updates
         out["search"] = {k: summary[k] for k in ("steps", "tau", "sharing", "entropy",
                                                   "decided")}
-        out["derive"] = {"mode": derive_mode, "samples": samples,
+        out["derive"] = {"mode": self.derive_mode, "samples": self.samples,
                          "selection": out.get("selection")}
         return out
 
     def _finetune(self, name: str, sub: Path, config: FinetuneConfig, searched: int,
                   stl: dict[str, Any] | None) -> dict[str, Any]:
         out = run_finetune(sub, config, show_progress=self.show_progress, stl_metrics=stl,
-                           candidate_iters=max(1, config.iters // 5))
+                           candidate_iters=self.candidate_iters)
         out["budget"] = {"weight_updates": searched + config.iters,
                          "finetune_iters": config.iters, "init": config.init}
         self.say(f"{name}: fine-tuned {config.iters} steps; "
@@ -146,7 +155,8 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
     """The whole chain; `finetune.init` says where AutoMTL's fine-tuning starts (`search`:
     the searched weights; `scratch`: the seed's, as the paper)."""
     pipe = Pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
-                    budget=budget, bn=bn, skip=skip, say=say, show_progress=show_progress)
+                    derive_mode=derive_mode, samples=samples, budget=budget, bn=bn, skip=skip,
+                    say=say, show_progress=show_progress)
     pipe.compile()
     results: dict[str, dict[str, Any]] = {}
     results["single-task"] = stl = pipe.baseline("specific", "specific")
@@ -154,7 +164,7 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
     for k in range(random_plans):
         results[f"random {k}"] = pipe.baseline(f"random-{k}", "random", seed=search.seed + k,
                                                stl=stl)
-    results["AutoMTL"] = pipe.automtl(derive_mode=derive_mode, samples=samples, stl=stl)
+    results["AutoMTL"] = pipe.automtl(stl=stl)
     run = pipe.run
     table = results_table(results, build_tasks(experiment))
     atomic_write(run / "results.md", lambda tmp: Path(tmp).write_text(table + "\n"))
@@ -171,7 +181,10 @@ def _budget_cell(budget: dict[str, Any] | None) -> str:
     updates, iters = budget["weight_updates"], budget["finetune_iters"]
     if updates == iters:
         return f"{updates} (from scratch)"
-    return f"{updates} (search {updates - iters} + fine-tune {iters} from {budget['init']})"
+    before = "search" + (f" {updates - iters - budget['selection_updates']} + selection "
+                         f"{budget['selection_updates']}" if budget.get("selection_updates")
+                         else f" {updates - iters}")
+    return f"{updates} ({before} + fine-tune {iters} from {budget['init']})"
 
 
 def _brief(metrics: dict[str, dict[str, float]]) -> str:
