@@ -5,8 +5,11 @@ For each task set (`nyu3`, `taskonomy5`) and seed, the methods of `automtl run` 
 single-task networks, hard sharing, K random plans and AutoMTL; with `--ablation` (the paper's
 Figure 2) also AutoMTL searched without the sharing regulariser, and K defaults to 5. Every
 baseline gets AutoMTL's total number of weight updates (`--budget equal`, the default). Each
-cell's result is written to `OUT/TASKSET/seed-S/cells/METHOD.json` as soon as it completes and
+cell's result is written to `CELLS/TASKSET/seed-S/METHOD.json` as soon as it completes and
 is reused on the next invocation, so the benchmark resumes cell by cell across sittings.
+
+`--cells DIR` keeps the cells elsewhere (the repository's `benchmarks/ablation/` holds the
+committed ones, so a later sitting on another machine continues from them).
 
 Writes OUT/results.md (mean ± sample standard deviation over seeds of every method's test
 metrics, Δ_T against the same seed's single-task networks, parameters, FLOPs, budget), and
@@ -183,10 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--only", help="run only these cells (comma list of method names); "
                                        "the report covers every cell on disk")
-    parser.add_argument("-o", "--output", default="runs/bench_accuracy")
+    parser.add_argument("-o", "--output", default="runs/bench_accuracy",
+                        help="run directories, results.md, ablation.png")
+    parser.add_argument("--cells", help="where cell results are kept and reused (default "
+                                        "OUT/cells; benchmarks/ablation holds the committed "
+                                        "ones)")
     args = parser.parse_args(argv)
     random_plans = args.random if args.random is not None else (5 if args.ablation else 1)
     out = Path(args.output)
+    cell_root = Path(args.cells) if args.cells else out / "cells"
     methods = _cells(random_plans, args.ablation)
     only = set(args.only.split(",")) if args.only else None
     sections: dict[str, dict[int, dict[str, dict]]] = {}
@@ -210,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             compiled = False
             cells[seed] = {}
             for method in methods:
-                path = base / "cells" / f"{_file_name(method)}.json"
+                path = cell_root / task_set / f"seed-{seed}" / f"{_file_name(method)}.json"
                 if path.exists():
                     cells[seed][method] = json.loads(path.read_text())
                     continue
