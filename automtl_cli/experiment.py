@@ -14,7 +14,7 @@ one-line `BadInput` errors naming the file (and the line, where the reader knows
 `ExperimentConfig.resolve()` fills every dataset-dependent default (classes, crop and test
 sizes), and `to_dict()` / `from_dict()` round-trip the resolved tree through artifacts.
 Dataset facts that validation needs (which tasks each dataset has, its class count and the
-reference's crop sizes, `automtl.md` §6.7) live here, the lowest layer that needs them.
+reference's crop sizes, docs/method.md §4) live here, the lowest layer that needs them.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ DATASET_CLASSES: Mapping[DataSource, int] = {
     DataSource.CITYSCAPES: 19,
     DataSource.TASKONOMY: 17,
 }
-# The reference's training crops and test-time sizes (automtl.md §6.7); (0, 0) keeps native size.
+# The reference's training crops and test-time sizes (docs/method.md §4); (0, 0) keeps native size.
 NATIVE_SIZE = (0, 0)
 _CROP = {DataSource.NYUV2: (321, 321), DataSource.CITYSCAPES: (224, 224),
          DataSource.TASKONOMY: (224, 224)}
@@ -150,7 +150,7 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Size, split counts and the scene knobs of ../shared/reference/synthetic-data.md."""
+    """Size, split counts and the scene knobs of the synthetic scenes (data/synthetic.py)."""
 
     image_size: int = 64
     train: int = 2000

@@ -1,6 +1,6 @@
 """NYUv2, CityScapes and Tiny-Taskonomy in the preprocessed layouts AdaShare and AutoMTL use.
 
-Each dataset root holds a JSON split list (automtl.md §7.3): an object whose keys are split names
+Each dataset root holds a JSON split list (docs/method.md §7): an object whose keys are split names
 (`train`, `train1`, `train2`, `test`, Taskonomy's `test_small`, optionally `val`) and whose
 values are lists of entries, each a list of file paths relative to the root:
 
@@ -19,7 +19,7 @@ values are lists of entries, each a list of file paths relative to the root:
                 [0, 0.005] to [-1, 1]; edge (16-bit): d/2¹⁶ rescaled from [0, 0.08] to [-1, 1]
 
 NYUv2 normals: the reference feeds the raw 0–254 PNG values and only L2-normalises them
-(automtl.md §7.2 leaves that open); here they map to [-1, 1] first, and a flip negates x in every
+(the reference leaves that open); here they map to [-1, 1] first, and a flip negates x in every
 dataset (the reference does so for Taskonomy only).
 
 Images become BGR minus the Caffe mean (104.008, 116.669, 122.679), unscaled. Our split `test`

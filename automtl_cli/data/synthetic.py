@@ -1,8 +1,8 @@
 """Synthetic dense multi-task scenes, ray-cast in numpy: one scene → an image and six labels.
 
-The design is ../shared/reference/synthetic-data.md, with the fixes its prototype asked for: 3–6
-objects of size 0.45–1.0 placed closer (objects cover about a third of the image instead of
-13 %), and keypoint heatmaps a few pixels wide that a weighted loss can learn. A pinhole camera
+The scenes are sized so that every task has something to learn at 64 px: 3–6
+objects of size 0.45–1.0, placed close enough to cover about a third of the image, and keypoint
+heatmaps a few pixels wide that a weighted loss can learn. A pinhole camera
 (60° field of view, height 1.2–2 m, pitched down 0.15–0.45 rad) looks at a floor, a back wall
 and objects (sphere, box, cylinder, cone) with random colours and solid textures, lit by one
 directional light with cast shadows, plus fog and sensor noise. Every label comes from the same

@@ -1,6 +1,6 @@
 """The reference's augmentation and test-time resizing, on one sample dict of tensors.
 
-Training splits (automtl.md §7.3): random rescale by a factor in [min_scale, max_scale), a
+Training splits (docs/method.md §7): random rescale by a factor in [min_scale, max_scale), a
 horizontal flip with p = 0.5 (normal x is negated, which the reference does for Taskonomy only),
 and a random crop; a sample smaller than the crop is first padded around its centre, with labels
 padded as "no label" (seg 255, masks false). Test splits: a resize to the dataset's test size.

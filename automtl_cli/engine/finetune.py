@@ -1,6 +1,6 @@
 """`automtl finetune` and `automtl eval`: train the derived network, then measure it.
 
-Fine-tuning follows the reference's post-train (automtl.md §6.5): Adam (betas 0.5, 0.999, weight
+Fine-tuning follows the reference's post-train (docs/method.md §6): Adam (betas 0.5, 0.999, weight
 decay 1e-4), the learning rate halved every `lr_step` iterations, the weighted sum of task
 losses, the network either fresh from the seed (`--init scratch`, as the paper's runs) or from
 the searched weights (`--init search`). Checkpoints, resume, progress, signals and the NaN guard

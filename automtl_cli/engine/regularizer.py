@@ -1,6 +1,6 @@
 """The sharing regularisers added to the search loss.
 
-`reference` is AutoMTL's (reference/automtl.md §5): for each task t and search node n, a fresh
+`reference` is AutoMTL's (docs/method.md §3): for each task t and search node n, a fresh
 Gumbel-softmax sample π̃ of the logits, and
 
     R_t = Σ_n w_n · [softplus(s·(π̃₁ − π̃₀)) + softplus(s·(π̃₂ − π̃₀))],   w_n = (D − d_n) / D,

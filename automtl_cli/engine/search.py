@@ -1,6 +1,6 @@
 """`automtl search`: warm-up, then alternating policy and weight steps, resumable to the bit.
 
-The loop follows the reference (reference/automtl.md §6): a warm-up where every search node
+The loop follows the reference (docs/method.md §4): a warm-up where every search node
 averages its branches (Adam), then cycles of p policy steps (Adam on the logits, on train2) and q
 weight steps (SGD on weights and heads, on train1) with soft Gumbel-softmax forwards, τ decaying
 every n policy steps, and the sharing regulariser in the policy steps' loss.
@@ -96,7 +96,8 @@ class SearchConfig:
 
     @classmethod
     def defaults_for(cls, source: DataSource, **overrides: Any) -> SearchConfig:
-        """The reference's sheet (automtl.md §6.7) for real data; a CPU-sized one for synthetic."""
+        """The reference's sheet (docs/method.md §4) for real data; a CPU-sized one for
+        synthetic data."""
         sheet = {
             DataSource.CITYSCAPES: dict(warmup_iters=10000, iters=20000, policy_steps=100,
                                         weight_steps=400, warmup_lr=1e-4, weight_lr=1e-4,

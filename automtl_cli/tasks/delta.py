@@ -1,4 +1,4 @@
-"""The relative score Δ_T of a multi-task model against single-task results (automtl.md §7.2).
+"""The relative score Δ_T of a multi-task model against single-task results (docs/method.md §6).
 
 For task t with metrics M_t:
 

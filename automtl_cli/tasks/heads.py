@@ -1,6 +1,6 @@
 """Task heads: the reference's ASPP head, with scaled dilation rates, and a light head.
 
-`ASPPHead` is the DeepLab-v2 "ASPP-L" head of the reference (`ASPPHeadNode`, automtl.md §4.5):
+`ASPPHead` is the DeepLab-v2 "ASPP-L" head of the reference (docs/method.md §4):
 four parallel branches, each a dilated 3×3 conv (bias) → ReLU → Dropout → 1×1 conv → ReLU →
 Dropout → 1×1 conv to the task's channels, summed; applied to the stride-8 feature without
 upsampling. The reference uses hidden width 1024 and rates 6/12/18/24 for a 41×41 feature map

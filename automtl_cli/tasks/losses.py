@@ -1,4 +1,4 @@
-"""Task losses, as the reference computes them (automtl.md §7.1), plus one that learns keypoints.
+"""Task losses, as the reference computes them (docs/method.md §6), plus one that learns keypoints.
 
 Heads predict at the feature map's resolution. `align` brings prediction and label to one size:
 `Resize.LABEL_TO_PRED` (the reference) nearest-downsamples the label and its mask;
@@ -11,10 +11,10 @@ Heads predict at the feature map's resolution. `align` brings prediction and lab
     wbce      per-pixel binary cross-entropy on logits, each pixel weighted by 1 + pos_weight·y,
               normalised by the weights (synthetic edge and keypoint)
 
-Plain L1 on sparse targets learns nothing: its optimum is the median, zero (synthetic-data.md
-§5). Cross-entropy's optimum is the mean, so on soft keypoint heatmaps it learns calibrated
-probabilities (pos_weight 0 by default); on thin binary edges the positive weight trades
-calibration for recall (default 10, see automtl_cli/tasks/registry.py).
+Plain L1 on sparse targets learns nothing: its optimum is the median, zero. Cross-entropy's
+optimum is the mean, so on soft keypoint heatmaps it learns calibrated probabilities (pos_weight
+0 by default); on thin binary edges the positive weight trades calibration for recall (default
+10, see automtl_cli/tasks/registry.py).
 
 Every loss is a mean over valid pixels, and 0 (with a gradient path) when a batch has none.
 """

@@ -9,7 +9,7 @@ and the batch; it never calls `.item()`, so a loop of updates does not synchroni
 Predictions are brought to the label's size (bilinear for the correct variant, nearest for the
 reference variant, as its code does) and decoded (argmax for seg, sigmoid for logit maps).
 
-Two variants (automtl.md §7.2):
+Two variants (docs/method.md §6):
 
 - `correct`: mIoU over classes present in the labels or predictions; pixel accuracy over
   labelled pixels; every mean over all valid pixels of the split.
