@@ -8,6 +8,7 @@ half-written file where a good one was.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import pickle
@@ -21,7 +22,22 @@ import torch
 from automtl_cli import __version__
 from automtl_cli.errors import BadInput, MissingInput
 
-__all__ = ["atomic_write", "load_artifact", "read_artifact", "save_artifact", "write_json"]
+__all__ = ["ArtifactKind", "atomic_write", "load_artifact", "read_artifact", "save_artifact",
+           "write_json"]
+
+
+class ArtifactKind(str, enum.Enum):
+    """Every kind of file automtl writes; the value is what the file stores as `kind`."""
+
+    SUPERMODEL = "supermodel"  # RUN/supermodel.pt (compile)
+    SEARCH_CHECKPOINT = "search-checkpoint"  # RUN/search/step-N.pt, last.pt
+    DERIVED_MODEL = "derived-model"  # RUN/derived/model.pt
+    FINETUNE_CHECKPOINT = "finetune-checkpoint"  # RUN/finetune/step-N.pt, last.pt
+    FINAL_MODEL = "final-model"  # RUN/final.pt
+    EXPORT = "automtl-export"  # the metadata inside RUN/export/model.onnx or .ts
+
+    def __str__(self) -> str:
+        return self.value
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,10 +71,10 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write(path, write)
 
 
-def save_artifact(path: str | os.PathLike, kind: str, format_version: int,
+def save_artifact(path: str | os.PathLike, kind: ArtifactKind, format_version: int,
                   payload: dict[str, Any]) -> Path:
-    data = {"kind": kind, "format_version": format_version, "automtl_version": __version__,
-            **payload}
+    data = {"kind": ArtifactKind(kind).value, "format_version": format_version,
+            "automtl_version": __version__, **payload}
     return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
 
@@ -77,12 +93,14 @@ def read_artifact(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_artifact(path: str | os.PathLike, kind: str, max_version: int) -> dict[str, Any]:
+def load_artifact(path: str | os.PathLike, kind: ArtifactKind,
+                  max_version: int) -> dict[str, Any]:
     """Load an artifact of `kind`, refusing anything else with a clear reason."""
     path = Path(path)
     data = read_artifact(path)
-    if data["kind"] != kind:
-        raise BadInput(f"{path}: is a {data['kind']!r} artifact, expected {kind!r}")
+    if data["kind"] != ArtifactKind(kind).value:
+        raise BadInput(f"{path}: is a {data['kind']!r} artifact, expected "
+                       f"{ArtifactKind(kind).value!r}")
     version = data.get("format_version")
     if not isinstance(version, int) or version > max_version:
         raise BadInput(f"{path}: format_version {version} is newer than this automtl "

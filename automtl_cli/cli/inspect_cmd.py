@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from automtl_cli.artifacts import read_artifact
+from automtl_cli.artifacts import ArtifactKind, read_artifact
 from automtl_cli.cli.compile_cmd import frontend_config
 from automtl_cli.cli.options import emit_json, frontend_options
 from automtl_cli.compiler import compile_backbone, load_supermodel
@@ -100,7 +100,7 @@ def inspect(path, dialect, input_shapes, feature_blob, lenient, plot, as_json):
     """Print the per-layer table of a prototxt, or the summary of an artifact."""
     if Path(path).suffix == ".pt":
         kind = read_artifact(path)["kind"]
-        if kind == "search-checkpoint":
+        if kind == ArtifactKind.SEARCH_CHECKPOINT:
             _inspect_search(path, read_artifact(path), as_json, plot)
             return
         data = load_supermodel(path)

@@ -2,7 +2,6 @@
 
 from automtl_cli.compiler.stage import (
     SUPERMODEL_FORMAT,
-    SUPERMODEL_KIND,
     CompileResult,
     compile_backbone,
     load_supermodel,
@@ -11,7 +10,6 @@ from automtl_cli.compiler.stage import (
 
 __all__ = [
     "SUPERMODEL_FORMAT",
-    "SUPERMODEL_KIND",
     "CompileResult",
     "compile_backbone",
     "load_supermodel",

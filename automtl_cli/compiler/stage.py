@@ -10,16 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import load_artifact, save_artifact, write_json
+from automtl_cli.artifacts import ArtifactKind, load_artifact, save_artifact, write_json
 from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
 from automtl_cli.frontend.ir import Graph
 
-__all__ = ["SUPERMODEL_FORMAT", "SUPERMODEL_KIND", "CompileResult", "compile_backbone",
+__all__ = ["SUPERMODEL_FORMAT", "CompileResult", "compile_backbone",
            "load_supermodel", "write_compile_outputs"]
 
-SUPERMODEL_KIND = "supermodel"
 SUPERMODEL_FORMAT = 2  # 2: the IR keeps a list of outputs
 
 
@@ -121,7 +120,8 @@ def write_compile_outputs(result: CompileResult, run_dir: str | os.PathLike) -> 
         "skip": result.skip,
         "tasks": list(result.space.tasks) if result.space else [],
     }
-    supermodel = save_artifact(run / "supermodel.pt", SUPERMODEL_KIND, SUPERMODEL_FORMAT, payload)
+    supermodel = save_artifact(run / "supermodel.pt", ArtifactKind.SUPERMODEL,
+                               SUPERMODEL_FORMAT, payload)
     report = write_json(run / "compile.json", {
         **summary,
         "sha256": payload["source"]["sha256"],
@@ -131,7 +131,7 @@ def write_compile_outputs(result: CompileResult, run_dir: str | os.PathLike) -> 
 
 
 def load_supermodel(path: str | os.PathLike) -> dict[str, Any]:
-    data = load_artifact(path, SUPERMODEL_KIND, SUPERMODEL_FORMAT)
+    data = load_artifact(path, ArtifactKind.SUPERMODEL, SUPERMODEL_FORMAT)
     if data["format_version"] < SUPERMODEL_FORMAT:
         raise BadInput(f"{path}: written by an older automtl (format "
                        f"{data['format_version']}); compile the backbone again")

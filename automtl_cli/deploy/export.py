@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from automtl_cli import __version__
-from automtl_cli.artifacts import atomic_write
+from automtl_cli.artifacts import ArtifactKind, atomic_write
 from automtl_cli.deploy.fold import FoldedSkip, fold_batchnorm, fold_skip_branches, trace_network
 from automtl_cli.deploy.verify import (
     Runtime,
@@ -36,11 +36,10 @@ from automtl_cli.deploy.verify import (
 )
 from automtl_cli.errors import AutomtlError, MissingDependency, MissingInput
 
-__all__ = ["EXPORT_KIND", "FORMATS", "CannotWrite", "ExportConfig", "find_model", "run_export"]
+__all__ = ["FORMATS", "CannotWrite", "ExportConfig", "find_model", "run_export"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_KIND = "automtl-export"
 EXPORT_FORMAT = 1
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -132,7 +131,7 @@ def _remaining_batchnorms(gm: fx.GraphModule) -> int:
 
 def _metadata(source: Path, kind: str, tasks: tuple[str, ...], shape: list[int],
               fmt: str) -> dict[str, str]:
-    return {"kind": EXPORT_KIND, "format_version": str(EXPORT_FORMAT),
+    return {"kind": ArtifactKind.EXPORT.value, "format_version": str(EXPORT_FORMAT),
             "automtl_version": __version__, "format": fmt, "source": str(source),
             "source_kind": kind, "tasks": ",".join(tasks), "input": INPUT_NAME,
             "input_shape": json.dumps(["batch", *shape[1:]])}

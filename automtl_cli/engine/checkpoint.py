@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from automtl_cli.artifacts import load_artifact, save_artifact
+from automtl_cli.artifacts import ArtifactKind, load_artifact, save_artifact
 from automtl_cli.errors import BadInput, MissingInput
 
 __all__ = ["CheckpointManager", "capture_rng", "restore_rank_rng", "restore_rng"]
@@ -78,7 +78,7 @@ def _numpy_state_from_data(data: dict) -> tuple:
 class CheckpointManager:
     """`DIR/step-N.pt` files of one `kind`, the newest `keep` kept, and `DIR/last.pt`."""
 
-    def __init__(self, directory: str | os.PathLike, kind: str, format_version: int,
+    def __init__(self, directory: str | os.PathLike, kind: ArtifactKind, format_version: int,
                  keep: int = 3) -> None:
         self.dir = Path(directory)
         self.kind, self.format_version, self.keep = kind, format_version, max(1, keep)

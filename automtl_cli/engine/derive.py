@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from automtl_cli.artifacts import atomic_write, load_artifact, save_artifact, write_json
+from automtl_cli.artifacts import (
+    ArtifactKind,
+    atomic_write,
+    load_artifact,
+    save_artifact,
+    write_json,
+)
 from automtl_cli.compiler.derived import CHOICES, DerivedBackbone, Tree, build_tree
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel
@@ -31,10 +37,9 @@ from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["DERIVED_FORMAT", "DERIVED_KIND", "Plan", "build_derived_network", "choose",
+__all__ = ["DERIVED_FORMAT", "Plan", "build_derived_network", "choose",
            "count_head", "decode_derived", "load_derived", "plan_report", "write_derived"]
 
-DERIVED_KIND = "derived-model"
 DERIVED_FORMAT = 1
 PLAN_FORMAT = 1
 
@@ -284,7 +289,7 @@ def write_derived(out_dir: str | os.PathLike, network: DerivedNetwork, tree: Tre
     except NotExpressible as e:
         report["prototxt"] = f"not written: {e}"
         write_json(out / "plan.json", report)
-    model = save_artifact(out / "model.pt", DERIVED_KIND, DERIVED_FORMAT, {
+    model = save_artifact(out / "model.pt", ArtifactKind.DERIVED_MODEL, DERIVED_FORMAT, {
         "plan": {"tasks": list(plan.tasks), "choices": plan.choices, "source": plan.source},
         "graph": graph.to_dict(), "space": space.to_dict(), "experiment": experiment.to_dict(),
         "seed": seed, "init": init, "state_dict": network.state_dict(), "report": report,
@@ -294,7 +299,7 @@ def write_derived(out_dir: str | os.PathLike, network: DerivedNetwork, tree: Tre
 
 
 def load_derived(path: str | os.PathLike) -> dict[str, Any]:
-    return decode_derived(load_artifact(path, DERIVED_KIND, DERIVED_FORMAT))
+    return decode_derived(load_artifact(path, ArtifactKind.DERIVED_MODEL, DERIVED_FORMAT))
 
 
 def decode_derived(data: dict[str, Any]) -> dict[str, Any]:
@@ -326,11 +331,11 @@ def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None =
                experiment: ExperimentConfig | None = None) -> dict[str, Any]:
     """Derive RUN/derived/ (or RUN/derived/candidates/k/ for several samples)."""
     from automtl_cli.engine.runconfig import setup_run
-    from automtl_cli.engine.search import SEARCH_FORMAT, SEARCH_KIND
+    from automtl_cli.engine.search import SEARCH_FORMAT
 
     run = Path(run_dir)
     search_path = run / "search" / "last.pt"
-    search = load_artifact(search_path, SEARCH_KIND, SEARCH_FORMAT) \
+    search = load_artifact(search_path, ArtifactKind.SEARCH_CHECKPOINT, SEARCH_FORMAT) \
         if search_path.exists() else None
     if search is not None:
         experiment = ExperimentConfig.from_dict(search["experiment"])

@@ -21,12 +21,17 @@ from typing import Any
 
 import torch
 
-from automtl_cli.artifacts import load_artifact, read_artifact, save_artifact, write_json
+from automtl_cli.artifacts import (
+    ArtifactKind,
+    load_artifact,
+    read_artifact,
+    save_artifact,
+    write_json,
+)
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
 from automtl_cli.engine.derive import (
     DERIVED_FORMAT,
-    DERIVED_KIND,
     build_derived_network,
     decode_derived,
     load_derived,
@@ -39,11 +44,9 @@ from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.tasks import Task, build_tasks, relative_score
 
-__all__ = ["FINAL_KIND", "FinetuneConfig", "Finetuner", "delta_against", "evaluate",
+__all__ = ["FinetuneConfig", "Finetuner", "delta_against", "evaluate",
            "load_model", "run_finetune"]
 
-FINETUNE_KIND = "finetune-checkpoint"
-FINAL_KIND = "final-model"
 FORMAT = 1
 
 
@@ -96,7 +99,7 @@ class Finetuner(TrainLoop):
                  show_progress: bool = True, dist: Dist | None = None) -> None:
         experiment: ExperimentConfig = derived["experiment"]
         names = tuple(t.type for t in experiment.tasks)
-        super().__init__(out_dir, FINETUNE_KIND, FORMAT, total=config.iters,
+        super().__init__(out_dir, ArtifactKind.FINETUNE_CHECKPOINT, FORMAT, total=config.iters,
                          checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                          keep=config.keep, task_names=names, device=torch.device(config.device),
                          run_id=run_id, seed=config.seed, show_progress=show_progress,
@@ -190,10 +193,10 @@ def evaluate(network: torch.nn.Module, tasks: tuple[Task, ...], loader, variant:
 def load_model(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
     """A final model (or a derived model.pt) and its network, weights loaded."""
     data = read_artifact(path)
-    if data["kind"] == FINAL_KIND:
+    if data["kind"] == ArtifactKind.FINAL_MODEL:
         derived = decode_derived(data["derived"])
         state = data["state_dict"]
-    elif data["kind"] == DERIVED_KIND:
+    elif data["kind"] == ArtifactKind.DERIVED_MODEL:
         derived = load_derived(path)
         state = derived["state_dict"]
     else:
@@ -206,7 +209,7 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module
 
 
 def _derived_payload(path: Path) -> dict[str, Any]:
-    raw = load_artifact(path, DERIVED_KIND, DERIVED_FORMAT)
+    raw = load_artifact(path, ArtifactKind.DERIVED_MODEL, DERIVED_FORMAT)
     return {k: raw[k] for k in ("plan", "graph", "space", "experiment", "seed", "init",
                                 "report")}
 
@@ -298,7 +301,7 @@ def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: 
         state = tuner.network.state_dict()
         if config.sync_bn:  # a final model holds plain BatchNorm, whatever trained it
             state = _plain_state(derived, state)
-        save_artifact(run / "final.pt", FINAL_KIND, FORMAT, {
+        save_artifact(run / "final.pt", ArtifactKind.FINAL_MODEL, FORMAT, {
             "derived": _derived_payload(path), "state_dict": state,
             "metrics": metrics, "config": config.to_dict()})
         write_json(run / "metrics.json", result)

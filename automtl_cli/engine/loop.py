@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from automtl_cli.artifacts import atomic_write
+from automtl_cli.artifacts import ArtifactKind, atomic_write
 from automtl_cli.engine.checkpoint import CheckpointManager
 from automtl_cli.engine.distributed import Dist
 from automtl_cli.engine.signals import StopRequest
@@ -46,7 +46,7 @@ class TrainLoop:
     name = "train"
     extra_name = "extra"  # what the optional per-step scalar is called in the log
 
-    def __init__(self, directory: str | os.PathLike, kind: str, format_version: int, *,
+    def __init__(self, directory: str | os.PathLike, kind: ArtifactKind, format_version: int, *,
                  total: int, checkpoint_every: int, log_every: int, keep: int,
                  task_names: tuple[str, ...], device: torch.device, run_id: dict[str, Any],
                  seed: int, show_progress: bool = True, dist: Dist | None = None) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from automtl_cli.artifacts import ArtifactKind
 from automtl_cli.compiler.space import SearchSpace, skip_plan
 from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
@@ -40,12 +41,11 @@ from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["SEARCH_FORMAT", "SEARCH_KIND", "NonFiniteLoss", "SearchConfig", "Searcher",
+__all__ = ["SEARCH_FORMAT", "NonFiniteLoss", "SearchConfig", "Searcher",
            "policy_decision", "policy_table"]
 
 log = logging.getLogger(__name__)
 
-SEARCH_KIND = "search-checkpoint"
 SEARCH_FORMAT = 1
 _REGULARIZER_STREAM = 7919  # the regulariser's fresh Gumbel sample has its own noise stream
 
@@ -164,7 +164,7 @@ class Searcher(TrainLoop):
                  *, show_progress: bool = True, count: dict[str, int] | None = None,
                  dist: Dist | None = None) -> None:
         names = tuple(t.type for t in experiment.tasks)
-        super().__init__(Path(run_dir) / "search", SEARCH_KIND, SEARCH_FORMAT,
+        super().__init__(Path(run_dir) / "search", ArtifactKind.SEARCH_CHECKPOINT, SEARCH_FORMAT,
                          total=config.total, checkpoint_every=config.checkpoint_every,
                          log_every=config.log_every, keep=config.keep, task_names=names,
                          device=torch.device(config.device), run_id=run_id, seed=config.seed,
