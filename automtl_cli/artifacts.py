@@ -12,6 +12,7 @@ import enum
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,8 @@ import torch
 from automtl_cli import __version__
 from automtl_cli.errors import BadInput, MissingInput
 
-__all__ = ["ArtifactKind", "atomic_write", "load_artifact", "read_artifact", "save_artifact",
-           "write_json"]
+__all__ = ["ArtifactKind", "atomic_copy", "atomic_write", "load_artifact", "read_artifact",
+           "save_artifact", "write_json"]
 
 
 class ArtifactKind(str, enum.Enum):
@@ -60,6 +61,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy `source` over `path` in one step (a crash leaves the old file or the new one)."""
+    return atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -296,12 +296,6 @@ class ExperimentConfig:
             configured = tuple(known.get(n) or TaskConfig(type=n) for n in tasks)
         return ExperimentConfig(name=self.name, tasks=configured, data=data)
 
-    def with_tasks(self, names: Sequence[str]) -> ExperimentConfig:
-        return self.override(tasks=names)
-
-    def with_data(self, source: DataSource, root: str | None) -> ExperimentConfig:
-        return self.override(source=source, root=root)
-
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
 

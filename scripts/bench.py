@@ -259,7 +259,7 @@ def _searched(run: Path, spec: Path) -> dict:
     experiment = resolve_experiment(str(spec), None, None)
     setup = setup_run(run, experiment, 8)
     tasks = build_tasks(experiment)
-    net = SearchNetwork(build_supermodel(setup.graph, setup.space), tasks, (32, 32), 0)
+    net = SearchNetwork(build_supermodel(setup.graph, setup.space), tasks, 0)
     net.load_state_dict(state["model"])
     net.eval()
     loader = build_loader(experiment.data, tuple(t.name for t in tasks), "val")

@@ -117,10 +117,10 @@ def test_dict_round_trip_and_overrides():
     assert ExperimentConfig.from_dict(json.loads(json.dumps(e.to_dict()))) == e
     with pytest.raises(BadInput):
         ExperimentConfig.from_dict({"tasks": [{"type": "nope"}]})
-    moved = e.with_data(DataSource.SYNTHETIC, None).resolve()
+    moved = e.override(source=DataSource.SYNTHETIC, root=None).resolve()
     assert moved.task("seg").classes == 6 and moved.data.crop_size is None
     assert moved.task("normal").loss_weight == 20  # task settings are kept
-    picked = default_experiment().with_tasks(("depth", "edge"))
+    picked = default_experiment().override(tasks=("depth", "edge"))
     assert picked.task_names == ("depth", "edge")
     assert picked.task("depth").resize is Resize.PRED_TO_LABEL
     assert picked.task("edge") == TaskConfig(type="edge")

@@ -45,7 +45,7 @@ def test_light_head_and_default_width():
 @pytest.mark.parametrize("name", TASK_TYPES)
 def test_every_task_makes_a_head_with_its_channels(name):
     task = build_task(TaskConfig(type=name, head=HeadConfig(hidden=8)), DataSource.SYNTHETIC)
-    head = task.make_head(16, (4, 4), (32, 32))
+    head = task.make_head(16, (4, 4))
     assert isinstance(head, nn.Module)
     expected = {"seg": 6, "normal": 3}.get(name, 1)
     assert task.channels == expected
@@ -54,7 +54,7 @@ def test_every_task_makes_a_head_with_its_channels(name):
 
 def test_sparse_logit_heads_start_near_zero_probability():
     task = build_task(TaskConfig(type="edge", head=HeadConfig(hidden=8)), DataSource.SYNTHETIC)
-    head = task.make_head(16, (4, 4), (32, 32))
+    head = task.make_head(16, (4, 4))
     for branch in head.branches:
         nn.init.zeros_(branch[-1].weight)
     prob = task.decode(head(torch.randn(1, 16, 4, 4)))

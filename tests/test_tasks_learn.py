@@ -79,7 +79,7 @@ def train_and_score(name: str, data, cache) -> tuple[dict, dict, dict]:
     train = build_loader(data, (name,), "train", seed=0, batch_size=16, cache_dir=cache)
     val = build_loader(data, (name,), "val", seed=0, batch_size=32, cache_dir=cache)
     torch.manual_seed(0)
-    model = small_model(task.make_head(48, (SIZE // 2, SIZE // 2), (SIZE, SIZE)))
+    model = small_model(task.make_head(48, (SIZE // 2, SIZE // 2)))
     optimiser = torch.optim.Adam(model.parameters(), lr=LR.get(name, 3e-3))
     batches = train.forever()
     for _ in range(STEPS[name]):

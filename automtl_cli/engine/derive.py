@@ -203,8 +203,7 @@ def build_derived_network(graph: Graph, space: SearchSpace, plan: Plan,
     tree = build_tree(graph, space, plan.choices)
     tasks = build_tasks(experiment, class_weights)
     supermodel = build_supermodel(graph, space, seed=seed)
-    input_hw = graph.shape_of(next(iter(graph.inputs)))[2:]
-    search = SearchNetwork(supermodel, tasks, input_hw, seed)
+    search = SearchNetwork(supermodel, tasks, seed)
     if weights is not None:
         search.load_state_dict(weights)
     backbone = DerivedBackbone(tree, graph, space, search.backbone)

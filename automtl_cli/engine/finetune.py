@@ -23,6 +23,7 @@ import torch
 
 from automtl_cli.artifacts import (
     ArtifactKind,
+    atomic_copy,
     load_artifact,
     read_artifact,
     save_artifact,
@@ -246,7 +247,7 @@ def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,
     for name in ("plan.json", "model.pt", "model.prototxt"):
         src = root / str(best["candidate"]) / name
         if src.exists():
-            shutil.copyfile(src, run / "derived" / name)
+            atomic_copy(src, run / "derived" / name)
     write_json(run / "derived" / "selection.json",
                {"selected": best["candidate"], "by": "weighted val loss after "
                 f"{candidate_iters} iterations", "scores": scores})

@@ -14,17 +14,17 @@ __all__ = ["SearchNetwork", "build_heads"]
 
 
 def build_heads(tasks: Sequence[Task], channels: int, feature_hw: Sequence[int],
-                input_hw: Sequence[int], seed: int) -> nn.ModuleDict:
+                seed: int) -> nn.ModuleDict:
     """Heads initialised from `seed` alone, in task order."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return nn.ModuleDict({t.name: t.make_head(channels, feature_hw, input_hw) for t in tasks})
+        return nn.ModuleDict({t.name: t.make_head(channels, feature_hw) for t in tasks})
 
 
 class SearchNetwork(nn.Module):
     """The supermodel and the task heads; `forward` returns {task: prediction}."""
 
-    def __init__(self, backbone: Supermodel, tasks: Sequence[Task], input_hw: Sequence[int],
+    def __init__(self, backbone: Supermodel, tasks: Sequence[Task],
                  seed: int) -> None:
         super().__init__()
         self.backbone = backbone
@@ -32,7 +32,7 @@ class SearchNetwork(nn.Module):
         if self.task_names != backbone.tasks:
             raise ValueError(f"heads for {self.task_names} on a supermodel for {backbone.tasks}")
         shape = backbone.graph.shape_of(backbone.graph.output)
-        self.heads = build_heads(tasks, shape[1], shape[2:], input_hw, seed + 1)
+        self.heads = build_heads(tasks, shape[1], shape[2:], seed + 1)
 
     def forward(self, x: torch.Tensor, stage: str, **kw) -> dict[str, torch.Tensor]:
         features = self.backbone(x, stage, **kw)  # [N, T, C, h, w]

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import atomic_write, write_json
+from automtl_cli.artifacts import atomic_copy, atomic_write, write_json
 from automtl_cli.compiler import compile_backbone, write_compile_outputs
 from automtl_cli.engine.derive import run_derive
 from automtl_cli.engine.finetune import FinetuneConfig, run_finetune
@@ -48,7 +47,7 @@ def default_backbone() -> Path:
 def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
     sub = run / group / name
     sub.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "supermodel.pt", sub / "supermodel.pt")
+    atomic_copy(run / "supermodel.pt", sub / "supermodel.pt")
     return sub
 
 

@@ -182,8 +182,7 @@ class Searcher(TrainLoop):
         info = getattr(self.loaders["train"].dataset, "info", None)
         self.tasks = build_tasks(experiment, getattr(info, "seg_class_weights", None))
         backbone = build_supermodel(graph, space, seed=config.seed)
-        input_hw = graph.shape_of(next(iter(graph.inputs)))[2:]
-        self.net = SearchNetwork(backbone, self.tasks, input_hw, config.seed).to(self.device)
+        self.net = SearchNetwork(backbone, self.tasks, config.seed).to(self.device)
         self.search_names = [n.name for n in graph.searchable]
         self.loss_weights = torch.tensor([t.loss_weight for t in self.tasks], device=self.device)
         self.alternation = Alternation(config.warmup_iters, config.policy_steps,

@@ -3,7 +3,7 @@
 API for the engine:
 
     tasks = build_tasks(experiment, dataset.info.seg_class_weights)   # tuple[Task, ...]
-    head = task.make_head(in_channels, feature_hw, input_hw)          # nn.Module
+    head = task.make_head(in_channels, feature_hw)                    # nn.Module
     loss = task.loss(head(feature), batch)                            # scalar tensor
     total = sum(t.loss_weight * t.loss(preds[t.name], batch) for t in tasks)
     metric = task.metric("correct")          # or "reference": the reference's quirks

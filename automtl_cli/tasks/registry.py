@@ -70,12 +70,11 @@ class Task:
     pos_weight: float = 0.0
     class_weights: tuple[float, ...] | None = None
 
-    def make_head(self, in_channels: int, feature_hw: Sequence[int],
-                  input_hw: Sequence[int] | None = None) -> nn.Module:
+    def make_head(self, in_channels: int, feature_hw: Sequence[int]) -> nn.Module:
         """A fresh head for a feature map of `in_channels` × `feature_hw`.
 
         ASPP rates scale with `feature_hw` (the reference's were set for 41×41 at 321 px
-        input); `input_hw` is accepted for heads that may want it.
+        input).
         """
         bias = _LOGIT_PRIOR if self.loss_kind == "wbce" else None
         return build_head(self.head, in_channels, self.channels, feature_hw, output_bias=bias)
