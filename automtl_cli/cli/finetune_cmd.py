@@ -8,7 +8,7 @@ import click
 
 from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
-from automtl_cli.engine.finetune import FinetuneConfig, evaluate, load_model, run_finetune
+from automtl_cli.engine.finetune import FinetuneConfig, evaluate_model, run_finetune
 from automtl_cli.errors import BadInput, MissingInput
 
 
@@ -107,29 +107,9 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
 @click.option("--device", default="auto", show_default=True)
 def eval_(checkpoint, data, split, metrics, batch_size, workers, device):
     """Metrics of a final (or derived) model on a split, as JSON on stdout."""
-    import dataclasses
-
-    import torch
-
-    from automtl_cli.data.loader import build_loader
-    from automtl_cli.experiment import parse_data_arg
-    from automtl_cli.tasks import build_tasks
-
-    dist, dev_name = init_distributed(resolve_device(device))
-    derived, network = load_model(checkpoint)
-    experiment = derived["experiment"]
-    if data:
-        source, root = parse_data_arg(data)
-        experiment = dataclasses.replace(experiment, data=dataclasses.replace(
-            experiment.data, source=source, root=root)).resolve()
-    names = tuple(t.type for t in experiment.tasks)
-    loader = build_loader(experiment.data, names, split, seed=derived["seed"],
-                          batch_size=batch_size, num_workers=workers, rank=dist.rank,
-                          world_size=dist.world)
-    info = getattr(loader.dataset, "info", None)
-    tasks = build_tasks(experiment, getattr(info, "seg_class_weights", None))
-    dev = torch.device(dev_name)
-    result = evaluate(network.to(dev), tasks, loader, metrics, dev, dist)
+    dist, dev = init_distributed(resolve_device(device))
+    result = evaluate_model(checkpoint, split, data=data, variant=metrics,
+                            batch_size=batch_size, num_workers=workers, device=dev, dist=dist)
     if not dist.is_main:
         return
     emit_json({"checkpoint": checkpoint, "split": split, "metric_variant": metrics,

@@ -45,7 +45,7 @@ from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.tasks import Task, build_tasks, relative_score
 
-__all__ = ["FinetuneConfig", "Finetuner", "delta_against", "evaluate",
+__all__ = ["FinetuneConfig", "Finetuner", "delta_against", "evaluate", "evaluate_model",
            "load_model", "run_finetune"]
 
 FORMAT = 1
@@ -189,6 +189,30 @@ def evaluate(network: torch.nn.Module, tasks: tuple[Task, ...], loader, variant:
     for i, t in enumerate(tasks):
         out[t.name]["loss"] = float(losses[i] / losses[-1].clamp_min(1))
     return out
+
+
+def evaluate_model(path: str | os.PathLike, split: str, *, data: str | None = None,
+                   variant: str = "correct", batch_size: int | None = None,
+                   num_workers: int = 0, device: str = "cpu",
+                   dist: Dist | None = None) -> dict[str, dict[str, float]]:
+    """`automtl eval`: a final (or derived) model's metrics on `split`, optionally on other
+    data (`synthetic`, `nyuv2:DIR`, …) than it was trained on."""
+    from automtl_cli.experiment import parse_data_arg
+
+    dist = dist or Dist()
+    derived, network = load_model(path)
+    experiment = derived["experiment"]
+    if data:
+        source, root = parse_data_arg(data)
+        experiment = dataclasses.replace(experiment, data=dataclasses.replace(
+            experiment.data, source=source, root=root)).resolve()
+    names = tuple(t.type for t in experiment.tasks)
+    loader = build_loader(experiment.data, names, split, seed=derived["seed"],
+                          batch_size=batch_size, num_workers=num_workers, rank=dist.rank,
+                          world_size=dist.world)
+    tasks = build_tasks(experiment, _class_weights(loader))
+    dev = torch.device(device)
+    return evaluate(network.to(dev), tasks, loader, variant, dev, dist)
 
 
 def load_model(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
