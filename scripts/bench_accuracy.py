@@ -24,12 +24,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# As the CLI does, before torch is imported: spinning OpenMP threads slow every kernel many
+# times over as soon as another process wants the same cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
