@@ -27,11 +27,11 @@ def stream_id(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 
 
-def derive_seed(*keys: int, bits: int = 64) -> int:
-    """A well-mixed seed of `bits` bits from non-negative integer keys (NumPy's SeedSequence)."""
-    words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
-    value = (int(words[0]) << 32) | int(words[1])
-    return value >> (64 - bits)
+def derive_seed(*keys: int) -> int:
+    """A well-mixed 64-bit seed from integer keys (NumPy's SeedSequence; a negative key is
+    taken modulo 2⁶⁴, so `--seed -1` works too)."""
+    words = np.random.SeedSequence([int(k) % 2**64 for k in keys]).generate_state(2, np.uint32)
+    return (int(words[0]) << 32) | int(words[1])
 
 
 def seed_globals(*keys: int) -> None:
@@ -43,7 +43,7 @@ def seed_globals(*keys: int) -> None:
 
 
 def enable_deterministic() -> None:
-    """Refuse nondeterministic kernels (`--deterministic`).
+    """Deterministic kernels wherever torch has them (`--deterministic`).
 
     On CPU every kernel automtl uses is already deterministic for a fixed thread count. On CUDA,
     cuDNN's autotuner and some backward kernels (atomic adds in the weight gradients of

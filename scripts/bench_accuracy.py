@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from automtl_cli.artifacts import write_json  # noqa: E402
 from automtl_cli.engine.finetune import FinetuneConfig, delta_against  # noqa: E402
-from automtl_cli.engine.pipeline import BUDGETS, Pipeline  # noqa: E402
+from automtl_cli.engine.pipeline import BUDGETS, Pipeline, random_plan_seed  # noqa: E402
 from automtl_cli.engine.runconfig import resolve_experiment  # noqa: E402
 from automtl_cli.engine.search import SearchConfig  # noqa: E402
 from automtl_cli.tasks import build_tasks  # noqa: E402
@@ -71,8 +71,7 @@ def run_cell(pipe: Pipeline, method: str, seed: int, stl: dict[str, Any] | None
     if method.startswith("random "):
         k = int(method.split()[1])
         shutil.rmtree(run / "baselines" / f"random-{k}", ignore_errors=True)
-        # distinct plans across seeds and plans
-        return pipe.baseline(f"random-{k}", "random", seed=1000 * seed + k, stl=stl)
+        return pipe.baseline(f"random-{k}", "random", seed=random_plan_seed(seed, k), stl=stl)
     if method == NO_REG:
         shutil.rmtree(run / "variants" / "no-reg", ignore_errors=True)
         return pipe.automtl("no-reg", search=dataclasses.replace(pipe.search, reg_weight=0.0),
@@ -80,6 +79,28 @@ def run_cell(pipe: Pipeline, method: str, seed: int, stl: dict[str, Any] | None
     for name in ("search", "derived", "finetune"):
         shutil.rmtree(run / name, ignore_errors=True)
     return pipe.automtl(stl=stl)
+
+
+def fingerprint(backbone: str, budget: str, search: SearchConfig,
+                finetune: FinetuneConfig) -> dict[str, Any]:
+    """What a cell's numbers depend on (not the worker count or the device's name): a cell
+    computed under another configuration is never mixed into this one's table."""
+    drop = ("num_workers", "device")
+    return {"backbone": Path(backbone).name, "budget": budget,
+            "search": {k: v for k, v in dataclasses.asdict(search).items() if k not in drop},
+            "finetune": {k: v for k, v in dataclasses.asdict(finetune).items()
+                         if k not in drop}}
+
+
+def load_cell(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
+    cell = json.loads(path.read_text())
+    config = cell.get("config")
+    if config != expected:
+        differs = sorted(k for k in expected if (config or {}).get(k) != expected[k])
+        raise SystemExit(f"{path}: computed with another configuration (differs in "
+                         f"{', '.join(differs) or 'everything'}); give another --cells "
+                         "directory or the same options")
+    return cell
 
 
 def _fmt(values: list[float], digits: int = 4) -> str:
@@ -189,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-iters", type=int)
     parser.add_argument("--finetune-iters", type=int)
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--only", help="run only these cells (comma list of method names); "
-                                       "the report covers every cell on disk")
+    parser.add_argument("--only", help="compute only these methods (comma list of names); "
+                                       "the report also shows the other methods' cells "
+                                       "already on disk")
     parser.add_argument("-o", "--output", default="runs/bench_accuracy",
                         help="run directories, results.md, ablation.png")
     parser.add_argument("--cells", help="where cell results are kept and reused (default "
@@ -220,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
             pipe = Pipeline(args.backbone, base / "run", experiment, search=search,
                             finetune=finetune, budget=args.budget, show_progress=False,
                             say=lambda s: print("  " + s, file=sys.stderr, flush=True))
+            expected = fingerprint(args.backbone, args.budget, search, finetune)
             compiled = False
             cells[seed] = {}
             for method in methods:
                 path = cell_root / task_set / f"seed-{seed}" / f"{_file_name(method)}.json"
                 if path.exists():
-                    cells[seed][method] = json.loads(path.read_text())
+                    cells[seed][method] = load_cell(path, expected)
                     continue
                 if only is not None and method not in only:
                     continue
@@ -235,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 result = run_cell(pipe, method, seed, cells[seed].get("single-task"))
                 result["seconds"] = round(time.perf_counter() - t0, 1)
+                result["config"] = expected
                 write_json(path, result)
                 cells[seed][method] = result
                 print(f"{task_set} seed {seed} {method}: {result['seconds']:.0f} s",

@@ -50,19 +50,25 @@ def _torchrun(nproc: int, *args: str) -> list[str]:
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> dict:
+    """Run `cmd` in its own process group; past `timeout` the whole group is killed."""
     t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        rc, err = done.returncode, done.stderr
-    except subprocess.TimeoutExpired as e:
-        tail = e.stderr or ""
-        rc, err = "timeout", tail.decode(errors="replace") if isinstance(tail, bytes) else tail
-    seconds = time.perf_counter() - t0
-    outcome = {"rc": rc, "seconds": round(seconds, 2)}
+        _, err = proc.communicate(timeout=timeout)
+        rc: int | str = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        rc = "timeout"
+    outcome: dict = {"rc": rc, "seconds": round(time.perf_counter() - t0, 2)}
     if rc != 0:
         if isinstance(rc, int) and rc < 0:
-            outcome["signal"] = signal.Signals(-rc).name
-        outcome["stderr_tail"] = err[-1500:]
+            try:
+                outcome["signal"] = signal.Signals(-rc).name
+            except ValueError:
+                outcome["signal"] = f"signal {-rc}"
+        outcome["stderr_tail"] = (err or "")[-1500:]
     return outcome
 
 

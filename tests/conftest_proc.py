@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,22 +31,38 @@ def launch(*args: str | os.PathLike, env: dict[str, str] | None = None) -> subpr
              "OMP_NUM_THREADS": str(torch.get_num_threads()), **(env or {})})
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started (torchrun's workers too): a test that
+    fails must not leave a run of a million steps behind it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     """Until `path` exists; fails if the process ends first or nothing appears in `timeout`."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
             out, err = proc.communicate()
+            kill_group(proc)
             raise AssertionError(f"the process ended (exit {proc.returncode}) before {path} "
                                  f"appeared: {err[-2000:]}")
         if time.monotonic() > deadline:
-            proc.kill()
+            kill_group(proc)
             raise AssertionError(f"{path} never appeared")
         time.sleep(0.02)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300.0) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+    """Wait for the process to exit; past `timeout` it and its children are killed."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        raise
     return proc.returncode, out, err
 
 

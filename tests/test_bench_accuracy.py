@@ -4,6 +4,7 @@ table, and the ablation picture, on made-up cells (the training itself is tested
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 
@@ -55,3 +56,23 @@ def test_deltas_tables_and_picture(bench, tmp_path):
     pytest.importorskip("matplotlib")
     assert bench.plot({"nyu3": cells}, tmp_path / "ablation.png")
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_cell_of_another_configuration_is_refused(bench, tmp_path):
+    from automtl_cli.engine.finetune import FinetuneConfig
+    from automtl_cli.engine.search import SearchConfig
+    from automtl_cli.experiment import DataSource
+
+    search = SearchConfig.defaults_for(DataSource.SYNTHETIC)
+    finetune = FinetuneConfig.defaults_for(DataSource.SYNTHETIC, init="search")
+    ours = bench.fingerprint("specs/resnet18_w16.prototxt", "equal", search, finetune)
+    path = tmp_path / "AutoMTL.json"
+    path.write_text(json.dumps({"config": ours, "metrics": {}}))
+    assert bench.load_cell(path, ours)["config"] == ours
+    longer = bench.fingerprint("specs/resnet18_w16.prototxt", "equal", search,
+                               FinetuneConfig.defaults_for(DataSource.SYNTHETIC, iters=999))
+    with pytest.raises(SystemExit, match="differs in finetune"):
+        bench.load_cell(path, longer)
+    path.write_text(json.dumps({"metrics": {}}))  # no record of its configuration
+    with pytest.raises(SystemExit, match="another configuration"):
+        bench.load_cell(path, ours)

@@ -101,3 +101,25 @@ def test_run_prints_the_table(tmp_path, run_cli, scene_cache):
     assert methods["AutoMTL"]["derive"]["mode"] == "argmax"
     assert "5 (search 2 + fine-tune 3 from search)" in rows[-1]
     assert (tmp_path / "r" / "results.md").read_text().strip() in out
+
+
+def test_search_budget_counts_weight_updates():
+    from automtl_cli.engine.pipeline import search_weight_updates
+    from automtl_cli.engine.search import SearchConfig
+
+    summed = SearchConfig(warmup_iters=4, iters=8, policy_steps=2, weight_steps=2)
+    assert search_weight_updates(summed, 3) == 4 + 4  # warm-up + weight steps, not policy
+    per_task = SearchConfig(warmup_iters=4, iters=8, policy_steps=2, weight_steps=2,
+                            step="per-task")
+    assert search_weight_updates(per_task, 3) == (4 + 4) * 3  # one step per task
+
+
+def test_a_single_plan_clears_earlier_candidates(tiny_run, run_cli):
+    exp = tiny_run.parent / "tiny.prototxt"
+    rc, _, err = run_cli("-q", "search", tiny_run, "--experiment", exp, "--warmup-iters", "1",
+                         "--iters", "1")
+    assert rc == 0, err
+    assert run_cli("-q", "derive", tiny_run, "--samples", "2")[0] == 0
+    assert (tiny_run / "derived" / "candidates" / "1" / "model.pt").exists()
+    assert run_cli("-q", "derive", tiny_run, "--mode", "argmax")[0] == 0
+    assert not (tiny_run / "derived" / "candidates").exists()  # finetune cannot pick a stale one

@@ -86,19 +86,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (never raises, never calls sys.exit)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    code = 70
     try:
-        return _dispatch(args, debug)
+        code = _dispatch(args, debug)
+        return code
     finally:
-        _leave_process_group()
+        _leave_process_group(clean=code in (0, 75))
 
 
-def _leave_process_group() -> None:
-    """A command run under torchrun leaves its process group before the interpreter exits."""
-    if "torch.distributed" not in sys.modules:  # never joined one; do not import torch for it
+def _leave_process_group(clean: bool) -> None:
+    """A command run under torchrun leaves its process group before the interpreter exits;
+    a failure to do so is reported, never allowed to replace the exit code."""
+    if "torch" not in sys.modules:  # `--version`, `--help`: torch was never imported
         return
     from automtl_cli.engine.distributed import shutdown_distributed
 
-    shutdown_distributed()
+    try:
+        shutdown_distributed(clean)
+    except Exception as e:  # the command's own outcome matters more
+        click.echo(f"warning: leaving the process group failed: {e}", err=True)
 
 
 def _dispatch(args: list[str], debug: bool) -> int:

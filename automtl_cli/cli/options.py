@@ -99,8 +99,8 @@ def deterministic_option(f: Callable) -> Callable:
     """`--deterministic`: deterministic kernels only (matters on CUDA; CPU already is)."""
     return click.option("--deterministic", is_flag=True, expose_value=False,
                         callback=_enable_deterministic,
-                        help="Use deterministic kernels only: same seed, same bits on CUDA "
-                             "too (slower; the CPU kernels already are).")(f)
+                        help="Deterministic CUDA kernels wherever torch has one (slower); an "
+                             "op without one warns. The CPU kernels already are.")(f)
 
 
 def emit_json(data: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,8 @@ def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None =
             "checkpoint": str(search_path) if use_search_weights else None}
     results = []
     count = max(1, samples)
+    # candidates of an earlier derive would otherwise be selected by the next finetune
+    shutil.rmtree(run / "derived" / "candidates", ignore_errors=True)
     for k in range(count):
         if mode == "file":
             plan = plan_from_file(plan_file, nodes, space.tasks)

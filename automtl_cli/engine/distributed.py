@@ -99,20 +99,21 @@ def init_distributed(device: str) -> tuple[Dist, str]:
     return Dist(rank, world, local), device
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group if this process joined one.
+def shutdown_distributed(clean: bool = True) -> None:
+    """Leave the process group, if one was joined, while the interpreter is whole.
 
-    A group left standing at interpreter exit destroys its communication threads while they
-    are still joinable, which aborts the process (SIGABRT, "terminate called without an active
-    exception"); the CLI calls this on every way out of a command, errors and signals included.
-    Objects that hold the group (DistributedDataParallel's reducer, pending work) often sit in
-    reference cycles: they are collected first, so the group is destroyed now, while the
-    interpreter is whole, and not during its finalisation.
+    A group destroyed during interpreter finalisation aborts the process ("terminate called
+    without an active exception"). What holds it (DDP's reducer) often sits in reference
+    cycles, hence the collection first. After a failure NCCL's teardown can wait on dead peers,
+    so it is left to the process's exit; gloo's is local and always safe.
     """
-    if dist.is_available() and dist.is_initialized():
-        gc.collect()
-        dist.destroy_process_group()
-        gc.collect()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if not clean and dist.get_backend() != "gloo":
+        return
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def digest(tensors: list[torch.Tensor]) -> str:

@@ -45,8 +45,8 @@ from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.tasks import Task, build_tasks, relative_score
 
-__all__ = ["FinetuneConfig", "Finetuner", "delta_against", "evaluate", "evaluate_model",
-           "load_model", "run_finetune"]
+__all__ = ["FinetuneConfig", "Finetuner", "candidate_iters_for", "delta_against", "evaluate",
+           "evaluate_model", "load_model", "run_finetune"]
 
 FORMAT = 1
 
@@ -248,6 +248,11 @@ def _split_metrics(network, tasks, experiment, split, config, variant,
     return evaluate(network, tasks, loader, variant, torch.device(config.device), dist)
 
 
+def candidate_iters_for(iters: int) -> int:
+    """How long each sampled candidate is fine-tuned before the best on val is kept."""
+    return max(1, iters // 5)
+
+
 def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,
                       show_progress: bool) -> dict[str, Any]:
     """Fine-tune every sampled candidate briefly; keep the best on val (test is not looked at)."""
@@ -290,7 +295,8 @@ def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: 
         if dist.enabled:
             raise BadInput("select sampled candidates in one process first (`automtl "
                            "finetune` without torchrun), then fine-tune under torchrun")
-        selection = _select_candidate(run, config, candidate_iters or max(1, config.iters // 5),
+        selection = _select_candidate(run, config,
+                                      candidate_iters or candidate_iters_for(config.iters),
                                       show_progress)
         shutil.rmtree(candidates)
     path = run / "derived" / "model.pt"

@@ -22,7 +22,7 @@ from typing import Any
 from automtl_cli.artifacts import atomic_copy, atomic_write, write_json
 from automtl_cli.compiler import compile_backbone, write_compile_outputs
 from automtl_cli.engine.derive import run_derive
-from automtl_cli.engine.finetune import FinetuneConfig, run_finetune
+from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for, run_finetune
 from automtl_cli.engine.runconfig import setup_run
 from automtl_cli.engine.schedule import Alternation
 from automtl_cli.engine.search import SearchConfig, Searcher
@@ -30,8 +30,8 @@ from automtl_cli.errors import MissingInput
 from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["BUDGETS", "Pipeline", "default_backbone", "results_table", "run_pipeline",
-           "search_weight_updates"]
+__all__ = ["BUDGETS", "Pipeline", "default_backbone", "random_plan_seed", "results_table",
+           "run_pipeline", "search_weight_updates"]
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -54,10 +54,17 @@ def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
 BUDGETS = ("equal", "finetune")
 
 
-def search_weight_updates(search: SearchConfig) -> int:
-    """Weight updates a search makes: its warm-up and its weight steps (not policy steps)."""
-    return Alternation(search.warmup_iters, search.policy_steps,
-                       search.weight_steps).weight_updates(search.total)
+def search_weight_updates(search: SearchConfig, tasks: int) -> int:
+    """Weight updates a search makes: its warm-up and its weight steps (not policy steps),
+    T of them per iteration when it steps once per task (`--step per-task`)."""
+    iterations = Alternation(search.warmup_iters, search.policy_steps,
+                             search.weight_steps).weight_updates(search.total)
+    return iterations * (tasks if search.step == "per-task" else 1)
+
+
+def random_plan_seed(seed: int, k: int) -> int:
+    """The k-th random plan of a run with `seed`: distinct across plans and seeds."""
+    return 1000 * seed + k
 
 
 class Pipeline:
@@ -84,11 +91,11 @@ class Pipeline:
         self.samples = samples if derive_mode == "sample" else 1
         self.tasks = tuple(t.type for t in experiment.tasks)
         # sampled candidates are each fine-tuned briefly before the best on val is kept
-        self.candidate_iters = max(1, finetune.iters // 5)
+        self.candidate_iters = candidate_iters_for(finetune.iters)
         self.selection_updates = self.samples * self.candidate_iters if self.samples > 1 else 0
         # AutoMTL's total; a baseline with budget "equal" trains this long from scratch
-        self.automtl_updates = (search_weight_updates(search) + self.selection_updates
-                                + finetune.iters)
+        self.automtl_updates = (search_weight_updates(search, len(self.tasks))
+                                + self.selection_updates + finetune.iters)
         self.baseline_config = dataclasses.replace(
             finetune, init="scratch",
             iters=self.automtl_updates if budget == "equal" else finetune.iters)
@@ -124,7 +131,8 @@ class Pipeline:
         run_derive(sub, experiment=self.experiment, mode=self.derive_mode,
                    samples=self.samples)
         out = self._finetune(name, sub, self.finetune,
-                             search_weight_updates(search) + self.selection_updates, stl)
+                             search_weight_updates(search, len(self.tasks))
+                             + self.selection_updates, stl)
         if self.selection_updates:
             out["budget"]["selection_updates"] = self.selection_updates
         out["search"] = {k: summary[k] for k in ("steps", "tau", "sharing", "entropy",
@@ -133,11 +141,12 @@ class Pipeline:
                          "selection": out.get("selection")}
         return out
 
-    def _finetune(self, name: str, sub: Path, config: FinetuneConfig, searched: int,
+    def _finetune(self, name: str, sub: Path, config: FinetuneConfig, before: int,
                   stl: dict[str, Any] | None) -> dict[str, Any]:
+        """Fine-tune RUN/`sub`; `before`: the weight updates its plan had already cost."""
         out = run_finetune(sub, config, show_progress=self.show_progress, stl_metrics=stl,
                            candidate_iters=self.candidate_iters)
-        out["budget"] = {"weight_updates": searched + config.iters,
+        out["budget"] = {"weight_updates": before + config.iters,
                          "finetune_iters": config.iters, "init": config.init}
         self.say(f"{name}: fine-tuned {config.iters} steps; "
                  f"test {_brief(out['metrics']['test'])}")
@@ -161,8 +170,8 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
     results["single-task"] = stl = pipe.baseline("specific", "specific")
     results["hard sharing"] = pipe.baseline("shared", "shared", stl=stl)
     for k in range(random_plans):
-        results[f"random {k}"] = pipe.baseline(f"random-{k}", "random", seed=search.seed + k,
-                                               stl=stl)
+        results[f"random {k}"] = pipe.baseline(f"random-{k}", "random",
+                                               seed=random_plan_seed(search.seed, k), stl=stl)
     results["AutoMTL"] = pipe.automtl(stl=stl)
     run = pipe.run
     table = results_table(results, build_tasks(experiment))

@@ -313,8 +313,6 @@ class Searcher(TrainLoop):
         return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) if p.numel() else 0.0
 
     def decision(self) -> dict[str, Any]:
-        """How decided the policy is, per search node (averaged over tasks) and overall: the
-        entropy of softmax(α) and the probability of the branch argmax would choose."""
         return policy_decision(self.net.backbone.logits())
 
     def log_fields(self) -> dict[str, Any]:
