@@ -28,7 +28,10 @@ _STEP_FILE = re.compile(r"step-(\d+)\.pt$")
 
 
 def capture_rng() -> dict[str, Any]:
-    """Python, numpy and torch random states, as plain data and tensors."""
+    """Python, numpy and torch random states, as plain data and tensors.
+
+    A training step re-seeds these itself (automtl_cli/seeding.py); they are kept so that a
+    resumed process also agrees on anything drawn between steps."""
     state: dict[str, Any] = {
         "python": _python_state_to_data(random.getstate()),
         "numpy": _numpy_state_to_data(np.random.get_state()),
