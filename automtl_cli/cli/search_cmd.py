@@ -8,7 +8,7 @@ import click
 
 from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
-from automtl_cli.engine.runconfig import resolve_experiment, setup_run
+from automtl_cli.engine.runconfig import read_supermodel, resolve_experiment, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
 from automtl_cli.errors import BadInput
 
@@ -62,16 +62,13 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
            log_every, keep,
            workers, device, resume, as_json):
     """Search the sharing policy of RUN/supermodel.pt: warm-up, then policy/weight cycles."""
-    from automtl_cli.compiler import load_supermodel
-
-    compiled = load_supermodel(f"{run_dir}/supermodel.pt") if not tasks else None
-    if compiled is not None and compiled.get("tasks") and not tasks:
+    compiled = read_supermodel(run_dir)  # read once: tasks, seed, graph
+    if compiled.get("tasks") and not tasks:
         tasks = ",".join(compiled["tasks"])
     experiment = resolve_experiment(experiment_path, tasks, data)
     dist, dev = init_distributed(resolve_device(device))
     if seed is None:
-        seed = compiled["seed"] if compiled is not None else load_supermodel(
-            f"{run_dir}/supermodel.pt")["seed"]
+        seed = compiled["seed"]
     try:
         config = SearchConfig.defaults_for(
             experiment.data.source, iters=iters, warmup_iters=warmup_iters,
@@ -84,7 +81,7 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
     except ValueError as e:
         raise BadInput(str(e)) from e
     batch = config.batch_size or experiment.data.batch_size
-    run = setup_run(run_dir, experiment, batch)
+    run = setup_run(run_dir, experiment, batch, compiled)
     searcher = Searcher(run_dir, run.graph, run.space, experiment, config, run.run_id(),
                         show_progress=not ctx.obj["quiet"], dist=dist)
     if resume or (restarted_by_torchrun() and searcher.checkpoints.last.exists()):

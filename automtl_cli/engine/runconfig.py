@@ -23,7 +23,7 @@ from automtl_cli.experiment import (
 from automtl_cli.frontend.build import CompileOptions, build_graph
 from automtl_cli.frontend.ir import Graph
 
-__all__ = ["RunSetup", "resolve_experiment", "setup_run"]
+__all__ = ["RunSetup", "read_supermodel", "resolve_experiment", "setup_run"]
 
 
 def resolve_experiment(path: str | None, tasks: str | None, data: str | None
@@ -69,13 +69,22 @@ class RunSetup:
                 "tasks": list(self.space.tasks), "bn": self.space.bn, "skip": self.space.skip}
 
 
+def read_supermodel(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """RUN/supermodel.pt, or a MissingInput that says how to make it."""
+    path = Path(run_dir) / "supermodel.pt"
+    if not path.exists():
+        raise MissingInput(f"{path}: no such file; run `automtl compile BACKBONE -o {run_dir}` "
+                           "first")
+    return load_supermodel(path)
+
+
 def setup_run(run_dir: str | os.PathLike, experiment: ExperimentConfig,
-              batch_size: int) -> RunSetup:
+              batch_size: int, supermodel: dict[str, Any] | None = None) -> RunSetup:
+    """The run's graph at this batch size and its search space (`supermodel`: the already
+    loaded RUN/supermodel.pt, so a command reads it once)."""
     run = Path(run_dir)
     path = run / "supermodel.pt"
-    if not path.exists():
-        raise MissingInput(f"{path}: no such file; run `automtl compile BACKBONE -o {run}` first")
-    data = load_supermodel(path)
+    data = supermodel if supermodel is not None else read_supermodel(run)
     task_names = tuple(t.type for t in experiment.tasks)
     if data.get("tasks") and tuple(data["tasks"]) != task_names:
         raise BadInput(f"{path} was compiled for tasks {','.join(data['tasks'])}, "
