@@ -8,8 +8,8 @@ import click
 
 from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
-from automtl_cli.engine.finetune import FinetuneConfig, evaluate_model, run_finetune
-from automtl_cli.errors import BadInput, MissingInput
+from automtl_cli.engine.finetune import evaluate_model, finetune_config_for, run_finetune
+from automtl_cli.errors import BadInput
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -54,14 +54,6 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
     """Train the derived network of RUN; write RUN/final.pt and RUN/metrics.json."""
     from pathlib import Path
 
-    from automtl_cli.engine.derive import load_derived
-
-    model = Path(run_dir) / "derived" / "model.pt"
-    candidates = Path(run_dir) / "derived" / "candidates" / "0" / "model.pt"
-    source = model if model.exists() else candidates
-    if not source.exists():
-        raise MissingInput(f"{model}: no derived model; run `automtl derive {run_dir}` first")
-    derived = load_derived(source)
     stl = None
     if stl_path:
         try:
@@ -69,14 +61,10 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
         except (OSError, json.JSONDecodeError) as e:
             raise BadInput(f"{stl_path}: not a metrics.json: {e}") from e
     dist, dev = init_distributed(resolve_device(device))
-    try:
-        config = FinetuneConfig.defaults_for(
-            derived["experiment"].data.source, iters=iters, lr=lr, lr_step=lr_step, init=init,
-            batch_size=batch_size, checkpoint_every=checkpoint_every, log_every=log_every,
-            keep=keep, seed=derived["seed"] if seed is None else seed, num_workers=workers,
-            device=dev, metrics=metrics, sync_bn=sync_bn)
-    except ValueError as e:
-        raise BadInput(str(e)) from e
+    config = finetune_config_for(
+        run_dir, iters=iters, lr=lr, lr_step=lr_step, init=init, batch_size=batch_size,
+        checkpoint_every=checkpoint_every, log_every=log_every, keep=keep, seed=seed,
+        num_workers=workers, device=dev, metrics=metrics, sync_bn=sync_bn)
     resume = resume or (restarted_by_torchrun()
                         and (Path(run_dir) / "finetune" / "last.pt").exists())
     result = run_finetune(run_dir, config, resume=resume, candidate_iters=candidate_iters,

@@ -46,7 +46,7 @@ from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.tasks import Task, build_tasks, relative_score
 
 __all__ = ["FinetuneConfig", "Finetuner", "candidate_iters_for", "delta_against", "evaluate",
-           "evaluate_model", "load_model", "run_finetune"]
+           "evaluate_model", "finetune_config_for", "load_model", "run_finetune"]
 
 FORMAT = 1
 
@@ -85,6 +85,24 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def finetune_config_for(run_dir: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
+    """The fine-tuning configuration of RUN: its dataset's sheet, the run's seed, `overrides`
+    (None leaves a default) on top."""
+    run = Path(run_dir)
+    model = run / "derived" / "model.pt"
+    first_candidate = run / "derived" / "candidates" / "0" / "model.pt"
+    source = model if model.exists() else first_candidate
+    if not source.exists():
+        raise MissingInput(f"{model}: no derived model; run `automtl derive {run}` first")
+    derived = load_derived(source)
+    if overrides.get("seed") is None:
+        overrides["seed"] = derived["seed"]
+    try:
+        return FinetuneConfig.defaults_for(derived["experiment"].data.source, **overrides)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
 
 
 def _class_weights(loader) -> Any:
