@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from automtl_cli.compiler.backbone import module_name
 from automtl_cli.engine.regularizer import ParamsRegularizer, reference_regularizer
 from automtl_cli.engine.schedule import Alternation, TauSchedule
 from automtl_cli.tasks import Task
@@ -223,3 +224,17 @@ def test_gdas_search_runs(tiny_run, run_cli):
     assert rc == 0, err
     assert json.loads(out)["steps"] == 8
     assert _state(tiny_run)["config"]["estimator"] == "gdas"
+
+
+def test_derive_reads_the_policy_tensor_and_refuses_a_wrong_one(tiny_run, run_cli):
+    rc, _, err = _search(run_cli, tiny_run, "--warmup-iters", "1", "--iters", "2")
+    assert rc == 0, err
+    state = _state(tiny_run)
+    assert state["policy_logits"].shape == (20, 3, 3)  # search nodes × tasks × branches
+    for i, node in enumerate(state["search_nodes"]):  # the same numbers as the weights hold
+        key = f"backbone.{module_name(node)}.policy.depth"
+        assert torch.equal(state["policy_logits"][i, 1], state["model"][key])
+    state["policy_logits"] = torch.zeros(1, 3, 3)
+    torch.save(state, tiny_run / "search" / "last.pt")
+    rc, _, err = run_cli("-q", "derive", tiny_run, "--mode", "argmax")
+    assert rc == 65 and "policy_logits should be a tensor of shape [20, 3, 3]" in err, err

@@ -56,12 +56,12 @@ def _print_search_nodes(space: dict) -> None:
 def _inspect_search(path: str, data: dict, as_json: bool, plot: str | None) -> None:
     import torch
 
-    from automtl_cli.engine.derive import logits_from_state
+    from automtl_cli.engine.derive import search_logits
     from automtl_cli.engine.search import policy_table
 
     tasks = data["space"]["tasks"]
     names = data["search_nodes"]
-    logits = logits_from_state(data["model"], names, tuple(tasks)) if names else \
+    logits = search_logits(data, names, tuple(tasks), path) if names else \
         torch.zeros(0, len(tasks), 3)
     table = policy_table(logits, names, tuple(tasks))
     if plot:

@@ -38,8 +38,8 @@ from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["DERIVED_FORMAT", "Plan", "build_derived_network", "choose",
-           "count_head", "decode_derived", "load_derived", "plan_report", "write_derived"]
+__all__ = ["DERIVED_FORMAT", "Plan", "build_derived_network", "choose", "count_head",
+           "decode_derived", "load_derived", "plan_report", "search_logits", "write_derived"]
 
 DERIVED_FORMAT = 1
 PLAN_FORMAT = 1
@@ -314,16 +314,19 @@ def decode_derived(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def logits_from_state(model_state: dict[str, torch.Tensor], nodes: list[str],
-                      tasks: tuple[str, ...]) -> torch.Tensor:
-    """[S, T, 3] policy logits out of a search checkpoint's `model` state."""
-    from automtl_cli.compiler.backbone import module_name
-
-    try:
-        return torch.stack([torch.stack([model_state[f"backbone.{module_name(n)}.policy.{t}"]
-                                         for t in tasks]) for n in nodes]).float()
-    except KeyError as e:
-        raise BadInput(f"the search checkpoint has no policy logit {e}") from e
+def search_logits(search: dict[str, Any], nodes: list[str], tasks: tuple[str, ...],
+                  path: str | os.PathLike) -> torch.Tensor:
+    """A search checkpoint's [S, T, 3] policy logits, checked against the run's nodes and
+    tasks."""
+    logits = search.get("policy_logits")
+    expected = (len(nodes), len(tasks), 3)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        raise BadInput(f"{path}: policy_logits should be a tensor of shape {list(expected)} "
+                       f"(search nodes × tasks × branches)")
+    if list(search.get("search_nodes", [])) != nodes or \
+            tuple(search.get("space", {}).get("tasks", ())) != tasks:
+        raise BadInput(f"{path}: its search nodes or tasks are not this run's")
+    return logits.float()
 
 
 def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None = None,
@@ -350,7 +353,7 @@ def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None =
     base_seed = int(search["config"]["seed"]) if search is not None else \
         int(setup.supermodel["seed"])
     seed = base_seed if seed is None else seed
-    logits = logits_from_state(search["model"], nodes, space.tasks) if search else None
+    logits = search_logits(search, nodes, space.tasks, search_path) if search else None
     use_search_weights = search is not None and mode in ("sample", "argmax", "file")
     weights = search["model"] if use_search_weights else None
     init = {"from": "search" if use_search_weights else "seed", "seed": base_seed,

@@ -46,7 +46,7 @@ __all__ = ["SEARCH_FORMAT", "NonFiniteLoss", "SearchConfig", "Searcher",
 
 log = logging.getLogger(__name__)
 
-SEARCH_FORMAT = 1
+SEARCH_FORMAT = 2  # 2: the policy as one `policy_logits` [S, T, 3] tensor
 _REGULARIZER_STREAM = 7919  # the regulariser's fresh Gumbel sample has its own noise stream
 
 
@@ -220,6 +220,8 @@ class Searcher(TrainLoop):
             "experiment": self.experiment.to_dict(),
             "space": self.space.to_dict(),
             "search_nodes": self.search_names,
+            # [S, T, 3] in search_nodes × space.tasks order: readers need no state-dict keys
+            "policy_logits": self.net.backbone.logits().detach().cpu(),
             "model": self.net.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "tau": self.tau,
