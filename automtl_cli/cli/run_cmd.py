@@ -44,7 +44,8 @@ log = logging.getLogger("automtl_cli.cli")
                    "fine-tuning together; finetune: the fine-tuning iterations alone.")
 @click.option("--search-iters", type=int, help="Policy-search iterations.")
 @click.option("--warmup-iters", type=int)
-@click.option("--finetune-iters", type=int, help="Fine-tuning iterations, for every method.")
+@click.option("--finetune-iters", type=int,
+              help="AutoMTL's fine-tuning iterations (the baselines': see --budget).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True)
 @deterministic_option
