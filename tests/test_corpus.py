@@ -106,7 +106,6 @@ def test_resnet34_adashare_search_space():
     g = result.graph
     assert len(g.searchable) == 36
     assert g.max_depth == 33
-    assert result.elapsed_ms >= 0  # reported, never asserted against a clock
     convs = {n.name: n for n in g.searchable}
     assert convs["conv1"].depth == 1
     # the three down-sampling shortcuts share the depth of the main conv beside them
