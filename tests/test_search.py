@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from automtl_cli.compiler.backbone import module_name
-from automtl_cli.engine.regularizer import ParamsRegularizer, reference_regularizer
+from automtl_cli.engine.regularizers import ParamsRegularizer, reference_regularizer
 from automtl_cli.engine.schedule import Alternation, TauSchedule
 from automtl_cli.tasks import Task
 

@@ -26,6 +26,7 @@ from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for, run
 from automtl_cli.engine.runconfig import setup_run
 from automtl_cli.engine.schedule import Alternation
 from automtl_cli.engine.search import SearchConfig, Searcher
+from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import MissingInput
 from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.tasks import build_tasks
@@ -59,7 +60,7 @@ def search_weight_updates(search: SearchConfig, tasks: int) -> int:
     T of them per iteration when it steps once per task (`--step per-task`)."""
     iterations = Alternation(search.warmup_iters, search.policy_steps,
                              search.weight_steps).weight_updates(search.total)
-    return iterations * (tasks if search.step == "per-task" else 1)
+    return iterations * STEPPINGS[search.step].updates_per_iteration(tasks)
 
 
 def random_plan_seed(seed: int, k: int) -> int:

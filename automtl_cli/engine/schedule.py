@@ -7,9 +7,25 @@ been taken: the reference's 5 · 0.965^⌊k/101⌋ after k policy steps.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-__all__ = ["Alternation", "TauSchedule"]
+__all__ = ["Alternation", "Phase", "TauSchedule"]
+
+
+class Phase(str, enum.Enum):
+    """What one search iteration trains, and on which split."""
+
+    WARMUP = "warmup"  # every branch averaged; weights and heads, on train
+    POLICY = "policy"  # the logits, on train2
+    WEIGHT = "weight"  # weights and heads, on train1
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def split(self) -> str:
+        return {Phase.WARMUP: "train", Phase.POLICY: "train2", Phase.WEIGHT: "train1"}[self]
 
 
 @dataclass(frozen=True)
@@ -22,12 +38,12 @@ class Alternation:
         if self.warmup < 0 or self.policy_steps < 1 or self.weight_steps < 0:
             raise ValueError("warm-up ≥ 0, policy steps ≥ 1 and weight steps ≥ 0 are needed")
 
-    def stage(self, step: int) -> str:
-        """'warmup', 'policy' or 'weight' for global iteration `step` (0-based)."""
+    def stage(self, step: int) -> Phase:
+        """The phase of global iteration `step` (0-based)."""
         if step < self.warmup:
-            return "warmup"
+            return Phase.WARMUP
         k = (step - self.warmup) % (self.policy_steps + self.weight_steps)
-        return "policy" if k < self.policy_steps else "weight"
+        return Phase.POLICY if k < self.policy_steps else Phase.WEIGHT
 
     def policy_steps_before(self, step: int) -> int:
         """How many policy steps iterations [0, step) contain."""

@@ -23,22 +23,21 @@ from typing import Any
 import torch
 
 from automtl_cli.artifacts import ArtifactKind
-from automtl_cli.compiler.space import SearchSpace, skip_plan
+from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
 from automtl_cli.engine.distributed import Dist, digest
+from automtl_cli.engine.estimators import Estimator
 from automtl_cli.engine.loop import NonFiniteLoss, TrainLoop
 from automtl_cli.engine.network import SearchNetwork
-from automtl_cli.engine.regularizer import (
-    ParamsRegularizer,
-    depth_weights,
-    reference_regularizer,
-)
-from automtl_cli.engine.schedule import Alternation, TauSchedule
+from automtl_cli.engine.regularizers import REGULARIZERS, RegContext
+from automtl_cli.engine.schedule import Alternation, Phase, TauSchedule
+from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.engine.streams import BatchStream
 from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.frontend.ir import Graph
+from automtl_cli.registry import parse_choice
 from automtl_cli.tasks import build_tasks
 
 __all__ = ["SEARCH_FORMAT", "NonFiniteLoss", "SearchConfig", "Searcher",
@@ -47,7 +46,7 @@ __all__ = ["SEARCH_FORMAT", "NonFiniteLoss", "SearchConfig", "Searcher",
 log = logging.getLogger(__name__)
 
 SEARCH_FORMAT = 2  # 2: the policy as one `policy_logits` [S, T, 3] tensor
-_REGULARIZER_STREAM = 7919  # the regulariser's fresh Gumbel sample has its own noise stream
+_WARMUP_STAGE = "warmup"  # the supermodel's forward stage that averages every branch
 
 
 @dataclass(frozen=True)
@@ -79,12 +78,9 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.warmup_iters < 0 or self.iters < 0:
             raise ValueError("iters and warmup iters must not be negative")
-        if self.reg not in ("reference", "params"):
-            raise ValueError(f"reg: {self.reg!r} is not one of reference, params")
-        if self.step not in ("sum", "per-task"):
-            raise ValueError(f"step: {self.step!r} is not one of sum, per-task")
-        if self.estimator not in ("soft", "gdas"):
-            raise ValueError(f"estimator: {self.estimator!r} is not one of soft, gdas")
+        REGULARIZERS.member(self.reg)
+        STEPPINGS.member(self.step)
+        parse_choice("estimator", Estimator, self.estimator)
         if self.checkpoint_every < 1 or self.log_every < 1 or self.keep < 1:
             raise ValueError("checkpoint-every, log-every and keep must be positive")
         Alternation(self.warmup_iters, self.policy_steps, self.weight_steps)
@@ -188,13 +184,10 @@ class Searcher(TrainLoop):
         self.alternation = Alternation(config.warmup_iters, config.policy_steps,
                                        config.weight_steps)
         self.tau_schedule = TauSchedule(config.tau, config.tau_decay, config.tau_every)
-        self.depth_weights = depth_weights([n.depth for n in graph.searchable]).to(self.device) \
-            if graph.searchable else torch.zeros(0, device=self.device)
-        shapes = graph.value_shapes()
-        self.params_reg = ParamsRegularizer(
-            [n.params for n in graph.searchable],
-            [skip_plan(n, shapes[n.inputs[0]], space.skip).params for n in graph.searchable],
-            len(self.tasks), config.reg_target)
+        self.regularizer = REGULARIZERS[config.reg](RegContext(
+            graph, space, config.reg_scale, config.reg_target, self.device))
+        self.stepping = STEPPINGS[config.step]
+        self.estimator = Estimator(config.estimator)
         logits, weights = self.net.logit_parameters(), self.net.weight_parameters()
         self.optimizers = {
             "warmup": torch.optim.Adam(weights, lr=config.warmup_lr, betas=(0.5, 0.999),
@@ -212,7 +205,7 @@ class Searcher(TrainLoop):
         return self.tau_schedule.at(self.alternation.policy_steps_before(self.step))
 
     def stage_of(self, step: int) -> str:
-        return self.alternation.stage(step)
+        return self.alternation.stage(step).value
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -225,7 +218,8 @@ class Searcher(TrainLoop):
             "model": self.net.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "tau": self.tau,
-            "stage": self.alternation.stage(self.step) if self.step < self.total else "done",
+            "stage": self.alternation.stage(self.step).value if self.step < self.total
+            else "done",
             "rng": self.dist.gather(capture_rng()),
             "data": {split: s.position() for split, s in self.streams.items()},
             "complete": self.step >= self.total,
@@ -249,60 +243,43 @@ class Searcher(TrainLoop):
         shape = (len(self.search_names), len(self.tasks), 3)
         return gumbel_noise(shape, self.config.seed + stream, self.step).to(self.device)
 
-    def _regulariser(self, tau: float) -> torch.Tensor:
-        """Per-task regulariser values [T] (the params form is shared by all tasks: [1])."""
-        logits = self.net.backbone.logits()
-        if self.config.reg == "reference":
-            return reference_regularizer(logits, self._noise(_REGULARIZER_STREAM), tau,
-                                         self.depth_weights, self.config.reg_scale)
-        return self.params_reg(logits).unsqueeze(0)
+    # What a stepping mode (engine/stepping) calls; see its SearchState protocol.
+
+    def batch(self, split: str) -> dict[str, torch.Tensor]:
+        return to_device(next(self.streams[split]), self.device)
+
+    def branch_weights(self, stage: str, tau: float) -> torch.Tensor | None:
+        if stage == _WARMUP_STAGE:
+            return None
+        return self.net.backbone.branch_weights(stage, tau=tau, noise=self._noise())
+
+    def forward(self, image: torch.Tensor, stage: str, tau: float) -> dict[str, torch.Tensor]:
+        kw = {} if stage == _WARMUP_STAGE else {"tau": tau, "noise": self._noise()}
+        return self.net(image, stage, **kw)
+
+    def forward_task(self, image: torch.Tensor, task: int, stage: str,
+                     pi: torch.Tensor | None) -> torch.Tensor:
+        return self.net.forward_task(image, task, stage, pi=pi)
+
+    def regulariser(self, tau: float) -> torch.Tensor:
+        """Per-task regulariser values [T] (or [1] when all tasks share one)."""
+        return self.regularizer(self.net.backbone.logits(), tau, self._noise)
+
+    def apply(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+              params: list[torch.nn.Parameter]) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        self.dist.average_grads(params)
+        optimizer.step()
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        kind = self.alternation.stage(self.step)
-        split = {"warmup": "train", "policy": "train2", "weight": "train1"}[kind]
-        stage = "warmup" if kind == "warmup" else self.config.estimator
-        tau = self.tau
-        optimizer = self.optimizers[kind]
-        params = self.net.logit_parameters() if kind == "policy" else \
-            self.net.weight_parameters()
-        if self.config.step == "sum":
-            batch = to_device(next(self.streams[split]), self.device)
-            kw = {} if stage == "warmup" else {"tau": tau, "noise": self._noise()}
-            preds = self.net(batch["image"], stage, **kw)
-            losses = torch.stack([t.loss(preds[t.name], batch) for t in self.tasks])
-            loss = (self.loss_weights * losses).sum()
-            reg = None
-            if kind == "policy":
-                reg = self._regulariser(tau).sum()
-                loss = loss + self.config.reg_weight * reg
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=params)
-            self.dist.average_grads(params)
-            optimizer.step()
-            return losses.detach(), reg
-        # The reference: one optimiser step per task, each on its own batch.
-        losses_list = []
-        last = len(self.tasks) - 1
-        pi = None if stage == "warmup" else self.net.backbone.branch_weights(
-            stage, tau=tau, noise=self._noise())
-        regs = self._regulariser(tau) if kind == "policy" else None
-        reg_total = regs.sum().detach() if regs is not None else None
-        for i, task in enumerate(self.tasks):
-            batch = to_device(next(self.streams[split]), self.device)
-            pred = self.net.forward_task(batch["image"], i, stage, pi=pi)
-            task_loss = task.loss(pred, batch)
-            loss = self.loss_weights[i] * task_loss
-            if regs is not None:
-                loss = loss + self.config.reg_weight * (regs[i] if regs.numel() > 1 else regs[0])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=params)
-            self.dist.average_grads(params)
-            optimizer.step()
-            losses_list.append(task_loss.detach())
-            if pi is not None and i < last:  # the logits may have moved: draw π again
-                pi = self.net.backbone.branch_weights(stage, tau=tau, noise=self._noise())
-                regs = self._regulariser(tau) if kind == "policy" else None
-        return torch.stack(losses_list), reg_total
+        phase = self.alternation.stage(self.step)
+        policy = phase is Phase.POLICY
+        stage = _WARMUP_STAGE if phase is Phase.WARMUP else self.estimator.stage
+        params = self.net.logit_parameters() if policy else self.net.weight_parameters()
+        return self.stepping.step(self, split=phase.split, stage=stage, tau=self.tau,
+                                  policy=policy, reg_weight=self.config.reg_weight,
+                                  optimizer=self.optimizers[phase.value], params=params)
 
     # ------------------------------------------------------------------ reporting
 

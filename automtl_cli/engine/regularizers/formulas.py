@@ -1,4 +1,4 @@
-"""The sharing regularisers added to the search loss.
+"""The formulas of the sharing regularisers (the modules beside this one choose between them).
 
 `reference` is AutoMTL's (docs/method.md §3): for each task t and search node n, a fresh
 Gumbel-softmax sample π̃ of the logits, and
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ParamsRegularizer", "reference_regularizer"]
+__all__ = ["ParamsRegularizer", "depth_weights", "reference_regularizer"]
 
 
 def reference_regularizer(logits: torch.Tensor, noise: torch.Tensor, tau: float,
