@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import click
 
-from automtl_cli.cli.options import emit_json
+from automtl_cli.cli.options import choice_of, emit_json
 from automtl_cli.engine.derive import run_derive
+from automtl_cli.engine.plans.base import DeriveMode
 from automtl_cli.engine.runconfig import resolve_experiment
 from automtl_cli.errors import BadInput
 
 
 @click.command("derive")
 @click.argument("run_dir", default=".", type=click.Path(file_okay=False))
-@click.option("--mode", type=click.Choice(["sample", "argmax"]), default="sample",
+@click.option("--mode", type=choice_of(DeriveMode, DeriveMode.SAMPLE, DeriveMode.ARGMAX),
+              default="sample",
               show_default=True,
               help="From the search's logits: one seeded draw per node and task (the "
                    "reference's way), or the most likely branch.")

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from automtl_cli.cli.options import emit_json
+from automtl_cli.cli.options import choice_of, emit_json
+from automtl_cli.deploy.formats.base import ExportFormat
 from automtl_cli.errors import BadInput
 
 
 @click.command("export")
 @click.argument("run_dir", default=".", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx",
+@click.option("--format", "fmt", type=choice_of(ExportFormat), default="onnx",
               show_default=True, help="ONNX (checked with onnxruntime; needs the export extra) "
                                       "or TorchScript (checked with torch.jit.load).")
 @click.option("-o", "--output", type=click.Path(),

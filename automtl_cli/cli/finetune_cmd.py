@@ -6,9 +6,10 @@ import json
 
 import click
 
-from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
+from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
 from automtl_cli.engine.finetune import evaluate_model, finetune_config_for, run_finetune
+from automtl_cli.engine.inits.base import Init
 from automtl_cli.errors import BadInput
 
 
@@ -22,7 +23,7 @@ def _metrics_table(metrics: dict) -> list[str]:
 
 @click.command("finetune")
 @click.argument("run_dir", default=".", type=click.Path(file_okay=False))
-@click.option("--init", type=click.Choice(["scratch", "search"]), default="scratch",
+@click.option("--init", type=choice_of(Init), default="scratch",
               show_default=True,
               help="Start from the seed's weights (the paper's runs) or the searched ones.")
 @click.option("--iters", type=int, help="Iterations (reference 30000; synthetic 400).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +12,13 @@ import click
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.frontend.dialect import DIALECTS
 
-__all__ = ["InputShape", "TaskList", "deterministic_option", "emit_json", "frontend_options",
-           "resolve_device", "search_space_options"]
+__all__ = ["InputShape", "TaskList", "choice_of", "deterministic_option", "emit_json",
+           "frontend_options", "resolve_device", "search_space_options"]
+
+
+def choice_of(choices: type[enum.Enum], *only: enum.Enum) -> click.Choice:
+    """A click choice of a strategy enum's values (or of the members `only`)."""
+    return click.Choice([m.value for m in (only or choices)])
 
 
 class InputShape(click.ParamType):

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
-from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
+from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.engine.finetune import FinetuneConfig
+from automtl_cli.engine.inits.base import Init
 from automtl_cli.engine.pipeline import BUDGETS, default_backbone, run_pipeline
+from automtl_cli.engine.plans.base import DeriveMode
 from automtl_cli.engine.runconfig import resolve_experiment
 from automtl_cli.engine.search import SearchConfig
 from automtl_cli.errors import BadInput
@@ -29,13 +31,14 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--skip", type=click.Choice(SKIP_MODES), default="reference", show_default=True)
 @click.option("--random", "random_plans", type=int, default=0, show_default=True,
               help="Also fine-tune K random plans (the paper's ablation).")
-@click.option("--derive", "derive_mode", type=click.Choice(["argmax", "sample"]),
+@click.option("--derive", "derive_mode",
+              type=choice_of(DeriveMode, DeriveMode.ARGMAX, DeriveMode.SAMPLE),
               default="argmax", show_default=True,
               help="AutoMTL's plan: the most likely branch of the searched policy, or "
                    "--samples draws from it (the paper's way), the best on val kept.")
 @click.option("--samples", type=int, default=1, show_default=True,
               help="With --derive sample: candidates drawn; the best on val is kept.")
-@click.option("--init", type=click.Choice(["search", "scratch"]), default="search",
+@click.option("--init", type=choice_of(Init, Init.SEARCH, Init.SCRATCH), default="search",
               show_default=True,
               help="AutoMTL's fine-tuning starts from the searched weights, or from the seed "
                    "(the paper's retraining).")

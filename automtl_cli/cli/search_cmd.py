@@ -6,10 +6,13 @@ import logging
 
 import click
 
-from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
+from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
+from automtl_cli.engine.estimators import Estimator
+from automtl_cli.engine.regularizers.base import Regularizer
 from automtl_cli.engine.runconfig import read_supermodel, resolve_experiment, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
+from automtl_cli.engine.stepping.base import StepMode
 from automtl_cli.errors import BadInput
 
 log = logging.getLogger("automtl_cli.cli")
@@ -29,7 +32,7 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--tau", type=float, help="Initial Gumbel-softmax temperature (5).")
 @click.option("--tau-decay", type=float, help="τ multiplier (0.965).")
 @click.option("--tau-every", type=int, help="Policy steps between τ decays (101).")
-@click.option("--reg", type=click.Choice(["reference", "params"]),
+@click.option("--reg", type=choice_of(Regularizer),
               help="Sharing regulariser: AutoMTL's, or expected parameters.")
 @click.option("--reg-weight", type=float, help="λ_policy, the regulariser's weight.")
 @click.option("--reg-target", type=float,
@@ -38,10 +41,10 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--warmup-lr", type=float, help="Adam learning rate of the warm-up.")
 @click.option("--policy-lr", type=float, help="Adam learning rate of the logits (0.01).")
 @click.option("--weight-lr", type=float, help="SGD learning rate of the weight steps.")
-@click.option("--step", "step_mode", type=click.Choice(["sum", "per-task"]),
+@click.option("--step", "step_mode", type=choice_of(StepMode),
               help="sum: one step on the summed task losses (default); per-task: the "
                    "reference's one step per task.")
-@click.option("--estimator", type=click.Choice(["soft", "gdas"]),
+@click.option("--estimator", type=choice_of(Estimator),
               help="soft: the Gumbel-softmax mixture of every branch (the reference); gdas: "
                    "only the sampled branch runs, with a straight-through gradient.")
 @click.option("--seed", type=int, help="Default: the seed given to compile.")

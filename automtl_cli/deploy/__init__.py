@@ -7,7 +7,6 @@ compares runtimes and times them; `export` ties them into `automtl export`.
 from __future__ import annotations
 
 from automtl_cli.deploy.export import (
-    FORMATS,
     CannotWrite,
     ExportConfig,
     find_model,
@@ -15,5 +14,5 @@ from automtl_cli.deploy.export import (
 )
 from automtl_cli.deploy.fold import fold_batchnorm, fold_skip_branches, trace_network
 
-__all__ = ["FORMATS", "CannotWrite", "ExportConfig", "find_model", "fold_batchnorm",
+__all__ = ["CannotWrite", "ExportConfig", "find_model", "fold_batchnorm",
            "fold_skip_branches", "run_export", "trace_network"]

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from torch import fx, nn
 from automtl_cli import __version__
 from automtl_cli.artifacts import ArtifactKind, atomic_write
 from automtl_cli.deploy.fold import FoldedSkip, fold_batchnorm, fold_skip_branches, trace_network
+from automtl_cli.deploy.formats import EXPORT_FORMATS, INPUT_NAME
 from automtl_cli.deploy.verify import (
     Runtime,
     compare,
@@ -34,17 +34,13 @@ from automtl_cli.deploy.verify import (
     median_latency_ms,
     torch_runtime,
 )
-from automtl_cli.errors import AutomtlError, MissingDependency, MissingInput
+from automtl_cli.errors import AutomtlError, MissingInput
 
-__all__ = ["FORMATS", "CannotWrite", "ExportConfig", "find_model", "run_export"]
+__all__ = ["CannotWrite", "ExportConfig", "find_model", "run_export"]
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1
-FORMATS = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
-INPUT_NAME = "image"
-EXTRA_HINT = "pip install 'automtl[export]'"
 
 
 class CannotWrite(AutomtlError):
@@ -70,8 +66,7 @@ class ExportConfig:
     seed: int = 0  # of the verification images
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format: {self.format!r} is not one of {', '.join(FORMATS)}")
+        EXPORT_FORMATS.member(self.format)
         if self.tolerance <= 0 or self.runs < 1 or self.opset < 9:
             raise ValueError("tolerance > 0, runs ≥ 1 and opset ≥ 9 are needed")
 
@@ -88,17 +83,6 @@ def find_model(run: Path, model: Path | None = None) -> tuple[Path, str]:
         return run / "derived" / "model.pt", "derived"
     raise MissingInput(f"{run / 'derived' / 'model.pt'}: no derived model to export; run "
                        f"`automtl derive {run}` first")
-
-
-def require_onnx() -> tuple[Any, Any]:
-    """The onnx and onnxruntime modules, or a MissingDependency naming the extra."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise MissingDependency(f"ONNX export needs onnx and onnxruntime ({e.name or e} is "
-                                f"not installed): {EXTRA_HINT}") from e
-    return onnx, onnxruntime
 
 
 def _check_writable(path: Path) -> None:
@@ -135,66 +119,6 @@ def _metadata(source: Path, kind: str, tasks: tuple[str, ...], shape: list[int],
             "automtl_version": __version__, "format": fmt, "source": str(source),
             "source_kind": kind, "tasks": ",".join(tasks), "input": INPUT_NAME,
             "input_shape": json.dumps(["batch", *shape[1:]])}
-
-
-def _write_onnx(gm: fx.GraphModule, example: torch.Tensor, tasks: tuple[str, ...], tmp: str,
-                opset: int, metadata: dict[str, str]) -> tuple[Runtime, int, str]:
-    onnx, ort = require_onnx()
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *tasks)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(gm, (example,), tmp, input_names=[INPUT_NAME],
-                          output_names=list(tasks), dynamic_axes=axes, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
-    model = onnx.load(tmp)
-    _drop_initializer_identities(model)
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, tmp)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # the same cores as PyTorch gets
-    options.log_severity_level = 3
-    session = ort.InferenceSession(tmp, options, providers=["CPUExecutionProvider"])
-    convs = sum(1 for node in model.graph.node if node.op_type == "Conv")
-
-    def run(x: torch.Tensor) -> list:
-        return session.run(list(tasks), {INPUT_NAME: x.numpy()})
-
-    return run, convs, f"onnxruntime {ort.__version__}"
-
-
-def _drop_initializer_identities(model: Any) -> None:
-    """Read byte-equal initializers directly (the exporter deduplicates them via Identity)."""
-    inits = {i.name for i in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
-    alias = {n.output[0]: n.input[0] for n in model.graph.node
-             if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
-    if not alias:
-        return
-    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
-    for node in kept:
-        for i, name in enumerate(node.input):
-            node.input[i] = alias.get(name, name)
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-
-
-def _write_torchscript(gm: fx.GraphModule, example: torch.Tensor, tmp: str,
-                       metadata: dict[str, str]) -> tuple[Runtime, int, str]:
-    with warnings.catch_warnings():
-        # torch.jit is deprecated in favour of torch.export, but it is what TorchScript
-        # runtimes (libtorch) load; the traced shapes are fixed except the batch.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(gm, (example,))
-        torch.jit.save(traced, tmp, _extra_files={"automtl.json": json.dumps(metadata)})
-        loaded = torch.jit.load(tmp, map_location="cpu").eval()
-    convs = sum(1 for n in loaded.inlined_graph.nodes()
-                if n.kind() in ("aten::_convolution", "aten::conv2d"))
-    return torch_runtime(loaded), convs, f"torch.jit (torch {torch.__version__})"
 
 
 def _scale(runtime: Runtime, batches: list[torch.Tensor]) -> float:
@@ -235,11 +159,8 @@ def _write_verified(gm: fx.GraphModule, config: ExportConfig, output: Path, chec
     outcome: dict[str, Any] = {}
 
     def write(tmp: str) -> None:
-        if config.format == "onnx":
-            runtime, convs, name = _write_onnx(gm, check.batches[0], check.tasks, tmp,
-                                               config.opset, metadata)
-        else:
-            runtime, convs, name = _write_torchscript(gm, check.batches[0], tmp, metadata)
+        runtime, convs, name = EXPORT_FORMATS[config.format].write(
+            gm, check.batches[0], check.tasks, tmp, config.opset, metadata)
         diff = check.against(runtime, "the exported model")
         outcome.update(runtime=runtime, convolutions=convs, name=name, diff=diff)
 
@@ -256,9 +177,9 @@ def run_export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, An
 
     run = Path(run_dir)
     source, kind = find_model(run, config.model)
-    if config.format == "onnx":
-        require_onnx()  # before any work
-    output = config.output or run / "export" / f"model{SUFFIXES[config.format]}"
+    writer = EXPORT_FORMATS[config.format]
+    writer.require()  # before any work
+    output = config.output or run / "export" / f"model{writer.suffix}"
     _check_writable(output)
     derived, network = load_model(source)
     network.eval()

@@ -10,14 +10,11 @@ image per task and for all tasks in one pass, and the reference's own conv-only 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,90 +25,23 @@ from automtl_cli.artifacts import (
     save_artifact,
     write_json,
 )
-from automtl_cli.compiler.derived import CHOICES, DerivedBackbone, Tree, build_tree
+from automtl_cli.compiler.derived import DerivedBackbone, Tree, build_tree
+from automtl_cli.compiler.plan import Plan
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel
 from automtl_cli.compiler.writer import LayerSpec, NotExpressible, head_layers, render
 from automtl_cli.engine.network import DerivedNetwork
+from automtl_cli.engine.plans import DERIVE_MODES, choose
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["DERIVED_FORMAT", "Plan", "build_derived_network", "choose", "count_head",
-           "decode_derived", "load_derived", "plan_report", "search_logits", "write_derived"]
+__all__ = ["DERIVED_FORMAT", "build_derived_network", "count_head", "decode_derived",
+           "load_derived", "plan_report", "search_logits", "write_derived"]
 
 DERIVED_FORMAT = 1
 PLAN_FORMAT = 1
-
-
-@dataclass
-class Plan:
-    tasks: tuple[str, ...]
-    choices: dict[str, list[int]]  # search node → per task: 0 shared, 1 specific, 2 skip
-    source: dict[str, Any]
-
-    def to_json_choices(self) -> dict[str, dict[str, str]]:
-        return {node: {t: CHOICES[c] for t, c in zip(self.tasks, row)}
-                for node, row in self.choices.items()}
-
-    def tensor(self, nodes: list[str]) -> torch.Tensor:
-        return torch.tensor([self.choices[n] for n in nodes], dtype=torch.long)
-
-
-def choose(mode: str, nodes: list[str], tasks: tuple[str, ...], *,
-           logits: torch.Tensor | None = None, seed: int = 0) -> Plan:
-    """A plan by `mode`: sample, argmax, shared or specific."""
-    s, t = len(nodes), len(tasks)
-    if mode == "shared":
-        table = np.zeros((s, t), dtype=np.int64)
-    elif mode == "specific":
-        table = np.ones((s, t), dtype=np.int64)
-    elif mode in ("sample", "argmax", "random"):
-        if mode == "random":
-            logits = torch.zeros(s, t, 3)
-        if logits is None:
-            raise BadInput(f"--mode {mode} needs a search checkpoint (run `automtl search`)")
-        probs = torch.softmax(logits.double(), dim=-1).numpy()
-        if mode == "argmax":
-            table = probs.argmax(-1)
-        else:
-            rng = np.random.default_rng(seed)
-            table = np.array([[rng.choice(3, p=probs[i, j] / probs[i, j].sum())
-                               for j in range(t)] for i in range(s)], dtype=np.int64)
-    else:
-        raise BadInput(f"unknown plan mode {mode!r}")
-    return Plan(tasks, {n: [int(c) for c in table[i]] for i, n in enumerate(nodes)},
-                {"mode": mode, "seed": seed if mode in ("sample", "random") else None})
-
-
-def plan_from_file(path: str | os.PathLike, nodes: list[str], tasks: tuple[str, ...]) -> Plan:
-    """A plan edited by hand: `{"choices": {node: {task: "shared|specific|skip"}}}`."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"{path}: no such plan file")
-    try:
-        data = json.loads(path.read_text())
-        raw = data["choices"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise BadInput(f"{path}: not a plan (a JSON object with \"choices\"): {e}") from e
-    unknown = [n for n in raw if n not in nodes]
-    if unknown:
-        raise BadInput(f"{path}: unknown search node(s) {', '.join(unknown[:5])}")
-    choices = {}
-    for node in nodes:
-        row = raw.get(node)
-        if not isinstance(row, dict):
-            raise BadInput(f"{path}: no choices for search node {node!r}")
-        out = []
-        for task in tasks:
-            value = row.get(task)
-            if value not in CHOICES:
-                raise BadInput(f"{path}: node {node!r}, task {task!r}: expected one of "
-                               f"{', '.join(CHOICES)}, got {value!r}")
-            out.append(CHOICES.index(value))
-        choices[node] = out
-    return Plan(tasks, choices, {"mode": "file", "file": str(path)})
 
 
 def count_head(head: nn.Module, feature_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -290,7 +220,7 @@ def write_derived(out_dir: str | os.PathLike, network: DerivedNetwork, tree: Tre
         report["prototxt"] = f"not written: {e}"
         write_json(out / "plan.json", report)
     model = save_artifact(out / "model.pt", ArtifactKind.DERIVED_MODEL, DERIVED_FORMAT, {
-        "plan": {"tasks": list(plan.tasks), "choices": plan.choices, "source": plan.source},
+        "plan": plan.to_dict(),
         "graph": graph.to_dict(), "space": space.to_dict(), "experiment": experiment.to_dict(),
         "seed": seed, "init": init, "state_dict": network.state_dict(), "report": report,
     })
@@ -308,9 +238,7 @@ def decode_derived(data: dict[str, Any]) -> dict[str, Any]:
     data["graph"] = Graph.from_dict(data["graph"])
     data["space"] = SearchSpace.from_dict(data["space"])
     data["experiment"] = ExperimentConfig.from_dict(data["experiment"])
-    p = data["plan"]
-    data["plan"] = Plan(tuple(p["tasks"]), {k: list(v) for k, v in p["choices"].items()},
-                        p["source"])
+    data["plan"] = Plan.from_dict(data["plan"])
     return data
 
 
@@ -336,13 +264,17 @@ def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None =
     from automtl_cli.engine.runconfig import setup_run
     from automtl_cli.engine.search import SEARCH_FORMAT
 
+    try:
+        mode = DERIVE_MODES.member(mode)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
     run = Path(run_dir)
     search_path = run / "search" / "last.pt"
     search = load_artifact(search_path, ArtifactKind.SEARCH_CHECKPOINT, SEARCH_FORMAT) \
         if search_path.exists() else None
     if search is not None:
         experiment = ExperimentConfig.from_dict(search["experiment"])
-    elif mode in ("sample", "argmax"):
+    elif DERIVE_MODES[mode].needs_search:
         raise MissingInput(f"{search_path}: no search to derive from; run `automtl search` "
                            "first, or use --plan shared|specific|FILE")
     if experiment is None:
@@ -354,7 +286,7 @@ def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None =
         int(setup.supermodel["seed"])
     seed = base_seed if seed is None else seed
     logits = search_logits(search, nodes, space.tasks, search_path) if search else None
-    use_search_weights = search is not None and mode in ("sample", "argmax", "file")
+    use_search_weights = search is not None and DERIVE_MODES[mode].uses_search_weights
     weights = search["model"] if use_search_weights else None
     init = {"from": "search" if use_search_weights else "seed", "seed": base_seed,
             "checkpoint": str(search_path) if use_search_weights else None}
@@ -363,10 +295,8 @@ def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None =
     # candidates of an earlier derive would otherwise be selected by the next finetune
     shutil.rmtree(run / "derived" / "candidates", ignore_errors=True)
     for k in range(count):
-        if mode == "file":
-            plan = plan_from_file(plan_file, nodes, space.tasks)
-        else:
-            plan = choose(mode, nodes, space.tasks, logits=logits, seed=seed + k)
+        plan = choose(mode, nodes, space.tasks, logits=logits, seed=seed + k,
+                      plan_file=plan_file)
         if search is not None:
             plan.source["search_step"] = int(search["step"])
         network, tree = build_derived_network(graph, space, plan, experiment, base_seed,
@@ -379,4 +309,4 @@ def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None =
                         "flops": report["flops"]["all_tasks_one_pass"],
                         "fraction_shared": report["summary"]["fraction_shared"],
                         "source": plan.source})
-    return {"run": str(run), "mode": mode, "candidates": results}
+    return {"run": str(run), "mode": mode.value, "candidates": results}

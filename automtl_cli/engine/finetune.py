@@ -38,6 +38,7 @@ from automtl_cli.engine.derive import (
     load_derived,
 )
 from automtl_cli.engine.distributed import Dist, convert_sync_batchnorm, digest
+from automtl_cli.engine.inits import INITS
 from automtl_cli.engine.loop import TrainLoop
 from automtl_cli.engine.search import to_device
 from automtl_cli.engine.streams import BatchStream
@@ -71,8 +72,7 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.iters < 0 or self.lr_step < 1 or self.lr <= 0:
             raise ValueError("iters ≥ 0, lr > 0 and lr-step ≥ 1 are needed")
-        if self.init not in ("scratch", "search"):
-            raise ValueError(f"init: {self.init!r} is not one of scratch, search")
+        INITS.member(self.init)
         if self.checkpoint_every < 1 or self.log_every < 1 or self.keep < 1:
             raise ValueError("checkpoint-every, log-every and keep must be positive")
 
@@ -127,7 +127,7 @@ class Finetuner(TrainLoop):
         self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
                                    batch_size=config.batch_size, num_workers=config.num_workers,
                                    rank=self.dist.rank, world_size=self.dist.world)
-        weights = derived["state_dict"] if config.init == "search" else None
+        weights = INITS[config.init].weights(derived)
         self.network, self.tree = build_derived_network(
             derived["graph"], derived["space"], derived["plan"], experiment, derived["seed"],
             class_weights=_class_weights(self.loader))

@@ -23,6 +23,7 @@ from automtl_cli.artifacts import atomic_copy, atomic_write, write_json
 from automtl_cli.compiler import compile_backbone, write_compile_outputs
 from automtl_cli.engine.derive import run_derive
 from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for, run_finetune
+from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.runconfig import setup_run
 from automtl_cli.engine.schedule import Alternation
 from automtl_cli.engine.search import SearchConfig, Searcher
@@ -89,7 +90,7 @@ class Pipeline:
         self.experiment, self.search, self.finetune = experiment, search, finetune
         self.bn, self.skip, self.say, self.show_progress = bn, skip, say, show_progress
         self.derive_mode = derive_mode
-        self.samples = samples if derive_mode == "sample" else 1
+        self.samples = samples if DeriveMode(derive_mode) is DeriveMode.SAMPLE else 1
         self.tasks = tuple(t.type for t in experiment.tasks)
         # sampled candidates are each fine-tuned briefly before the best on val is kept
         self.candidate_iters = candidate_iters_for(finetune.iters)

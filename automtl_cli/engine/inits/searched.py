@@ -1,0 +1,18 @@
+"""`--init search`: the derived model's stored weights (the search's, for the kept branches)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from automtl_cli.engine.inits.base import INITS, Init
+
+
+class FromSearch:
+    def weights(self, derived: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        return derived["state_dict"]
+
+
+INITS.register(Init.SEARCH)(FromSearch())
