@@ -41,6 +41,12 @@ class MissingDependency(AutomtlError):
     exit_code = 69
 
 
+class CannotWrite(AutomtlError):
+    """An output file cannot be created or written (BSD sysexits EX_CANTCREAT)."""
+
+    exit_code = 73
+
+
 class Interrupted(AutomtlError):
     """The run was stopped by a signal after writing a checkpoint; `--resume` continues it."""
 

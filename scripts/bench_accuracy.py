@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from automtl_cli.artifacts import write_json  # noqa: E402
 from automtl_cli.engine.finetune import FinetuneConfig, delta_against  # noqa: E402
-from automtl_cli.engine.pipeline import BUDGETS, Pipeline, random_plan_seed  # noqa: E402
 from automtl_cli.engine.runconfig import resolve_experiment  # noqa: E402
 from automtl_cli.engine.search import SearchConfig  # noqa: E402
+from automtl_cli.stages.run import BUDGETS, Pipeline, random_plan_seed  # noqa: E402
 from automtl_cli.tasks import build_tasks  # noqa: E402
 
 NO_REG = "AutoMTL w/o reg"

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from automtl_cli.compiler import load_supermodel
+from automtl_cli.artifacts import read_payload
 from automtl_cli.errors import BadInput
+from automtl_cli.stages.compile import load_supermodel
 
 SMALL = """name: "small"
 layer { name: "data" type: "Input" top: "data"
@@ -51,11 +52,12 @@ def test_compile_json_and_artifacts(small, tmp_path, run_cli):
     assert data["blobs"]["pool1"] == [2, 8, 8, 8]
     assert data["blobs"]["conv1"] == [2, 8, 15, 15]
     assert data["layers"] == 9 and data["searchable"] == 2 and data["dialect"] == "caffe"
+    stored = read_payload(tmp_path / "run" / "supermodel.pt")
+    assert stored["kind"] == "supermodel" and stored["format_version"] == 2
+    assert not any(isinstance(v, torch.Tensor) for v in stored.values())  # no weights yet
     saved = load_supermodel(tmp_path / "run" / "supermodel.pt")
-    assert saved["kind"] == "supermodel" and saved["format_version"] == 2
-    assert saved["source"]["text"] == SMALL
-    assert saved["graph"].params == data["params"]
-    assert not any(isinstance(v, torch.Tensor) for v in saved.values())  # no weights yet
+    assert saved.source["text"] == SMALL
+    assert saved.graph.params == data["params"]
     report = json.loads((tmp_path / "run" / "compile.json").read_text())
     assert report["params"] == data["params"] and len(report["layer_table"]) == 8
 
@@ -130,9 +132,9 @@ def test_inspect_prototxt_and_artifact(small, tmp_path, run_cli):
 
 
 def test_stage_refuses_an_artifact_of_another_kind(tmp_path):
-    from automtl_cli.artifacts import save_artifact
+    from automtl_cli.artifacts import ArtifactKind, save_payload
 
-    save_artifact(tmp_path / "x.pt", "search-checkpoint", 1, {"step": 3})
+    save_payload(tmp_path / "x.pt", ArtifactKind.SEARCH_CHECKPOINT, 1, {"step": 3})
     with pytest.raises(BadInput, match="is a 'search-checkpoint' artifact, expected 'supermodel'"):
         load_supermodel(tmp_path / "x.pt")
     (tmp_path / "y.pt").write_bytes(b"garbage")

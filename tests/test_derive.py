@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from automtl_cli.artifacts import DerivedModel, load
 from automtl_cli.compiler.derived import DerivedBackbone, build_tree
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel
-from automtl_cli.engine.derive import load_derived
 from automtl_cli.frontend.build import CompileOptions, build_graph
 
 from conftest import ROOT, perturbed_supermodel
@@ -89,12 +89,12 @@ def test_plan_accounting_matches_module_prototxt_and_flop_counter(searched, run_
     rc, out, err = run_cli("-q", "derive", searched, *args, "--json")
     assert rc == 0, err
     report = json.loads((searched / "derived" / "plan.json").read_text())
-    data = load_derived(searched / "derived" / "model.pt")
+    data = load(searched / "derived" / "model.pt", DerivedModel)
     from automtl_cli.engine.derive import build_derived_network
 
-    network, _ = build_derived_network(data["graph"], data["space"], data["plan"],
-                                       data["experiment"], data["seed"])
-    network.load_state_dict(data["state_dict"])
+    network, _ = build_derived_network(data.graph, data.space, data.plan, data.experiment,
+                                       data.seed)
+    network.load_state_dict(data.state_dict)
     assert report["params"]["total"] == sum(p.numel() for p in network.parameters())
     rc, out, err = run_cli("-q", "compile", searched / "derived" / "model.prototxt", "-o",
                            searched / "recompiled", "--json")
@@ -110,9 +110,9 @@ def test_plan_accounting_matches_module_prototxt_and_flop_counter(searched, run_
     assert measured == pytest.approx(report["flops"]["all_tasks_one_pass"], rel=0.01)
     if plan == "shared":
         assert report["summary"]["fraction_shared"] == 1.0
-        bn = sum(n.params for n in data["graph"].nodes if n.type == "BatchNorm")
+        bn = sum(n.params for n in data.graph.nodes if n.type == "BatchNorm")
         # one backbone, and a BatchNorm per task (--bn task)
-        assert report["params"]["backbone"] == data["graph"].params + (len(TASKS) - 1) * bn
+        assert report["params"]["backbone"] == data.graph.params + (len(TASKS) - 1) * bn
     if plan == "specific":
         assert report["params"]["total"] == report["params"]["single_task_networks"]
 

@@ -11,12 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from automtl_cli.artifacts import read_artifact
+from automtl_cli.artifacts import DerivedModel, load, read_payload
 from automtl_cli.compiler.derived import CHOICES, build_tree
 from automtl_cli.deploy import fold_batchnorm, trace_network
 from automtl_cli.deploy.fold import fold_skip_branches
-from automtl_cli.engine.derive import load_derived
-from automtl_cli.engine.finetune import load_model
+from automtl_cli.stages.evaluate import load_model
 
 from conftest import ROOT, TINY_EXPERIMENT
 
@@ -58,7 +57,7 @@ def _give_batchnorm_statistics(path: Path) -> None:
     A freshly derived model's BatchNorms are identities (μ 0, σ² 1, γ 1, β 0), under which a
     wrong folding formula would still pass.
     """
-    data = read_artifact(path)
+    data = read_payload(path)
     state = data["state_dict"]
     g = torch.Generator().manual_seed(3)
     for key in [k for k in state if k.endswith("running_mean")]:
@@ -93,11 +92,11 @@ def _export(cli, run: Path, *args) -> dict:
 def _expected_convolutions(run: Path) -> int:
     """Distinct convolution values of the tree rebuilt from plan.json, plus the heads' convs."""
     plan = json.loads((run / "derived" / "plan.json").read_text())
-    derived = load_derived(run / "derived" / "model.pt")
+    derived = load(run / "derived" / "model.pt", DerivedModel)
     choices = {node: [CHOICES.index(row[t]) for t in plan["tasks"]]
                for node, row in plan["choices"].items()}
-    tree = build_tree(derived["graph"], derived["space"], choices)
-    kinds = {n.name: n.type for n in derived["graph"].nodes}
+    tree = build_tree(derived.graph, derived.space, choices)
+    kinds = {n.name: n.type for n in derived.graph.nodes}
     backbone = sum(1 for v in tree.values if v.op.variant == "skip" or
                    (v.op.variant != "skip-free" and kinds[v.op.node] == "Convolution"))
     return backbone + HEAD_CONVS * len(plan["tasks"])

@@ -104,8 +104,8 @@ def test_run_prints_the_table(tmp_path, run_cli, scene_cache):
 
 
 def test_search_budget_counts_weight_updates():
-    from automtl_cli.engine.pipeline import search_weight_updates
     from automtl_cli.engine.search import SearchConfig
+    from automtl_cli.stages.run import search_weight_updates
 
     summed = SearchConfig(warmup_iters=4, iters=8, policy_steps=2, weight_steps=2)
     assert search_weight_updates(summed, 3) == 4 + 4  # warm-up + weight steps, not policy

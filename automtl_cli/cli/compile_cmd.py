@@ -7,8 +7,8 @@ import logging
 import click
 
 from automtl_cli.cli.options import emit_json, frontend_options, search_space_options
-from automtl_cli.compiler import compile_backbone, write_compile_outputs
 from automtl_cli.frontend.build import CompileOptions
+from automtl_cli.stages.compile import compile_backbone, compile_stage
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -38,7 +38,7 @@ def compile_(backbone, run_dir, dialect, input_shapes, feature_blob, lenient, ta
                               warn=log.warning)
     for note in result.front.notes:
         log.info("note: %s", note)
-    paths = write_compile_outputs(result, run_dir)
+    paths = compile_stage(result, run_dir)
     summary = result.summary()
     if as_json:
         emit_json({**summary, "files": paths})

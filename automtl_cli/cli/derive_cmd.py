@@ -5,17 +5,15 @@ from __future__ import annotations
 import click
 
 from automtl_cli.cli.options import choice_of, emit_json
-from automtl_cli.engine.derive import run_derive
 from automtl_cli.engine.plans.base import DeriveMode
-from automtl_cli.engine.runconfig import resolve_experiment
-from automtl_cli.errors import BadInput
+from automtl_cli.stages.derive import derive as derive_stage
+from automtl_cli.stages.derive import derive_experiment, plan_mode
 
 
 @click.command("derive")
 @click.argument("run_dir", default=".", type=click.Path(file_okay=False))
 @click.option("--mode", type=choice_of(DeriveMode, DeriveMode.SAMPLE, DeriveMode.ARGMAX),
-              default="sample",
-              show_default=True,
+              default="sample", show_default=True,
               help="From the search's logits: one seeded draw per node and task (the "
                    "reference's way), or the most likely branch.")
 @click.option("--plan", "plan", metavar="shared|specific|FILE",
@@ -30,24 +28,9 @@ from automtl_cli.errors import BadInput
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def derive(run_dir, mode, plan, samples, seed, tasks, data, experiment_path, as_json):
     """Derive a compact multi-task network from the search (or a fixed plan)."""
-    from automtl_cli.compiler import load_supermodel
-
-    plan_file = None
-    if plan in ("shared", "specific"):
-        mode = plan
-    elif plan:
-        mode, plan_file = "file", plan
-    if samples < 1:
-        raise BadInput("--samples must be at least 1")
-    experiment = None
-    if tasks or data or experiment_path:
-        experiment = resolve_experiment(experiment_path, tasks, data)
-    else:
-        compiled = load_supermodel(f"{run_dir}/supermodel.pt")
-        if compiled.get("tasks"):
-            experiment = resolve_experiment(None, ",".join(compiled["tasks"]), None)
-    result = run_derive(run_dir, mode=mode, plan_file=plan_file, samples=samples, seed=seed,
-                        experiment=experiment)
+    mode, plan_file = plan_mode(mode, plan)
+    result = derive_stage(run_dir, mode=mode, plan_file=plan_file, samples=samples, seed=seed,
+                          experiment=derive_experiment(run_dir, experiment_path, tasks, data))
     if as_json:
         emit_json(result)
         return

@@ -35,7 +35,8 @@ def export(run_dir, fmt, output, model, opset, tolerance, runs, as_json):
     Exit 69 when onnx/onnxruntime are missing, 66 without a derived model, 73 when the output
     cannot be written.
     """
-    from automtl_cli.deploy import ExportConfig, run_export
+    from automtl_cli.stages.export import ExportConfig
+    from automtl_cli.stages.export import export as export_stage
 
     try:
         config = ExportConfig(format=fmt, output=Path(output) if output else None,
@@ -43,7 +44,7 @@ def export(run_dir, fmt, output, model, opset, tolerance, runs, as_json):
                               tolerance=tolerance, runs=runs)
     except ValueError as e:
         raise BadInput(str(e)) from e
-    result = run_export(run_dir, config)
+    result = export_stage(run_dir, config)
     if as_json:
         emit_json(result)
         return

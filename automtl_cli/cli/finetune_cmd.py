@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
-from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
-from automtl_cli.engine.finetune import evaluate_model, finetune_config_for, run_finetune
+from automtl_cli.engine.distributed import init_distributed
 from automtl_cli.engine.inits.base import Init
-from automtl_cli.errors import BadInput
+from automtl_cli.stages.evaluate import evaluate_model
+from automtl_cli.stages.finetune import finetune as finetune_stage
+from automtl_cli.stages.finetune import finetune_config_for, read_metrics
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -53,22 +52,13 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
              batch_size, checkpoint_every, log_every, keep, workers, device, sync_bn, resume,
              as_json):
     """Train the derived network of RUN; write RUN/final.pt and RUN/metrics.json."""
-    from pathlib import Path
-
-    stl = None
-    if stl_path:
-        try:
-            stl = json.loads(Path(stl_path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise BadInput(f"{stl_path}: not a metrics.json: {e}") from e
+    stl = read_metrics(stl_path) if stl_path else None
     dist, dev = init_distributed(resolve_device(device))
     config = finetune_config_for(
         run_dir, iters=iters, lr=lr, lr_step=lr_step, init=init, batch_size=batch_size,
         checkpoint_every=checkpoint_every, log_every=log_every, keep=keep, seed=seed,
         num_workers=workers, device=dev, metrics=metrics, sync_bn=sync_bn)
-    resume = resume or (restarted_by_torchrun()
-                        and (Path(run_dir) / "finetune" / "last.pt").exists())
-    result = run_finetune(run_dir, config, resume=resume, candidate_iters=candidate_iters,
+    result = finetune_stage(run_dir, config, resume=resume, candidate_iters=candidate_iters,
                           show_progress=not ctx.obj["quiet"], stl_metrics=stl, dist=dist)
     if not dist.is_main:
         return

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from automtl_cli.artifacts import ArtifactKind, read_artifact
+from automtl_cli.artifacts import SearchCheckpoint, SupermodelArtifact, load
 from automtl_cli.cli.compile_cmd import frontend_config
 from automtl_cli.cli.options import emit_json, frontend_options
-from automtl_cli.compiler import compile_backbone, load_supermodel
 from automtl_cli.compiler.space import SearchSpace, space_summary
-from automtl_cli.compiler.stage import layer_table
+from automtl_cli.stages.compile import compile_backbone, layer_table
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -53,14 +52,14 @@ def _print_search_nodes(space: dict) -> None:
     click.echo("parameters: " + ", ".join(f"{k} {v:,}" for k, v in p.items()))
 
 
-def _inspect_search(path: str, data: dict, as_json: bool, plot: str | None) -> None:
+def _inspect_search(path: str, data: SearchCheckpoint, as_json: bool, plot: str | None) -> None:
     import torch
 
     from automtl_cli.engine.derive import search_logits
     from automtl_cli.engine.search import policy_table
 
-    tasks = data["space"]["tasks"]
-    names = data["search_nodes"]
+    tasks = data.space.tasks
+    names = list(data.search_nodes)
     logits = search_logits(data, names, tuple(tasks), path) if names else \
         torch.zeros(0, len(tasks), 3)
     table = policy_table(logits, names, tuple(tasks))
@@ -69,12 +68,12 @@ def _inspect_search(path: str, data: dict, as_json: bool, plot: str | None) -> N
 
         plot_policy(torch.softmax(logits.float(), -1), names, tasks, plot)
     if as_json:
-        emit_json({"kind": data["kind"], "step": data["step"], "tau": data["tau"],
-                   "stage": data["stage"], "complete": data["complete"], "policy": table,
+        emit_json({"kind": data.KIND.value, "step": data.step, "tau": data.tau,
+                   "stage": data.stage, "complete": data.complete, "policy": table,
                    **({"plot": plot} if plot else {})})
         return
-    click.echo(f"{path}: search checkpoint at step {data['step']} ({data['stage']}), "
-               f"τ {data['tau']:.4f}{'' if not data['complete'] else ', complete'}")
+    click.echo(f"{path}: search checkpoint at step {data.step} ({data.stage}), "
+               f"τ {data.tau:.4f}{'' if not data.complete else ', complete'}")
     click.echo("probabilities of shared / specific / skip per node and task (* the most likely)")
     width = max([4, *(len(n) for n in names)])
     click.echo(f"{'node':<{width}}  " + "  ".join(f"{t:^17}" for t in tasks))
@@ -99,24 +98,22 @@ def _inspect_search(path: str, data: dict, as_json: bool, plot: str | None) -> N
 def inspect(path, dialect, input_shapes, feature_blob, lenient, plot, as_json):
     """Print the per-layer table of a prototxt, or the summary of an artifact."""
     if Path(path).suffix == ".pt":
-        kind = read_artifact(path)["kind"]
-        if kind == ArtifactKind.SEARCH_CHECKPOINT:
-            _inspect_search(path, read_artifact(path), as_json, plot)
+        data = load(path, (SearchCheckpoint, SupermodelArtifact))
+        if isinstance(data, SearchCheckpoint):
+            _inspect_search(path, data, as_json, plot)
             return
-        data = load_supermodel(path)
-        graph = data["graph"]
+        graph = data.graph
         rows = layer_table(graph)
         space = None
-        if data.get("tasks"):
-            space = space_summary(graph, SearchSpace(tuple(data["tasks"]), data["bn"],
-                                                     data["skip"]))
+        if data.tasks:
+            space = space_summary(graph, SearchSpace(data.tasks, data.bn, data.skip))
         if as_json:
-            emit_json({"kind": data["kind"], "file": data["source"]["path"],
-                       "sha256": data["source"]["sha256"], "dialect": data["dialect"],
+            emit_json({"kind": data.KIND.value, "file": data.source["path"],
+                       "sha256": data.source["sha256"], "dialect": data.dialect,
                        "params": graph.params, "layers": rows, "supermodel": space})
             return
-        click.echo(f"{path}: {data['kind']} (format {data['format_version']}) from "
-                   f"{data['source']['path']} [{data['dialect']}], seed {data['seed']}")
+        click.echo(f"{path}: {data.KIND.value} (format {data.FORMAT}) from "
+                   f"{data.source['path']} [{data.dialect}], seed {data.seed}")
         if space is None:
             _print_table(rows, graph.params)
             click.echo("no tasks yet: `automtl search --tasks ...` (or compile --tasks) sets them")

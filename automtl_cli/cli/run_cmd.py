@@ -11,11 +11,11 @@ from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, 
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.engine.finetune import FinetuneConfig
 from automtl_cli.engine.inits.base import Init
-from automtl_cli.engine.pipeline import BUDGETS, default_backbone, run_pipeline
 from automtl_cli.engine.plans.base import DeriveMode
 from automtl_cli.engine.runconfig import resolve_experiment
 from automtl_cli.engine.search import SearchConfig
 from automtl_cli.errors import BadInput
+from automtl_cli.stages.run import BUDGETS, default_backbone, run_pipeline
 
 log = logging.getLogger("automtl_cli.cli")
 

@@ -7,13 +7,13 @@ import logging
 import click
 
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
-from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
+from automtl_cli.engine.distributed import init_distributed
 from automtl_cli.engine.estimators import Estimator
 from automtl_cli.engine.regularizers.base import Regularizer
-from automtl_cli.engine.runconfig import read_supermodel, resolve_experiment, setup_run
-from automtl_cli.engine.search import SearchConfig, Searcher
+from automtl_cli.engine.runconfig import read_supermodel
 from automtl_cli.engine.stepping.base import StepMode
-from automtl_cli.errors import BadInput
+from automtl_cli.stages.search import search as search_stage
+from automtl_cli.stages.search import search_config_for, search_experiment
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -66,31 +66,18 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
            workers, device, resume, as_json):
     """Search the sharing policy of RUN/supermodel.pt: warm-up, then policy/weight cycles."""
     compiled = read_supermodel(run_dir)  # read once: tasks, seed, graph
-    if compiled.get("tasks") and not tasks:
-        tasks = ",".join(compiled["tasks"])
-    experiment = resolve_experiment(experiment_path, tasks, data)
+    experiment = search_experiment(compiled, experiment_path, tasks, data)
     dist, dev = init_distributed(resolve_device(device))
-    if seed is None:
-        seed = compiled["seed"]
-    try:
-        config = SearchConfig.defaults_for(
-            experiment.data.source, iters=iters, warmup_iters=warmup_iters,
-            policy_steps=policy_steps, weight_steps=weight_steps, tau=tau, tau_decay=tau_decay,
-            tau_every=tau_every, reg=reg, reg_weight=reg_weight, reg_target=reg_target,
-            warmup_lr=warmup_lr, policy_lr=policy_lr, weight_lr=weight_lr, step=step_mode,
-            estimator=estimator,
-            seed=seed, batch_size=batch_size, checkpoint_every=checkpoint_every,
-            log_every=log_every, keep=keep, num_workers=workers, device=dev)
-    except ValueError as e:
-        raise BadInput(str(e)) from e
-    batch = config.batch_size or experiment.data.batch_size
-    run = setup_run(run_dir, experiment, batch, compiled)
-    searcher = Searcher(run_dir, run.graph, run.space, experiment, config, run.run_id(),
-                        show_progress=not ctx.obj["quiet"], dist=dist)
-    if resume or (restarted_by_torchrun() and searcher.checkpoints.last.exists()):
-        step = searcher.resume()
-        log.info("resuming the search at step %d of %d", step, config.total)
-    summary = searcher.run()
+    config = search_config_for(
+        experiment, compiled, iters=iters, warmup_iters=warmup_iters,
+        policy_steps=policy_steps, weight_steps=weight_steps, tau=tau, tau_decay=tau_decay,
+        tau_every=tau_every, reg=reg, reg_weight=reg_weight, reg_target=reg_target,
+        warmup_lr=warmup_lr, policy_lr=policy_lr, weight_lr=weight_lr, step=step_mode,
+        estimator=estimator, seed=seed, batch_size=batch_size,
+        checkpoint_every=checkpoint_every, log_every=log_every, keep=keep, num_workers=workers,
+        device=dev)
+    summary = search_stage(run_dir, config, experiment, supermodel=compiled, resume=resume,
+                           show_progress=not ctx.obj["quiet"], dist=dist)
     if not dist.is_main:
         return
     if as_json:

@@ -1,21 +1,15 @@
-"""`automtl export`: the derived multi-task network as ONE ONNX or TorchScript graph, verified.
+"""A derived multi-task network as ONE ONNX or TorchScript graph, verified before it is kept.
 
-The model exported is the trained one (`RUN/final.pt`) when it exists, else the derived one
-(`RUN/derived/model.pt`). It is flattened into one fx graph with BatchNorm folded (fold.py),
+The network is flattened into one fx graph with BatchNorm folded (fold.py),
 checked equal to the network as loaded, exported with input `image` (dynamic batch) and one
 output per task, named after the task, and checked again through the runtime that will serve it
 (onnxruntime for ONNX, `torch.jit.load` for TorchScript) on batches of 1 and 8 before it is
-moved into place; a model that disagrees is never written. ONNX uses torch's TorchScript-based
-exporter (`dynamo=False`): it needs no network access or onnxscript, and the same model gives
-the same bytes.
+moved into place; a model that disagrees is never written. Which file the stage exports and
+where it goes is the export stage's (stages/export.py).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +17,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from automtl_cli import __version__
-from automtl_cli.artifacts import ArtifactKind, atomic_write
+from automtl_cli.artifacts import atomic_write
 from automtl_cli.deploy.fold import FoldedSkip, fold_batchnorm, fold_skip_branches, trace_network
-from automtl_cli.deploy.formats import EXPORT_FORMATS, INPUT_NAME
+from automtl_cli.deploy.formats import INPUT_NAME, FormatWriter
 from automtl_cli.deploy.verify import (
     Runtime,
     compare,
@@ -34,71 +27,15 @@ from automtl_cli.deploy.verify import (
     median_latency_ms,
     torch_runtime,
 )
-from automtl_cli.errors import AutomtlError, MissingInput
+from automtl_cli.errors import AutomtlError, CannotWrite
 
-__all__ = ["CannotWrite", "ExportConfig", "find_model", "run_export"]
-
-logger = logging.getLogger(__name__)
-
-EXPORT_FORMAT = 1
-
-
-class CannotWrite(AutomtlError):
-    """The output file cannot be created or written (BSD sysexits EX_CANTCREAT)."""
-
-    exit_code = 73
+__all__ = ["ExportMismatch", "export_network"]
 
 
 class ExportMismatch(AutomtlError):
     """The folded or exported model does not compute what the PyTorch one does (a bug)."""
 
     exit_code = 70
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    format: str = "onnx"
-    output: Path | None = None  # default RUN/export/model.onnx or model.ts
-    model: Path | None = None  # default RUN/final.pt, else RUN/derived/model.pt
-    opset: int = 17
-    tolerance: float = 1e-4  # largest |difference|, relative to the outputs' scale above 1
-    runs: int = 20  # timed runs per latency figure
-    seed: int = 0  # of the verification images
-
-    def __post_init__(self) -> None:
-        EXPORT_FORMATS.member(self.format)
-        if self.tolerance <= 0 or self.runs < 1 or self.opset < 9:
-            raise ValueError("tolerance > 0, runs ≥ 1 and opset ≥ 9 are needed")
-
-
-def find_model(run: Path, model: Path | None = None) -> tuple[Path, str]:
-    """The model to export and what it is: `final` (trained) or `derived` (not fine-tuned)."""
-    if model is not None:
-        if not model.is_file():
-            raise MissingInput(f"{model}: no such model file")
-        return model, "given"
-    if (run / "final.pt").is_file():
-        return run / "final.pt", "final"
-    if (run / "derived" / "model.pt").is_file():
-        return run / "derived" / "model.pt", "derived"
-    raise MissingInput(f"{run / 'derived' / 'model.pt'}: no derived model to export; run "
-                       f"`automtl derive {run}` first")
-
-
-def _check_writable(path: Path) -> None:
-    """Fail early, with one line, when `path` cannot be created (before minutes of work)."""
-    if path.is_dir():
-        raise CannotWrite(f"{path}: is a directory; give a file name with -o")
-    blocker = next((p for p in path.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise CannotWrite(f"{path}: cannot create it, {blocker} is a file, not a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CannotWrite(f"{path}: cannot write here ({e.strerror or e})") from e
 
 
 def _count_convolutions(gm: fx.GraphModule) -> int:
@@ -111,14 +48,6 @@ def _remaining_batchnorms(gm: fx.GraphModule) -> int:
     modules = dict(gm.named_modules())
     return sum(1 for n in gm.graph.nodes if n.op == "call_module"
                and isinstance(modules[n.target], nn.modules.batchnorm._BatchNorm))
-
-
-def _metadata(source: Path, kind: str, tasks: tuple[str, ...], shape: list[int],
-              fmt: str) -> dict[str, str]:
-    return {"kind": ArtifactKind.EXPORT.value, "format_version": str(EXPORT_FORMAT),
-            "automtl_version": __version__, "format": fmt, "source": str(source),
-            "source_kind": kind, "tasks": ",".join(tasks), "input": INPUT_NAME,
-            "input_shape": json.dumps(["batch", *shape[1:]])}
 
 
 def _scale(runtime: Runtime, batches: list[torch.Tensor]) -> float:
@@ -153,14 +82,14 @@ def _fold(network: nn.Module, check: _Check) -> tuple[fx.GraphModule, dict[str, 
     return gm, folded
 
 
-def _write_verified(gm: fx.GraphModule, config: ExportConfig, output: Path, check: _Check,
-                    metadata: dict[str, str]) -> dict[str, Any]:
+def _write_verified(gm: fx.GraphModule, writer: FormatWriter, output: Path, check: _Check,
+                    opset: int, metadata: dict[str, str]) -> dict[str, Any]:
     """Export to a temporary file, check it through its runtime, then move it into place."""
     outcome: dict[str, Any] = {}
 
     def write(tmp: str) -> None:
-        runtime, convs, name = EXPORT_FORMATS[config.format].write(
-            gm, check.batches[0], check.tasks, tmp, config.opset, metadata)
+        runtime, convs, name = writer.write(gm, check.batches[0], check.tasks, tmp, opset,
+                                            metadata)
         diff = check.against(runtime, "the exported model")
         outcome.update(runtime=runtime, convolutions=convs, name=name, diff=diff)
 
@@ -171,35 +100,24 @@ def _write_verified(gm: fx.GraphModule, config: ExportConfig, output: Path, chec
     return outcome
 
 
-def run_export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
-    """Export, verify and time; returns the figures `--json` prints."""
-    from automtl_cli.engine.finetune import load_model
-
-    run = Path(run_dir)
-    source, kind = find_model(run, config.model)
-    writer = EXPORT_FORMATS[config.format]
-    writer.require()  # before any work
-    output = config.output or run / "export" / f"model{writer.suffix}"
-    _check_writable(output)
-    derived, network = load_model(source)
+def export_network(network: nn.Module, input_shape: list[int], writer: FormatWriter,
+                   output: Path, metadata: dict[str, str], *, opset: int, tolerance: float,
+                   runs: int, seed: int) -> dict[str, Any]:
+    """Fold, export, verify on batches of 8 and 1, and time; returns the figures."""
     network.eval()
     tasks = tuple(network.task_names)
-    graph = derived["graph"]
-    shape = list(graph.shape_of(next(iter(graph.inputs))))
-    batches = [example_batch(shape, 8, config.seed), example_batch(shape, 1, config.seed + 1)]
+    batches = [example_batch(input_shape, 8, seed), example_batch(input_shape, 1, seed + 1)]
     reference = torch_runtime(network, tasks)
-    check = _Check(reference, batches, tasks, config.tolerance * _scale(reference, batches))
+    check = _Check(reference, batches, tasks, tolerance * _scale(reference, batches))
     gm, folded = _fold(network, check)
-    metadata = _metadata(source, kind, tasks, shape, config.format)
-    written = _write_verified(gm, config, output, check, metadata)
+    written = _write_verified(gm, writer, output, check, opset, metadata)
     latency = {f"batch_{len(x)}": {
-        "pytorch_ms": round(median_latency_ms(reference, x, runs=config.runs), 4),
-        "exported_ms": round(median_latency_ms(written["runtime"], x, runs=config.runs), 4)}
+        "pytorch_ms": round(median_latency_ms(reference, x, runs=runs), 4),
+        "exported_ms": round(median_latency_ms(written["runtime"], x, runs=runs), 4)}
         for x in sorted(batches, key=len)}
     return {
-        "run": str(run), "source": {"path": str(source), "kind": kind}, "format": config.format,
         "output": str(output), "tasks": list(tasks), "runtime": written["name"],
-        "input": {"name": INPUT_NAME, "shape": ["batch", *shape[1:]]},
+        "input": {"name": INPUT_NAME, "shape": ["batch", *input_shape[1:]]},
         "outputs": {t: ["batch", *o.shape[1:]] for t, o in zip(tasks, reference(batches[1]))},
         "folded": folded, "convolutions": written["convolutions"],
         "verification": {

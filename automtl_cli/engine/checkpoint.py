@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from automtl_cli.artifacts import ArtifactKind, load_artifact, save_artifact
+from automtl_cli.artifacts import Artifact, load
 from automtl_cli.errors import BadInput, MissingInput
 
 __all__ = ["CheckpointManager", "capture_rng", "restore_rank_rng", "restore_rng"]
@@ -79,12 +79,12 @@ def _numpy_state_from_data(data: dict) -> tuple:
 
 
 class CheckpointManager:
-    """`DIR/step-N.pt` files of one `kind`, the newest `keep` kept, and `DIR/last.pt`."""
+    """`DIR/step-N.pt` files of one artifact class, the newest `keep` kept, and `DIR/last.pt`."""
 
-    def __init__(self, directory: str | os.PathLike, kind: ArtifactKind, format_version: int,
+    def __init__(self, directory: str | os.PathLike, artifact: type[Artifact],
                  keep: int = 3) -> None:
         self.dir = Path(directory)
-        self.kind, self.format_version, self.keep = kind, format_version, max(1, keep)
+        self.artifact, self.keep = artifact, max(1, keep)
 
     @property
     def last(self) -> Path:
@@ -96,9 +96,8 @@ class CheckpointManager:
         return sorted(int(m.group(1)) for p in self.dir.iterdir()
                       if (m := _STEP_FILE.fullmatch(p.name)))
 
-    def save(self, step: int, payload: dict[str, Any]) -> Path:
-        path = save_artifact(self.dir / f"step-{step}.pt", self.kind, self.format_version,
-                             {"step": step, **payload})
+    def save(self, checkpoint: Artifact) -> Path:
+        path = checkpoint.save(self.dir / f"step-{checkpoint.step}.pt")
         self._point_last_at(path)
         for old in self.steps()[:-self.keep]:
             (self.dir / f"step-{old}.pt").unlink(missing_ok=True)
@@ -114,12 +113,12 @@ class CheckpointManager:
             shutil.copyfile(path, tmp)
         os.replace(tmp, self.last)
 
-    def load_last(self, run_id: dict[str, Any]) -> dict[str, Any]:
+    def load_last(self, run_id: dict[str, Any]) -> Any:
         """The newest complete checkpoint, refused if it belongs to another run."""
         if not self.last.exists():
             raise MissingInput(f"{self.last}: no checkpoint to resume from")
-        data = load_artifact(self.last, self.kind, self.format_version)
-        theirs = data.get("run_id", {})
+        data = load(self.last, self.artifact)
+        theirs = data.run_id
         for key, ours in run_id.items():
             if theirs.get(key) != ours:
                 raise BadInput(f"{self.last}: belongs to another run ({key} is "

@@ -1,4 +1,4 @@
-"""`automtl derive`: a plan (per search node and task: shared, specific or skip) and its network.
+"""Deriving's machinery: a plan's network, its honest cost, and its files.
 
 Plans come from the search's logits (`sample`: an independent draw per node and task from
 softmax(α), seeded, as the reference does; `argmax`), from the baselines (`shared`: hard sharing,
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,10 @@ from torch import nn
 
 from automtl_cli.artifacts import (
     ArtifactKind,
-    atomic_write,
-    load_artifact,
-    save_artifact,
+    DerivedModel,
+    SearchCheckpoint,
     write_json,
+    write_text,
 )
 from automtl_cli.compiler.derived import DerivedBackbone, Tree, build_tree
 from automtl_cli.compiler.plan import Plan
@@ -31,16 +30,14 @@ from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel
 from automtl_cli.compiler.writer import LayerSpec, NotExpressible, head_layers, render
 from automtl_cli.engine.network import DerivedNetwork
-from automtl_cli.engine.plans import DERIVE_MODES, choose
-from automtl_cli.errors import BadInput, MissingInput
+from automtl_cli.errors import BadInput
 from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["DERIVED_FORMAT", "build_derived_network", "count_head", "decode_derived",
-           "load_derived", "plan_report", "search_logits", "write_derived"]
+__all__ = ["build_derived_network", "count_head", "plan_report", "search_logits",
+           "write_derived"]
 
-DERIVED_FORMAT = 1
 PLAN_FORMAT = 1
 
 
@@ -99,7 +96,7 @@ def plan_report(plan: Plan, tree: Tree, graph: Graph, space: SearchSpace,
     else:
         note = "--bn shared: one BatchNorm for all tasks; shared prefixes run once"
     return {
-        "kind": "automtl-plan", "format_version": PLAN_FORMAT,
+        "kind": ArtifactKind.PLAN.value, "format_version": PLAN_FORMAT,
         "tasks": list(space.tasks), "bn": space.bn, "skip": space.skip,
         "source": plan.source, "choices": plan.to_json_choices(),
         "summary": {
@@ -214,99 +211,25 @@ def write_derived(out_dir: str | os.PathLike, network: DerivedNetwork, tree: Tre
     paths = {"plan": str(write_json(out / "plan.json", report))}
     try:
         text = derived_prototxt(tree, graph, space, network.heads, f"{graph.name}-derived")
-        paths["prototxt"] = str(atomic_write(out / "model.prototxt",
-                                             lambda tmp: Path(tmp).write_text(text)))
+        paths["prototxt"] = str(write_text(out / "model.prototxt", text))
     except NotExpressible as e:
         report["prototxt"] = f"not written: {e}"
         write_json(out / "plan.json", report)
-    model = save_artifact(out / "model.pt", ArtifactKind.DERIVED_MODEL, DERIVED_FORMAT, {
-        "plan": plan.to_dict(),
-        "graph": graph.to_dict(), "space": space.to_dict(), "experiment": experiment.to_dict(),
-        "seed": seed, "init": init, "state_dict": network.state_dict(), "report": report,
-    })
+    model = DerivedModel(plan, graph, space, experiment, seed, init, network.state_dict(),
+                         report).save(out / "model.pt")
     paths["model"] = str(model)
     return paths
 
 
-def load_derived(path: str | os.PathLike) -> dict[str, Any]:
-    return decode_derived(load_artifact(path, ArtifactKind.DERIVED_MODEL, DERIVED_FORMAT))
-
-
-def decode_derived(data: dict[str, Any]) -> dict[str, Any]:
-    """A stored derived model's plain data (in model.pt or inside final.pt) as typed objects."""
-    data = dict(data)
-    data["graph"] = Graph.from_dict(data["graph"])
-    data["space"] = SearchSpace.from_dict(data["space"])
-    data["experiment"] = ExperimentConfig.from_dict(data["experiment"])
-    data["plan"] = Plan.from_dict(data["plan"])
-    return data
-
-
-def search_logits(search: dict[str, Any], nodes: list[str], tasks: tuple[str, ...],
+def search_logits(search: SearchCheckpoint, nodes: list[str], tasks: tuple[str, ...],
                   path: str | os.PathLike) -> torch.Tensor:
     """A search checkpoint's [S, T, 3] policy logits, checked against the run's nodes and
     tasks."""
-    logits = search.get("policy_logits")
+    logits = search.policy_logits
     expected = (len(nodes), len(tasks), 3)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         raise BadInput(f"{path}: policy_logits should be a tensor of shape {list(expected)} "
                        f"(search nodes × tasks × branches)")
-    if list(search.get("search_nodes", [])) != nodes or \
-            tuple(search.get("space", {}).get("tasks", ())) != tasks:
+    if list(search.search_nodes) != nodes or tuple(search.space.tasks) != tasks:
         raise BadInput(f"{path}: its search nodes or tasks are not this run's")
     return logits.float()
-
-
-def run_derive(run_dir: str | os.PathLike, *, mode: str, plan_file: str | None = None,
-               samples: int = 1, seed: int | None = None,
-               experiment: ExperimentConfig | None = None) -> dict[str, Any]:
-    """Derive RUN/derived/ (or RUN/derived/candidates/k/ for several samples)."""
-    from automtl_cli.engine.runconfig import setup_run
-    from automtl_cli.engine.search import SEARCH_FORMAT
-
-    try:
-        mode = DERIVE_MODES.member(mode)
-    except ValueError as e:
-        raise BadInput(str(e)) from e
-    run = Path(run_dir)
-    search_path = run / "search" / "last.pt"
-    search = load_artifact(search_path, ArtifactKind.SEARCH_CHECKPOINT, SEARCH_FORMAT) \
-        if search_path.exists() else None
-    if search is not None:
-        experiment = ExperimentConfig.from_dict(search["experiment"])
-    elif DERIVE_MODES[mode].needs_search:
-        raise MissingInput(f"{search_path}: no search to derive from; run `automtl search` "
-                           "first, or use --plan shared|specific|FILE")
-    if experiment is None:
-        raise BadInput("no experiment: give --tasks (and --data) or run `automtl search` first")
-    setup = setup_run(run, experiment, 1)
-    graph, space = setup.graph, setup.space
-    nodes = [n.name for n in graph.searchable]
-    base_seed = int(search["config"]["seed"]) if search is not None else \
-        int(setup.supermodel["seed"])
-    seed = base_seed if seed is None else seed
-    logits = search_logits(search, nodes, space.tasks, search_path) if search else None
-    use_search_weights = search is not None and DERIVE_MODES[mode].uses_search_weights
-    weights = search["model"] if use_search_weights else None
-    init = {"from": "search" if use_search_weights else "seed", "seed": base_seed,
-            "checkpoint": str(search_path) if use_search_weights else None}
-    results = []
-    count = max(1, samples)
-    # candidates of an earlier derive would otherwise be selected by the next finetune
-    shutil.rmtree(run / "derived" / "candidates", ignore_errors=True)
-    for k in range(count):
-        plan = choose(mode, nodes, space.tasks, logits=logits, seed=seed + k,
-                      plan_file=plan_file)
-        if search is not None:
-            plan.source["search_step"] = int(search["step"])
-        network, tree = build_derived_network(graph, space, plan, experiment, base_seed,
-                                              weights)
-        report = plan_report(plan, tree, graph, space, network.heads)
-        out = run / "derived" if count == 1 else run / "derived" / "candidates" / str(k)
-        paths = write_derived(out, network, tree, plan, report, graph, space, experiment,
-                              base_seed, init)
-        results.append({"dir": str(out), **paths, "params": report["params"]["total"],
-                        "flops": report["flops"]["all_tasks_one_pass"],
-                        "fraction_shared": report["summary"]["fraction_shared"],
-                        "source": plan.source})
-    return {"run": str(run), "mode": mode.value, "candidates": results}

@@ -1,4 +1,4 @@
-"""`automtl finetune` and `automtl eval`: train the derived network, then measure it.
+"""Fine-tuning's machinery: the configuration, the training loop, and measuring a network.
 
 Fine-tuning follows the reference's post-train (docs/method.md §6): Adam (betas 0.5, 0.999, weight
 decay 1e-4), the learning rate halved every `lr_step` iterations, the weighted sum of task
@@ -11,46 +11,26 @@ nothing is selected on test.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from automtl_cli.artifacts import (
-    ArtifactKind,
-    atomic_copy,
-    load_artifact,
-    read_artifact,
-    save_artifact,
-    write_json,
-)
+from automtl_cli.artifacts import DerivedModel, FinetuneCheckpoint
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
-from automtl_cli.engine.derive import (
-    DERIVED_FORMAT,
-    build_derived_network,
-    decode_derived,
-    load_derived,
-)
+from automtl_cli.engine.derive import build_derived_network
 from automtl_cli.engine.distributed import Dist, convert_sync_batchnorm, digest
 from automtl_cli.engine.inits import INITS
 from automtl_cli.engine.loop import TrainLoop
 from automtl_cli.engine.search import to_device
 from automtl_cli.engine.streams import BatchStream
-from automtl_cli.errors import BadInput, MissingInput
-from automtl_cli.experiment import DataSource, ExperimentConfig
+from automtl_cli.experiment import DataSource
 from automtl_cli.tasks import Task, build_tasks, relative_score
 
-__all__ = ["FinetuneConfig", "Finetuner", "candidate_iters_for", "delta_against", "evaluate",
-           "evaluate_model", "finetune_config_for", "load_model", "run_finetune"]
-
-FORMAT = 1
-
+__all__ = ["FinetuneConfig", "Finetuner", "candidate_iters_for", "class_weights",
+           "delta_against", "evaluate"]
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -87,25 +67,8 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
 
-def finetune_config_for(run_dir: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
-    """The fine-tuning configuration of RUN: its dataset's sheet, the run's seed, `overrides`
-    (None leaves a default) on top."""
-    run = Path(run_dir)
-    model = run / "derived" / "model.pt"
-    first_candidate = run / "derived" / "candidates" / "0" / "model.pt"
-    source = model if model.exists() else first_candidate
-    if not source.exists():
-        raise MissingInput(f"{model}: no derived model; run `automtl derive {run}` first")
-    derived = load_derived(source)
-    if overrides.get("seed") is None:
-        overrides["seed"] = derived["seed"]
-    try:
-        return FinetuneConfig.defaults_for(derived["experiment"].data.source, **overrides)
-    except ValueError as e:
-        raise BadInput(str(e)) from e
-
-
-def _class_weights(loader) -> Any:
+def class_weights(loader) -> Any:
+    """The segmentation class weights a real dataset ships, or None."""
     info = getattr(loader.dataset, "info", None)
     return getattr(info, "seg_class_weights", None)
 
@@ -113,12 +76,12 @@ def _class_weights(loader) -> Any:
 class Finetuner(TrainLoop):
     name = "finetune"
 
-    def __init__(self, out_dir: str | os.PathLike, derived: dict[str, Any],
+    def __init__(self, out_dir: str | os.PathLike, derived: DerivedModel,
                  config: FinetuneConfig, run_id: dict[str, Any], *,
                  show_progress: bool = True, dist: Dist | None = None) -> None:
-        experiment: ExperimentConfig = derived["experiment"]
+        experiment = derived.experiment
         names = tuple(t.type for t in experiment.tasks)
-        super().__init__(out_dir, ArtifactKind.FINETUNE_CHECKPOINT, FORMAT, total=config.iters,
+        super().__init__(out_dir, FinetuneCheckpoint, total=config.iters,
                          checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                          keep=config.keep, task_names=names, device=torch.device(config.device),
                          run_id=run_id, seed=config.seed, show_progress=show_progress,
@@ -129,8 +92,8 @@ class Finetuner(TrainLoop):
                                    rank=self.dist.rank, world_size=self.dist.world)
         weights = INITS[config.init].weights(derived)
         self.network, self.tree = build_derived_network(
-            derived["graph"], derived["space"], derived["plan"], experiment, derived["seed"],
-            class_weights=_class_weights(self.loader))
+            derived.graph, derived.space, derived.plan, experiment, derived.seed,
+            class_weights=class_weights(self.loader))
         if weights is not None:
             self.network.load_state_dict(weights)
         if config.sync_bn:
@@ -140,7 +103,7 @@ class Finetuner(TrainLoop):
         self.model = torch.nn.parallel.DistributedDataParallel(
             self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
         ) if self.dist.enabled else self.network
-        self.tasks = build_tasks(experiment, _class_weights(self.loader))
+        self.tasks = build_tasks(experiment, class_weights(self.loader))
         self.loss_weights = torch.tensor([t.loss_weight for t in self.tasks], device=self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr,
                                           betas=(0.5, 0.999), weight_decay=1e-4)
@@ -169,12 +132,12 @@ class Finetuner(TrainLoop):
                 "complete": self.step >= self.total,
                 "rank_digests": self.dist.gather(digest(list(self.network.parameters())))}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.network.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        restore_rank_rng(state["rng"], self.dist.rank, self.dist.world)
-        self.stream = BatchStream(self.loader, *state["data"])
+    def load_state_dict(self, state: FinetuneCheckpoint) -> None:
+        self.network.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        restore_rank_rng(state.rng, self.dist.rank, self.dist.world)
+        self.stream = BatchStream(self.loader, *state.data)
 
     def run(self) -> dict[str, Any] | None:
         self.network.train()
@@ -209,163 +172,9 @@ def evaluate(network: torch.nn.Module, tasks: tuple[Task, ...], loader, variant:
     return out
 
 
-def evaluate_model(path: str | os.PathLike, split: str, *, data: str | None = None,
-                   variant: str = "correct", batch_size: int | None = None,
-                   num_workers: int = 0, device: str = "cpu",
-                   dist: Dist | None = None) -> dict[str, dict[str, float]]:
-    """`automtl eval`: a final (or derived) model's metrics on `split`, optionally on other
-    data (`synthetic`, `nyuv2:DIR`, …) than it was trained on."""
-    from automtl_cli.experiment import parse_data_arg
-
-    dist = dist or Dist()
-    derived, network = load_model(path)
-    experiment = derived["experiment"]
-    if data:
-        source, root = parse_data_arg(data)
-        experiment = dataclasses.replace(experiment, data=dataclasses.replace(
-            experiment.data, source=source, root=root)).resolve()
-    names = tuple(t.type for t in experiment.tasks)
-    loader = build_loader(experiment.data, names, split, seed=derived["seed"],
-                          batch_size=batch_size, num_workers=num_workers, rank=dist.rank,
-                          world_size=dist.world)
-    tasks = build_tasks(experiment, _class_weights(loader))
-    dev = torch.device(device)
-    return evaluate(network.to(dev), tasks, loader, variant, dev, dist)
-
-
-def load_model(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
-    """A final model (or a derived model.pt) and its network, weights loaded."""
-    data = read_artifact(path)
-    if data["kind"] == ArtifactKind.FINAL_MODEL:
-        derived = decode_derived(data["derived"])
-        state = data["state_dict"]
-    elif data["kind"] == ArtifactKind.DERIVED_MODEL:
-        derived = load_derived(path)
-        state = derived["state_dict"]
-    else:
-        raise BadInput(f"{path}: is a {data['kind']!r} artifact, expected a final model "
-                       "(RUN/final.pt) or a derived model (RUN/derived/model.pt)")
-    network, _ = build_derived_network(derived["graph"], derived["space"], derived["plan"],
-                                       derived["experiment"], derived["seed"])
-    network.load_state_dict(state)
-    return derived, network
-
-
-def _derived_payload(path: Path) -> dict[str, Any]:
-    raw = load_artifact(path, ArtifactKind.DERIVED_MODEL, DERIVED_FORMAT)
-    return {k: raw[k] for k in ("plan", "graph", "space", "experiment", "seed", "init",
-                                "report")}
-
-
-def _split_metrics(network, tasks, experiment, split, config, variant,
-                   dist: Dist | None = None) -> dict[str, Any]:
-    dist = dist or Dist()
-    loader = build_loader(experiment.data, tuple(t.name for t in tasks), split,
-                          seed=config.seed, num_workers=config.num_workers, rank=dist.rank,
-                          world_size=dist.world)
-    return evaluate(network, tasks, loader, variant, torch.device(config.device), dist)
-
-
 def candidate_iters_for(iters: int) -> int:
     """How long each sampled candidate is fine-tuned before the best on val is kept."""
     return max(1, iters // 5)
-
-
-def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,
-                      show_progress: bool) -> dict[str, Any]:
-    """Fine-tune every sampled candidate briefly; keep the best on val (test is not looked at)."""
-    root = run / "derived" / "candidates"
-    scores = []
-    for cand in sorted((p for p in root.iterdir() if (p / "model.pt").exists()),
-                       key=lambda p: int(p.name)):
-        derived = load_derived(cand / "model.pt")
-        short = dataclasses.replace(config, iters=candidate_iters,
-                                    checkpoint_every=max(candidate_iters, 1))
-        tuner = Finetuner(run / "finetune" / "candidates" / cand.name, derived, short,
-                          {"candidate": cand.name}, show_progress=show_progress)
-        tuner.run()
-        val = _split_metrics(tuner.network, tuner.tasks, derived["experiment"], "val", short,
-                             config.metrics)
-        weighted = sum(t.loss_weight * val[t.name]["loss"] for t in tuner.tasks)
-        scores.append({"candidate": int(cand.name), "val_loss": weighted})
-    if not scores:
-        raise MissingInput(f"{root}: no candidates")
-    best = min(scores, key=lambda s: s["val_loss"])
-    for name in ("plan.json", "model.pt", "model.prototxt"):
-        src = root / str(best["candidate"]) / name
-        if src.exists():
-            atomic_copy(src, run / "derived" / name)
-    write_json(run / "derived" / "selection.json",
-               {"selected": best["candidate"], "by": "weighted val loss after "
-                f"{candidate_iters} iterations", "scores": scores})
-    return {"selected": best["candidate"], "scores": scores}
-
-
-def run_finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: bool = False,
-                 candidate_iters: int | None = None, show_progress: bool = True,
-                 stl_metrics: dict[str, Any] | None = None,
-                 dist: Dist | None = None) -> dict[str, Any]:
-    dist = dist or Dist()
-    run = Path(run_dir)
-    selection = None
-    candidates = run / "derived" / "candidates"
-    if candidates.is_dir() and not resume and any(candidates.iterdir()):
-        if dist.enabled:
-            raise BadInput("select sampled candidates in one process first (`automtl "
-                           "finetune` without torchrun), then fine-tune under torchrun")
-        selection = _select_candidate(run, config,
-                                      candidate_iters or candidate_iters_for(config.iters),
-                                      show_progress)
-        shutil.rmtree(candidates)
-    path = run / "derived" / "model.pt"
-    if not path.exists():
-        raise MissingInput(f"{path}: no derived model; run `automtl derive {run}` first")
-    derived = load_derived(path)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    tuner = Finetuner(run / "finetune", derived, config, {"derived_sha256": sha},
-                      show_progress=show_progress, dist=dist)
-    if resume:
-        tuner.resume()
-    record = tuner.run()
-    experiment = derived["experiment"]
-    metrics = {split: _split_metrics(tuner.network, tuner.tasks, experiment, split, config,
-                                     config.metrics, dist) for split in ("val", "test")}
-    report = derived["report"]
-    result: dict[str, Any] = {
-        "run": str(run), "plan": derived["plan"].source, "init": config.init,
-        "steps": tuner.step, "final_loss": record["loss"] if record else None,
-        "metrics": metrics, "params": report["params"], "flops": report["flops"],
-        "fraction_shared": report["summary"]["fraction_shared"],
-        "metric_variant": config.metrics,
-    }
-    if selection:
-        result["selection"] = selection
-    stl = stl_metrics
-    if stl is None and (run / "baselines" / "specific" / "metrics.json").exists():
-        stl = json.loads((run / "baselines" / "specific" / "metrics.json").read_text())
-    if stl is not None:
-        result["delta"] = {split: delta_against(metrics[split], stl["metrics"][split], tuner.tasks)
-                           for split in ("val", "test")}
-    if dist.is_main:
-        state = tuner.network.state_dict()
-        if config.sync_bn:  # a final model holds plain BatchNorm, whatever trained it
-            state = _plain_state(derived, state)
-        save_artifact(run / "final.pt", ArtifactKind.FINAL_MODEL, FORMAT, {
-            "derived": _derived_payload(path), "state_dict": state,
-            "metrics": metrics, "config": config.to_dict()})
-        write_json(run / "metrics.json", result)
-    dist.barrier()
-    result["final"] = str(run / "final.pt")
-    return result
-
-
-def _plain_state(derived: dict[str, Any], state: dict[str, torch.Tensor]
-                 ) -> dict[str, torch.Tensor]:
-    """SyncBatchNorm and BatchNorm2d share their state keys; check, and return it as is."""
-    network, _ = build_derived_network(derived["graph"], derived["space"], derived["plan"],
-                                       derived["experiment"], derived["seed"])
-    network.load_state_dict(state)
-    return network.state_dict()
 
 
 def delta_against(metrics, stl, tasks) -> dict[str, Any]:

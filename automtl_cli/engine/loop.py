@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from automtl_cli.artifacts import ArtifactKind, atomic_write
+from automtl_cli.artifacts import Artifact, atomic_write
 from automtl_cli.engine.checkpoint import CheckpointManager
 from automtl_cli.engine.distributed import Dist
 from automtl_cli.engine.signals import StopRequest
@@ -46,7 +46,7 @@ class TrainLoop:
     name = "train"
     extra_name = "extra"  # what the optional per-step scalar is called in the log
 
-    def __init__(self, directory: str | os.PathLike, kind: ArtifactKind, format_version: int, *,
+    def __init__(self, directory: str | os.PathLike, checkpoint: type[Artifact], *,
                  total: int, checkpoint_every: int, log_every: int, keep: int,
                  task_names: tuple[str, ...], device: torch.device, run_id: dict[str, Any],
                  seed: int, show_progress: bool = True, dist: Dist | None = None) -> None:
@@ -57,7 +57,7 @@ class TrainLoop:
         self.show_progress = show_progress and self.dist.is_main
         self.step = 0
         self.seed = seed
-        self.checkpoints = CheckpointManager(self.dir, kind, format_version, keep)
+        self.checkpoints = CheckpointManager(self.dir, checkpoint, keep)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self._loss_sum = torch.zeros(len(task_names), device=device)
         self._extra_sum = torch.zeros((), device=device)
@@ -73,9 +73,11 @@ class TrainLoop:
         return self.name
 
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's fields other than `step` and `run_id`."""
         raise NotImplementedError
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Any) -> None:
+        """Restore from the typed checkpoint `state_dict` was saved as."""
         raise NotImplementedError
 
     def log_fields(self) -> dict[str, Any]:
@@ -90,7 +92,7 @@ class TrainLoop:
     def resume(self) -> int:
         state = self.checkpoints.load_last(self.run_id)
         self.load_state_dict(state)
-        self.step = int(state["step"])
+        self.step = state.step
         if self.log_path.exists() and self.dist.is_main:
             kept = [line for line in self.log_path.read_text(encoding="utf-8").splitlines()
                     if _logged_step(line) <= self.step]
@@ -161,7 +163,8 @@ class TrainLoop:
         state = self.state_dict()
         path = self.checkpoints.dir / f"step-{self.step}.pt"
         if self.dist.is_main:
-            path = self.checkpoints.save(self.step, {"run_id": self.run_id, **state})
+            path = self.checkpoints.save(self.checkpoints.artifact(
+                step=self.step, run_id=self.run_id, **state))
         self.dist.barrier()
         return path
 

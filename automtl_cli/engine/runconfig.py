@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.compiler import load_supermodel
+from automtl_cli.artifacts import SupermodelArtifact, load
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import (
@@ -59,49 +59,48 @@ def input_size(experiment: ExperimentConfig) -> tuple[int, int]:
 @dataclass
 class RunSetup:
     run_dir: Path
-    supermodel: dict[str, Any]
+    supermodel: SupermodelArtifact
     graph: Graph  # the backbone, shapes inferred at the data's input size
     space: SearchSpace
     experiment: ExperimentConfig
 
     def run_id(self) -> dict[str, Any]:
-        return {"supermodel_sha256": self.supermodel["source"]["sha256"],
+        return {"supermodel_sha256": self.supermodel.source["sha256"],
                 "tasks": list(self.space.tasks), "bn": self.space.bn, "skip": self.space.skip}
 
 
-def read_supermodel(run_dir: str | os.PathLike) -> dict[str, Any]:
+def read_supermodel(run_dir: str | os.PathLike) -> SupermodelArtifact:
     """RUN/supermodel.pt, or a MissingInput that says how to make it."""
     path = Path(run_dir) / "supermodel.pt"
     if not path.exists():
         raise MissingInput(f"{path}: no such file; run `automtl compile BACKBONE -o {run_dir}` "
                            "first")
-    return load_supermodel(path)
+    return load(path, SupermodelArtifact)
 
 
 def setup_run(run_dir: str | os.PathLike, experiment: ExperimentConfig,
-              batch_size: int, supermodel: dict[str, Any] | None = None) -> RunSetup:
+              batch_size: int, supermodel: SupermodelArtifact | None = None) -> RunSetup:
     """The run's graph at this batch size and its search space (`supermodel`: the already
     loaded RUN/supermodel.pt, so a command reads it once)."""
     run = Path(run_dir)
     path = run / "supermodel.pt"
     data = supermodel if supermodel is not None else read_supermodel(run)
     task_names = tuple(t.type for t in experiment.tasks)
-    if data.get("tasks") and tuple(data["tasks"]) != task_names:
-        raise BadInput(f"{path} was compiled for tasks {','.join(data['tasks'])}, "
+    if data.tasks and data.tasks != task_names:
+        raise BadInput(f"{path} was compiled for tasks {','.join(data.tasks)}, "
                        f"this run asks for {','.join(task_names)}")
     try:
-        space = SearchSpace(task_names, data["bn"], data["skip"])
+        space = SearchSpace(task_names, data.bn, data.skip)
     except ValueError as e:
         raise BadInput(str(e)) from e
-    graph: Graph = data["graph"]
+    graph = data.graph
     if len(graph.inputs) != 1:
         raise BadInput(f"{path}: a supermodel needs a backbone with exactly one input")
     channels = next(iter(graph.inputs.values()))[1]
     h, w = input_size(experiment)
-    options = data["options"]
-    opts = CompileOptions(dialect=data["dialect"],
+    opts = CompileOptions(dialect=data.dialect,
                           input_shapes={None: (batch_size, channels, h, w)},
-                          feature_blob=options.get("feature_blob"),
-                          lenient=bool(options.get("lenient")))
-    graph = build_graph(data["source"]["path"], opts, text=data["source"]["text"]).graph
+                          feature_blob=data.options.get("feature_blob"),
+                          lenient=bool(data.options.get("lenient")))
+    graph = build_graph(data.source["path"], opts, text=data.source["text"]).graph
     return RunSetup(run, data, graph, space, experiment)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from automtl_cli.artifacts import ArtifactKind
+from automtl_cli.artifacts import SearchCheckpoint
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
@@ -40,12 +40,11 @@ from automtl_cli.frontend.ir import Graph
 from automtl_cli.registry import parse_choice
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["SEARCH_FORMAT", "NonFiniteLoss", "SearchConfig", "Searcher",
+__all__ = ["NonFiniteLoss", "SearchConfig", "Searcher",
            "policy_decision", "policy_table"]
 
 log = logging.getLogger(__name__)
 
-SEARCH_FORMAT = 2  # 2: the policy as one `policy_logits` [S, T, 3] tensor
 _WARMUP_STAGE = "warmup"  # the supermodel's forward stage that averages every branch
 
 
@@ -160,7 +159,7 @@ class Searcher(TrainLoop):
                  *, show_progress: bool = True, count: dict[str, int] | None = None,
                  dist: Dist | None = None) -> None:
         names = tuple(t.type for t in experiment.tasks)
-        super().__init__(Path(run_dir) / "search", ArtifactKind.SEARCH_CHECKPOINT, SEARCH_FORMAT,
+        super().__init__(Path(run_dir) / "search", SearchCheckpoint,
                          total=config.total, checkpoint_every=config.checkpoint_every,
                          log_every=config.log_every, keep=config.keep, task_names=names,
                          device=torch.device(config.device), run_id=run_id, seed=config.seed,
@@ -210,9 +209,9 @@ class Searcher(TrainLoop):
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
-            "experiment": self.experiment.to_dict(),
-            "space": self.space.to_dict(),
-            "search_nodes": self.search_names,
+            "experiment": self.experiment,
+            "space": self.space,
+            "search_nodes": tuple(self.search_names),
             # [S, T, 3] in search_nodes × space.tasks order: readers need no state-dict keys
             "policy_logits": self.net.backbone.logits().detach().cpu(),
             "model": self.net.state_dict(),
@@ -229,12 +228,12 @@ class Searcher(TrainLoop):
                 "weights": digest(self.net.weight_parameters())}),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
+    def load_state_dict(self, state: SearchCheckpoint) -> None:
+        self.net.load_state_dict(state.model)
         for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        restore_rank_rng(state["rng"], self.dist.rank, self.dist.world)
-        for split, (epoch, offset) in state["data"].items():
+            o.load_state_dict(state.optimizers[k])
+        restore_rank_rng(state.rng, self.dist.rank, self.dist.world)
+        for split, (epoch, offset) in state.data.items():
             self.streams[split] = BatchStream(self.loaders[split], epoch, offset)
 
     # ------------------------------------------------------------------ steps

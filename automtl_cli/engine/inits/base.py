@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
+from automtl_cli.artifacts import DerivedModel
 from automtl_cli.registry import Registry
 
 __all__ = ["INITS", "Init", "Initializer"]
@@ -22,7 +22,7 @@ class Init(str, enum.Enum):
 
 
 class Initializer(Protocol):
-    def weights(self, derived: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
+    def weights(self, derived: DerivedModel) -> dict[str, torch.Tensor] | None:
         """The state dict to load into the derived network, or None to keep the seed's."""
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
+from automtl_cli.artifacts import DerivedModel
 from automtl_cli.engine.inits.base import INITS, Init
 
 
 class FromSeed:
-    def weights(self, derived: Mapping[str, Any]) -> None:
+    def weights(self, derived: DerivedModel) -> None:
         return None
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
+from automtl_cli.artifacts import DerivedModel
 from automtl_cli.engine.inits.base import INITS, Init
 
 
 class FromSearch:
-    def weights(self, derived: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        return derived["state_dict"]
+    def weights(self, derived: DerivedModel) -> dict[str, torch.Tensor]:
+        return derived.state_dict
 
 
 INITS.register(Init.SEARCH)(FromSearch())

@@ -1,14 +1,12 @@
-"""Artifacts on disk: self-describing, written atomically, loaded as data (never code).
+"""The one atomic writer, and torch's container read as data (never code).
 
-Every artifact is a dict with `kind`, `format_version` and `automtl_version`; a stage refuses an
-artifact of another kind or a newer format with a message saying what it found. Writes go to a
-temporary file in the target directory and are then `os.replace`d, so a crash never leaves a
-half-written file where a good one was.
+Writes go to a temporary file in the target directory, are fsynced, then `os.replace`d, so a
+crash never leaves a half-written file where a good one was. Every file automtl writes goes
+through `atomic_write` (JSON, text, PNG, torch containers, exported models).
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import pickle
@@ -21,24 +19,12 @@ from typing import Any
 import torch
 
 from automtl_cli import __version__
+from automtl_cli.artifacts.kinds import ArtifactKind
 from automtl_cli.errors import BadInput, MissingInput
 
-__all__ = ["ArtifactKind", "atomic_copy", "atomic_write", "load_artifact", "read_artifact",
-           "save_artifact", "write_json"]
+__all__ = ["atomic_copy", "atomic_write", "read_payload", "save_payload", "write_json",
+           "write_text"]
 
-
-class ArtifactKind(str, enum.Enum):
-    """Every kind of file automtl writes; the value is what the file stores as `kind`."""
-
-    SUPERMODEL = "supermodel"  # RUN/supermodel.pt (compile)
-    SEARCH_CHECKPOINT = "search-checkpoint"  # RUN/search/step-N.pt, last.pt
-    DERIVED_MODEL = "derived-model"  # RUN/derived/model.pt
-    FINETUNE_CHECKPOINT = "finetune-checkpoint"  # RUN/finetune/step-N.pt, last.pt
-    FINAL_MODEL = "final-model"  # RUN/final.pt
-    EXPORT = "automtl-export"  # the metadata inside RUN/export/model.onnx or .ts
-
-    def __str__(self) -> str:
-        return self.value
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -77,15 +63,20 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write(path, write)
 
 
-def save_artifact(path: str | os.PathLike, kind: ArtifactKind, format_version: int,
-                  payload: dict[str, Any]) -> Path:
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def save_payload(path: str | os.PathLike, kind: ArtifactKind, format_version: int,
+                 payload: dict[str, Any]) -> Path:
+    """A torch container of plain data and tensors, stamped with its kind and format."""
     data = {"kind": ArtifactKind(kind).value, "format_version": format_version,
             "automtl_version": __version__, **payload}
     return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
 
-def read_artifact(path: str | os.PathLike) -> dict[str, Any]:
-    """Load any automtl artifact (for `inspect`, which dispatches on its kind)."""
+def read_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """Any automtl torch container, as stored (`load` in types.py gives the typed view)."""
     path = Path(path)
     if not path.exists():
         raise MissingInput(f"{path}: no such file")
@@ -96,19 +87,4 @@ def read_artifact(path: str | os.PathLike) -> dict[str, Any]:
         raise BadInput(f"{path}: not a readable automtl artifact ({first})") from e
     if not isinstance(data, dict) or "kind" not in data:
         raise BadInput(f"{path}: not an automtl artifact (no `kind` field)")
-    return data
-
-
-def load_artifact(path: str | os.PathLike, kind: ArtifactKind,
-                  max_version: int) -> dict[str, Any]:
-    """Load an artifact of `kind`, refusing anything else with a clear reason."""
-    path = Path(path)
-    data = read_artifact(path)
-    if data["kind"] != ArtifactKind(kind).value:
-        raise BadInput(f"{path}: is a {data['kind']!r} artifact, expected "
-                       f"{ArtifactKind(kind).value!r}")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > max_version:
-        raise BadInput(f"{path}: format_version {version} is newer than this automtl "
-                       f"({__version__}) reads (up to {max_version}); upgrade automtl")
     return data

@@ -1,4 +1,6 @@
-"""`automtl run`: compile, search, derive, fine-tune, and the baselines beside it, in one table.
+"""The run stage: compile, search, derive, fine-tune, and the baselines beside it, in one table.
+
+It is the only place that composes stages.
 
 Every method trains from the same seed: single-task networks (the `specific` plan: no parameter
 is shared), hard sharing (the `shared` plan), optionally K random plans (the paper's ablation),
@@ -19,17 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import atomic_copy, atomic_write, write_json
-from automtl_cli.compiler import compile_backbone, write_compile_outputs
-from automtl_cli.engine.derive import run_derive
-from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for, run_finetune
+from automtl_cli.artifacts import atomic_copy, write_json, write_text
+from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for
 from automtl_cli.engine.plans import DeriveMode
-from automtl_cli.engine.runconfig import setup_run
 from automtl_cli.engine.schedule import Alternation
-from automtl_cli.engine.search import SearchConfig, Searcher
+from automtl_cli.engine.search import SearchConfig
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import MissingInput
 from automtl_cli.experiment import ExperimentConfig
+from automtl_cli.stages.compile import compile_backbone, compile_stage
+from automtl_cli.stages.derive import derive
+from automtl_cli.stages.finetune import finetune
+from automtl_cli.stages.search import search as search_stage
 from automtl_cli.tasks import build_tasks
 
 __all__ = ["BUDGETS", "Pipeline", "default_backbone", "random_plan_seed", "results_table",
@@ -105,7 +108,7 @@ class Pipeline:
     def compile(self) -> None:
         compiled = compile_backbone(self.backbone, tasks=self.tasks, bn=self.bn, skip=self.skip,
                                     seed=self.search.seed)
-        write_compile_outputs(compiled, self.run)
+        compile_stage(compiled, self.run)
         self.say(f"compiled {self.backbone} into {self.run} "
                  f"({compiled.summary()['searchable']} search nodes)")
 
@@ -114,7 +117,7 @@ class Pipeline:
         """A fixed plan (`specific`, `shared`, `random`) trained from scratch in
         RUN/baselines/NAME."""
         sub = _baseline_run(self.run, name)
-        run_derive(sub, experiment=self.experiment, mode=mode, seed=seed)
+        derive(sub, experiment=self.experiment, mode=mode, seed=seed)
         return self._finetune(name, sub, self.baseline_config, 0, stl)
 
     def automtl(self, name: str = "AutoMTL", *, search: SearchConfig | None = None,
@@ -123,15 +126,10 @@ class Pipeline:
         method runs in RUN itself; others (an ablation's) in RUN/variants/NAME."""
         search = search or self.search
         sub = self.run if name == "AutoMTL" else _baseline_run(self.run, name, "variants")
-        setup = setup_run(sub, self.experiment,
-                          search.batch_size or self.experiment.data.batch_size)
-        searcher = Searcher(sub, setup.graph, setup.space, self.experiment, search,
-                            setup.run_id(), show_progress=self.show_progress)
-        summary = searcher.run()
+        summary = search_stage(sub, search, self.experiment, show_progress=self.show_progress)
         self.say(f"{name}: searched {summary['steps']} steps; {summary['sharing']:.0%} of "
                  f"choices shared, chosen branches at p = {summary['decided']:.2f} on average")
-        run_derive(sub, experiment=self.experiment, mode=self.derive_mode,
-                   samples=self.samples)
+        derive(sub, experiment=self.experiment, mode=self.derive_mode, samples=self.samples)
         out = self._finetune(name, sub, self.finetune,
                              search_weight_updates(search, len(self.tasks))
                              + self.selection_updates, stl)
@@ -146,7 +144,7 @@ class Pipeline:
     def _finetune(self, name: str, sub: Path, config: FinetuneConfig, before: int,
                   stl: dict[str, Any] | None) -> dict[str, Any]:
         """Fine-tune RUN/`sub`; `before`: the weight updates its plan had already cost."""
-        out = run_finetune(sub, config, show_progress=self.show_progress, stl_metrics=stl,
+        out = finetune(sub, config, show_progress=self.show_progress, stl_metrics=stl,
                            candidate_iters=self.candidate_iters)
         out["budget"] = {"weight_updates": before + config.iters,
                          "finetune_iters": config.iters, "init": config.init}
@@ -177,7 +175,7 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
     results["AutoMTL"] = pipe.automtl(stl=stl)
     run = pipe.run
     table = results_table(results, build_tasks(experiment))
-    atomic_write(run / "results.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    write_text(run / "results.md", table + "\n")
     write_json(run / "results.json", {
         "backbone": str(backbone), "tasks": list(pipe.tasks),
         "experiment": experiment.to_dict(), "search": dataclasses.asdict(search),

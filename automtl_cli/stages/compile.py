@@ -1,4 +1,5 @@
-"""`automtl compile`: front end, summary, and the artifacts written to the run directory."""
+"""The compile stage: a backbone → RUN/supermodel.pt (the IR and its search space) and
+RUN/compile.json (the summary and layer table)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import ArtifactKind, load_artifact, save_artifact, write_json
+from automtl_cli.artifacts import SupermodelArtifact, load, write_json
 from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
 from automtl_cli.frontend.ir import Graph
 
-__all__ = ["SUPERMODEL_FORMAT", "CompileResult", "compile_backbone",
-           "load_supermodel", "write_compile_outputs"]
-
-SUPERMODEL_FORMAT = 2  # 2: the IR keeps a list of outputs
+__all__ = ["CompileResult", "compile_backbone", "compile_stage", "layer_table",
+           "load_supermodel"]
 
 
 @dataclass
@@ -96,50 +95,37 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
     return CompileResult(front, options, elapsed, space, bn, skip, seed, info)
 
 
-def write_compile_outputs(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
-    """Write RUN/compile.json and RUN/supermodel.pt (graph and search space; no weights)."""
+def compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
+    """Write RUN/supermodel.pt (graph and search space; no weights) and RUN/compile.json."""
     run = Path(run_dir)
     summary = result.summary()
     text = result.front.text
-    payload = {
-        "graph": result.graph.to_dict(),
-        "source": {"path": os.path.abspath(result.graph.file), "text": text,
-                   "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
-        "dialect": result.front.dialect.name,
-        "options": {
+    artifact = SupermodelArtifact(
+        graph=result.graph,
+        source={"path": os.path.abspath(result.graph.file), "text": text,
+                "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+        dialect=result.front.dialect.name,
+        options={
             "dialect": result.options.dialect,
             "input_shapes": {str(k) if k is not None else "": list(v)
                              for k, v in result.options.input_shapes.items()},
             "feature_blob": result.options.feature_blob,
             "lenient": result.options.lenient,
         },
-        "input_shape": summary["inputs"],
-        "feature_blob": summary["feature_blob"],
-        "seed": result.seed,
-        "bn": result.bn,
-        "skip": result.skip,
-        "tasks": list(result.space.tasks) if result.space else [],
-    }
-    supermodel = save_artifact(run / "supermodel.pt", ArtifactKind.SUPERMODEL,
-                               SUPERMODEL_FORMAT, payload)
+        input_shape=summary["inputs"], feature_blob=summary["feature_blob"], seed=result.seed,
+        bn=result.bn, skip=result.skip,
+        tasks=tuple(result.space.tasks) if result.space else ())
+    supermodel = artifact.save(run / "supermodel.pt")
     report = write_json(run / "compile.json", {
         **summary,
-        "sha256": payload["source"]["sha256"],
+        "sha256": artifact.source["sha256"],
         "layer_table": layer_table(result.graph),
     })
     return {"supermodel": str(supermodel), "compile_json": str(report)}
 
 
-def load_supermodel(path: str | os.PathLike) -> dict[str, Any]:
-    data = load_artifact(path, ArtifactKind.SUPERMODEL, SUPERMODEL_FORMAT)
-    if data["format_version"] < SUPERMODEL_FORMAT:
-        raise BadInput(f"{path}: written by an older automtl (format "
-                       f"{data['format_version']}); compile the backbone again")
-    try:
-        data["graph"] = Graph.from_dict(data["graph"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise BadInput(f"{path}: the stored graph is not readable ({e!r}); compile again") from e
-    return data
+def load_supermodel(path: str | os.PathLike) -> SupermodelArtifact:
+    return load(path, SupermodelArtifact)
 
 
 def layer_table(graph: Graph) -> list[dict[str, Any]]:

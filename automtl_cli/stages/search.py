@@ -1,0 +1,53 @@
+"""The search stage: RUN/supermodel.pt → RUN/search/ (checkpoints, log.jsonl), resumable."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from automtl_cli.artifacts import SupermodelArtifact
+from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
+from automtl_cli.engine.runconfig import read_supermodel, resolve_experiment, setup_run
+from automtl_cli.engine.search import SearchConfig, Searcher
+from automtl_cli.errors import BadInput
+from automtl_cli.experiment import ExperimentConfig
+
+__all__ = ["search", "search_config_for", "search_experiment"]
+
+log = logging.getLogger(__name__)
+
+
+def search_experiment(supermodel: SupermodelArtifact, experiment_path: str | None,
+                      tasks: str | None, data: str | None) -> ExperimentConfig:
+    """The experiment of a search: the flags', the tasks defaulting to the compile's."""
+    if supermodel.tasks and not tasks:
+        tasks = ",".join(supermodel.tasks)
+    return resolve_experiment(experiment_path, tasks, data)
+
+
+def search_config_for(experiment: ExperimentConfig, supermodel: SupermodelArtifact,
+                      **overrides: Any) -> SearchConfig:
+    """The data's sheet with `overrides` (None leaves a default); the seed defaults to the
+    compile's."""
+    if overrides.get("seed") is None:
+        overrides["seed"] = supermodel.seed
+    try:
+        return SearchConfig.defaults_for(experiment.data.source, **overrides)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
+
+
+def search(run_dir: str | os.PathLike, config: SearchConfig, experiment: ExperimentConfig, *,
+           supermodel: SupermodelArtifact | None = None, resume: bool = False,
+           show_progress: bool = True, dist: Dist | None = None) -> dict[str, Any]:
+    """Search RUN's policy; returns the summary (steps, τ, sharing, the policy table)."""
+    supermodel = supermodel or read_supermodel(run_dir)
+    batch = config.batch_size or experiment.data.batch_size
+    setup = setup_run(run_dir, experiment, batch, supermodel)
+    searcher = Searcher(run_dir, setup.graph, setup.space, experiment, config, setup.run_id(),
+                        show_progress=show_progress, dist=dist)
+    if resume or (restarted_by_torchrun() and searcher.checkpoints.last.exists()):
+        step = searcher.resume()
+        log.info("resuming the search at step %d of %d", step, config.total)
+    return searcher.run()
