@@ -6,8 +6,8 @@ import click
 
 from automtl_cli.cli.options import emit_json
 from automtl_cli.engine.derive import run_derive
-from automtl_cli.engine.runconfig import resolve_experiment
 from automtl_cli.errors import BadInput
+from automtl_cli.experiment import build_stage_experiment
 
 
 @click.command("derive")
@@ -39,11 +39,11 @@ def derive(run_dir, mode, plan, samples, seed, tasks, data, experiment_path, as_
         raise BadInput("--samples must be at least 1")
     experiment = None
     if tasks or data or experiment_path:
-        experiment = resolve_experiment(experiment_path, tasks, data)
+        experiment = build_stage_experiment(experiment_path, tasks, data)
     else:
         compiled = load_supermodel(f"{run_dir}/supermodel.pt")
         if compiled.get("tasks"):
-            experiment = resolve_experiment(None, ",".join(compiled["tasks"]), None)
+            experiment = build_stage_experiment(None, ",".join(compiled["tasks"]), None)
     result = run_derive(run_dir, mode=mode, plan_file=plan_file, samples=samples, seed=seed,
                         experiment=experiment)
     if as_json:

@@ -8,9 +8,10 @@ import click
 
 from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
 from automtl_cli.engine.distributed import init_distributed, restarted_by_torchrun
-from automtl_cli.engine.runconfig import read_supermodel, resolve_experiment, setup_run
+from automtl_cli.engine.runconfig import read_supermodel, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
 from automtl_cli.errors import BadInput
+from automtl_cli.experiment import build_stage_experiment
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -65,7 +66,7 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
     compiled = read_supermodel(run_dir)  # read once: tasks, seed, graph
     if compiled.get("tasks") and not tasks:
         tasks = ",".join(compiled["tasks"])
-    experiment = resolve_experiment(experiment_path, tasks, data)
+    experiment = build_stage_experiment(experiment_path, tasks, data)
     dist, dev = init_distributed(resolve_device(device))
     if seed is None:
         seed = compiled["seed"]
