@@ -252,11 +252,12 @@ def gdas_policy(args) -> dict:
 def _searched(run: Path, spec: Path) -> dict:
     from automtl_cli.data.loader import build_loader
     from automtl_cli.engine.network import SearchNetwork
-    from automtl_cli.engine.runconfig import resolve_experiment, setup_run
+    from automtl_cli.engine.runconfig import setup_run
+    from automtl_cli.experiment import build_stage_experiment
     from automtl_cli.tasks import build_tasks
 
     state = torch.load(run / "search" / "last.pt", weights_only=True)
-    experiment = resolve_experiment(str(spec), None, None)
+    experiment = build_stage_experiment(str(spec), None, None)
     setup = setup_run(run, experiment, 8)
     tasks = build_tasks(experiment)
     net = SearchNetwork(build_supermodel(setup.graph, setup.space), tasks, 0)

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from automtl_cli.artifacts import write_json  # noqa: E402
 from automtl_cli.engine.finetune import FinetuneConfig, delta_against  # noqa: E402
-from automtl_cli.engine.runconfig import resolve_experiment  # noqa: E402
 from automtl_cli.engine.search import SearchConfig  # noqa: E402
+from automtl_cli.experiment import build_stage_experiment  # noqa: E402
 from automtl_cli.stages.run import BUDGETS, Pipeline, random_plan_seed  # noqa: E402
 from automtl_cli.tasks import build_tasks  # noqa: E402
 
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     sections: dict[str, dict[int, dict[str, dict]]] = {}
     texts = []
     for task_set in args.task_sets.split(","):
-        experiment = resolve_experiment(None, task_set, None)
+        experiment = build_stage_experiment(None, task_set, None)
         tasks = build_tasks(experiment)
         cells: dict[int, dict[str, dict]] = {}
         for seed in range(args.seeds):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from automtl_cli.engine.runconfig import resolve_experiment
+from automtl_cli.experiment import build_stage_experiment
 from automtl_cli.tasks import build_tasks
 
 from conftest import ROOT
@@ -35,7 +35,7 @@ def _cell(tasks, scale: float, params: int, updates: int = 600, init: str = "scr
 
 
 def test_deltas_tables_and_picture(bench, tmp_path):
-    tasks = build_tasks(resolve_experiment(None, "nyu3", None))
+    tasks = build_tasks(build_stage_experiment(None, "nyu3", None))
     cells = {seed: {"single-task": _cell(tasks, 1.0, 3_000_000),
                     "hard sharing": _cell(tasks, 0.99, 1_600_000),
                     "random 0": _cell(tasks, 0.98, 2_000_000),

@@ -21,7 +21,7 @@ CFG32 = SyntheticConfig(image_size=32)
 
 # sha256 prefixes of the class map and of depth rounded to 1 mm (seed 0, 32 px): exact class
 # maps and millimetres are stable across machines where float bytes may not be
-# (../shared/reference/synthetic-data.md §4).
+# (docs/synthetic-data.md §3).
 GOLDEN = {
     ("train", 0): ("d4e21fd0b434d09b", "49095573b934c580"),
     ("train", 1): ("ee8a83f97a86530b", "25954f6fe0662b8d"),

@@ -27,7 +27,8 @@ def test_aspp_head_keeps_the_feature_size_and_sums_four_branches():
 
 
 def test_aspp_head_has_the_reference_size():
-    # automtl.md §4.5: 23.15 M parameters for 512 input channels and 19 classes
+    # the reference's ASPP head (automtl_cli/tasks/heads.py): 23.15 M parameters for 512 input
+    # channels and 19 classes
     with torch.device("meta"):
         head = build_head(HeadConfig(hidden=1024, scale_rates=False), 512, 19, (41, 41))
     assert sum(p.numel() for p in head.parameters()) == 23_154_764

@@ -8,37 +8,9 @@ import click
 
 from automtl_cli.cli.options import emit_json
 from automtl_cli.data.preview import preview_experiment
-from automtl_cli.errors import BadInput
-from automtl_cli.experiment import (
-    DATASET_TASKS,
-    SPLITS,
-    ExperimentConfig,
-    default_experiment,
-    load_experiment,
-    parse_data_arg,
-    parse_tasks_arg,
-)
+from automtl_cli.experiment import SPLITS, build_preview_experiment
 
 log = logging.getLogger("automtl_cli.cli")
-
-
-def resolve_experiment(experiment_path: str | None, data: str | None,
-                       tasks: str | None) -> ExperimentConfig:
-    """The experiment file (or the embedded default) with --data and --tasks applied."""
-    explicit = experiment_path is not None
-    experiment = load_experiment(experiment_path) if explicit else default_experiment()
-    source, root = parse_data_arg(data) if data is not None else \
-        (experiment.data.source, experiment.data.root)
-    if tasks is not None:
-        names = parse_tasks_arg(tasks)
-    elif explicit and source is experiment.data.source:
-        names = experiment.task_names
-    else:  # a preview of the default, or of other data, shows every label the dataset has
-        names = DATASET_TASKS[source]
-    try:
-        return experiment.override(tasks=names, source=source, root=root).resolve()
-    except ValueError as e:
-        raise BadInput(str(e)) from e
 
 
 @click.group("data")
@@ -67,7 +39,7 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def preview(data_arg, experiment_path, tasks, split, samples, seed, cache_dir, output, as_json):
     """Draw a grid of samples with each task's label beside the image."""
-    experiment = resolve_experiment(experiment_path, data_arg, tasks)
+    experiment = build_preview_experiment(experiment_path, tasks=tasks, data=data_arg)
     summary = preview_experiment(experiment, output, split=split, samples=samples, seed=seed,
                                  cache_dir=cache_dir)
     if as_json:

@@ -10,6 +10,7 @@ from automtl_cli.engine.inits.base import Init
 from automtl_cli.stages.evaluate import evaluate_model
 from automtl_cli.stages.finetune import finetune as finetune_stage
 from automtl_cli.stages.finetune import finetune_config_for, read_metrics
+from automtl_cli.tasks.metrics import MetricVariant
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -31,7 +32,7 @@ def _metrics_table(metrics: dict) -> list[str]:
 @click.option("--candidate-iters", type=int,
               help="With sampled candidates: iterations each gets before the best on val is "
                    "kept (default iters/5).")
-@click.option("--metrics", type=click.Choice(["correct", "reference"]), default="correct",
+@click.option("--metrics", type=choice_of(MetricVariant), default="correct",
               show_default=True, help="Metric variant (reference: the reference's quirks).")
 @click.option("--stl", "stl_path", type=click.Path(dir_okay=False),
               help="A single-task run's metrics.json, for Δ_T.")
@@ -79,7 +80,7 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
 @click.option("--data", help="Override the data: synthetic, nyuv2:DIR, cityscapes:DIR, "
                              "taskonomy:DIR.")
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
-@click.option("--metrics", type=click.Choice(["correct", "reference"]), default="correct",
+@click.option("--metrics", type=choice_of(MetricVariant), default="correct",
               show_default=True)
 @click.option("--batch-size", type=int)
 @click.option("--workers", type=int, default=0, show_default=True)

@@ -12,9 +12,9 @@ from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
 from automtl_cli.engine.finetune import FinetuneConfig
 from automtl_cli.engine.inits.base import Init
 from automtl_cli.engine.plans.base import DeriveMode
-from automtl_cli.engine.runconfig import resolve_experiment
 from automtl_cli.engine.search import SearchConfig
 from automtl_cli.errors import BadInput
+from automtl_cli.experiment import build_stage_experiment
 from automtl_cli.stages.run import BUDGETS, default_backbone, run_pipeline
 
 log = logging.getLogger("automtl_cli.cli")
@@ -64,7 +64,7 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
     """
     backbone = Path(backbone) if backbone else default_backbone()
     run_dir = Path(run_dir) if run_dir else Path("runs") / backbone.stem
-    experiment = resolve_experiment(experiment_path, tasks, data)
+    experiment = build_stage_experiment(experiment_path, tasks, data)
     dev = resolve_device(device)
     try:
         search = SearchConfig.defaults_for(experiment.data.source, iters=search_iters,

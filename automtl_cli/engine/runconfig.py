@@ -1,9 +1,9 @@
-"""From a run directory and flags to what a stage needs: the graph at the data's size, the
-search space, the experiment, and the identity a checkpoint must match to be resumed."""
+"""From a run directory and its experiment to what a stage needs: the graph at the data's size,
+the search space, and the identity a checkpoint must match to be resumed (the experiment itself
+comes from `automtl_cli.experiment.build_stage_experiment`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,41 +12,11 @@ from typing import Any
 from automtl_cli.artifacts import SupermodelArtifact, load
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.errors import BadInput, MissingInput
-from automtl_cli.experiment import (
-    DataSource,
-    ExperimentConfig,
-    default_experiment,
-    load_experiment,
-    parse_data_arg,
-    parse_tasks_arg,
-)
+from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.frontend.build import CompileOptions, build_graph
 from automtl_cli.frontend.ir import Graph
 
-__all__ = ["RunSetup", "read_supermodel", "resolve_experiment", "setup_run"]
-
-
-def resolve_experiment(path: str | None, tasks: str | None, data: str | None
-                       ) -> ExperimentConfig:
-    """The experiment file (or the built-in synthetic default), with --tasks and --data applied."""
-    experiment = load_experiment(path) if path else default_experiment()
-    if data:
-        source, root = parse_data_arg(data)
-        if source is not experiment.data.source or root != experiment.data.root:
-            experiment = dataclasses.replace(
-                experiment, data=dataclasses.replace(experiment.data, source=source, root=root))
-    if tasks:
-        names = parse_tasks_arg(tasks)
-        known = {t.type: t for t in experiment.tasks}
-        template = experiment.tasks[0]
-        experiment = dataclasses.replace(experiment, tasks=tuple(
-            known.get(n) or dataclasses.replace(template, type=n, classes=None, loss_weight=1.0,
-                                                pos_weight=None)
-            for n in names))
-    try:
-        return experiment.resolve()
-    except ValueError as e:
-        raise BadInput(f"experiment: {e}") from e
+__all__ = ["RunSetup", "read_supermodel", "setup_run"]
 
 
 def input_size(experiment: ExperimentConfig) -> tuple[int, int]:

@@ -16,9 +16,9 @@ from automtl_cli.engine.derive import (
     write_derived,
 )
 from automtl_cli.engine.plans import DERIVE_MODES, DeriveMode, choose
-from automtl_cli.engine.runconfig import read_supermodel, resolve_experiment, setup_run
+from automtl_cli.engine.runconfig import read_supermodel, setup_run
 from automtl_cli.errors import BadInput, MissingInput
-from automtl_cli.experiment import ExperimentConfig
+from automtl_cli.experiment import ExperimentConfig, build_stage_experiment
 
 __all__ = ["derive", "derive_experiment", "plan_mode"]
 
@@ -40,9 +40,9 @@ def derive_experiment(run_dir: str | os.PathLike, experiment_path: str | None,
     """The experiment a plan straight after compile uses: the flags', else the compile's
     tasks (None: there is none yet, and the search checkpoint must say)."""
     if tasks or data or experiment_path:
-        return resolve_experiment(experiment_path, tasks, data)
+        return build_stage_experiment(experiment_path, tasks, data)
     compiled = read_supermodel(run_dir)
-    return resolve_experiment(None, ",".join(compiled.tasks), None) if compiled.tasks else None
+    return build_stage_experiment(None, ",".join(compiled.tasks), None) if compiled.tasks else None
 
 
 def derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,

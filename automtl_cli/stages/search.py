@@ -8,10 +8,10 @@ from typing import Any
 
 from automtl_cli.artifacts import SupermodelArtifact
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
-from automtl_cli.engine.runconfig import read_supermodel, resolve_experiment, setup_run
+from automtl_cli.engine.runconfig import read_supermodel, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
 from automtl_cli.errors import BadInput
-from automtl_cli.experiment import ExperimentConfig
+from automtl_cli.experiment import ExperimentConfig, build_stage_experiment
 
 __all__ = ["search", "search_config_for", "search_experiment"]
 
@@ -23,7 +23,7 @@ def search_experiment(supermodel: SupermodelArtifact, experiment_path: str | Non
     """The experiment of a search: the flags', the tasks defaulting to the compile's."""
     if supermodel.tasks and not tasks:
         tasks = ",".join(supermodel.tasks)
-    return resolve_experiment(experiment_path, tasks, data)
+    return build_stage_experiment(experiment_path, tasks, data)
 
 
 def search_config_for(experiment: ExperimentConfig, supermodel: SupermodelArtifact,

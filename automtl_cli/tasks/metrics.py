@@ -9,7 +9,8 @@ and the batch; it never calls `.item()`, so a loop of updates does not synchroni
 Predictions are brought to the label's size (bilinear for the correct variant, nearest for the
 reference variant, as its code does) and decoded (argmax for seg, sigmoid for logit maps).
 
-Two variants (docs/method.md §6):
+Two variants, `MetricVariant` (docs/method.md §6); each rule on which they differ is one method
+of `_Rules`, and a metric asks its variant's rules instead of comparing names:
 
 - `correct`: mIoU over classes present in the labels or predictions; pixel accuracy over
   labelled pixels; every mean over all valid pixels of the split.
@@ -26,6 +27,8 @@ fractions, δ and the "within" angles in percent, angles in degrees. The median 
 
 from __future__ import annotations
 
+import abc
+import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -35,10 +38,97 @@ import torch.nn.functional as F
 from automtl_cli.data.base import IGNORE_INDEX
 from automtl_cli.tasks.losses import valid_mask
 
-__all__ = ["VARIANTS", "DenseMapMetric", "DepthMetric", "Metric", "NormalMetric", "SegMetric"]
+__all__ = ["DenseMapMetric", "DepthMetric", "Metric", "MetricVariant", "NormalMetric",
+           "SegMetric"]
 
-VARIANTS = ("correct", "reference")
 _HIST_BINS = 18000  # 0.01° bins over [0°, 180°]
+
+
+class MetricVariant(enum.Enum):
+    """Which evaluation rules a metric follows (module docstring, docs/method.md §6)."""
+
+    CORRECT = "correct"
+    REFERENCE = "reference"
+
+    @classmethod
+    def parse(cls, value: MetricVariant | str) -> MetricVariant:
+        """A variant from its name (a flag or a stored config); unknown names list the known."""
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(v.value for v in cls)
+            raise ValueError(f"metric variant {value!r} is not one of {known}") from None
+
+
+class _Rules(abc.ABC):
+    """The rules on which the variants differ; a metric asks its variant's rules, never its name."""
+
+    @abc.abstractmethod
+    def upsample(self, pred: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+        """Bring a prediction to the label's size."""
+
+    @abc.abstractmethod
+    def accumulate(self, total: torch.Tensor, count: torch.Tensor,
+                   batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch's (sum, count) as the increments of the split's (numerator, denominator)."""
+
+    @abc.abstractmethod
+    def accuracy_pixels(self, labelled: torch.Tensor, count_unlabelled: bool) -> torch.Tensor:
+        """The pixels pixel accuracy divides by."""
+
+    @abc.abstractmethod
+    def miou_classes(self, tp: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+        """Which classes mIoU averages over."""
+
+
+class _CorrectRules(_Rules):
+    """Means over the whole split, of what is there."""
+
+    def upsample(self, pred: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+        """Bilinear."""
+        return F.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+
+    def accumulate(self, total: torch.Tensor, count: torch.Tensor,
+                   batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plain sums: every valid pixel of the split weighs the same."""
+        return total.double(), count.double()
+
+    def accuracy_pixels(self, labelled: torch.Tensor, count_unlabelled: bool) -> torch.Tensor:
+        """The labelled pixels only."""
+        return labelled
+
+    def miou_classes(self, tp: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+        """The classes present in the labels or the predictions."""
+        return union > 0
+
+
+class _ReferenceRules(_Rules):
+    """The reference's quirks, so that its published numbers can be compared."""
+
+    def upsample(self, pred: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+        """Nearest, as the reference's code does."""
+        return F.interpolate(pred, size=size, mode="nearest")
+
+    def accumulate(self, total: torch.Tensor, count: torch.Tensor,
+                   batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch · mean, batch): per-batch means weighted by batch size; (0, 0) if empty."""
+        has = (count > 0).to(torch.float64)
+        mean = total.double() / count.double().clamp_min(1.0)
+        return mean * batch * has, has * batch
+
+    def accuracy_pixels(self, labelled: torch.Tensor, count_unlabelled: bool) -> torch.Tensor:
+        """Every pixel where the dataset counts unlabelled ones as errors (CityScapes)."""
+        return torch.ones_like(labelled) if count_unlabelled else labelled
+
+    def miou_classes(self, tp: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+        """Only the classes with a non-zero true-positive count."""
+        return tp > 0
+
+
+_RULES: Mapping[MetricVariant, _Rules] = {
+    MetricVariant.CORRECT: _CorrectRules(),
+    MetricVariant.REFERENCE: _ReferenceRules(),
+}
 
 
 class Metric:
@@ -46,12 +136,11 @@ class Metric:
 
     higher_is_better: Mapping[str, bool] = {}
 
-    def __init__(self, task: str, variant: str = "correct",
+    def __init__(self, task: str, variant: MetricVariant | str = MetricVariant.CORRECT,
                  decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        if variant not in VARIANTS:
-            raise ValueError(f"metric variant {variant!r} is not one of {', '.join(VARIANTS)}")
         self.task = task
-        self.variant = variant
+        self.variant = MetricVariant.parse(variant)
+        self.rules = _RULES[self.variant]
         self.decode = decode or (lambda x: x)
         self.state: dict[str, torch.Tensor] = self._empty()
 
@@ -80,16 +169,7 @@ class Metric:
     def _upsample(self, pred: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         if tuple(pred.shape[-2:]) == tuple(size):
             return pred
-        if self.variant == "reference":
-            return F.interpolate(pred, size=tuple(size), mode="nearest")
-        return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
-
-    def _batch_mean(self, total: torch.Tensor, count: torch.Tensor,
-                    batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch · mean, batch) for the reference's per-batch averaging; (0, 0) if empty."""
-        has = (count > 0).to(torch.float64)
-        mean = total.double() / count.double().clamp_min(1.0)
-        return mean * batch * has, has * batch
+        return self.rules.upsample(pred, tuple(size))
 
     def update(self, pred: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -110,7 +190,8 @@ def _zeros(*keys: str) -> dict[str, torch.Tensor]:
 class SegMetric(Metric):
     """mIoU and pixel accuracy from a confusion matrix; weighted cross-entropy "err" on request."""
 
-    def __init__(self, task: str, classes: int, variant: str = "correct", *,
+    def __init__(self, task: str, classes: int,
+                 variant: MetricVariant | str = MetricVariant.CORRECT, *,
                  class_weights: Sequence[float] | None = None, report_err: bool = False,
                  count_ignore_in_acc: bool = False) -> None:
         self.classes = classes
@@ -137,11 +218,8 @@ class SegMetric(Metric):
         confusion = torch.bincount(index, minlength=c * c).reshape(c, c)
         correct = (guess == label) & labelled
         n = label.shape[0]
-        if self.variant == "reference":
-            counted = torch.ones_like(labelled) if self.count_ignore_in_acc else labelled
-            acc_sum, acc_n = self._batch_mean(correct.sum(), counted.sum(), n)
-        else:
-            acc_sum, acc_n = correct.sum().double(), labelled.sum().double()
+        counted = self.rules.accuracy_pixels(labelled, self.count_ignore_in_acc)
+        acc_sum, acc_n = self.rules.accumulate(correct.sum(), counted.sum(), n)
         self._add(confusion=confusion, acc_sum=acc_sum, acc_n=acc_n)
         if self.report_err:
             weight = None if self.class_weights is None else logits.new_tensor(self.class_weights)
@@ -149,10 +227,7 @@ class SegMetric(Metric):
                                  reduction="none")
             w = labelled.double() if weight is None else \
                 weight[label.clamp(0, c - 1)].double() * labelled
-            if self.variant == "reference":
-                err_sum, err_n = self._batch_mean(ce.sum(), w.sum(), n)
-            else:
-                err_sum, err_n = ce.sum().double(), w.sum()
+            err_sum, err_n = self.rules.accumulate(ce.sum(), w.sum(), n)
             self._add(err_sum=err_sum, err_n=err_n)
 
     def iou(self) -> torch.Tensor:
@@ -165,7 +240,7 @@ class SegMetric(Metric):
         cm = self.state["confusion"]
         tp = cm.diag()
         union = cm.sum(0) + cm.sum(1) - tp
-        keep = tp > 0 if self.variant == "reference" else union > 0
+        keep = self.rules.miou_classes(tp, union)
         iou = self.iou()[keep]
         out = {"mIoU": float(iou.mean()) if iou.numel() else math.nan,
                "pixel_acc": _ratio(self.state["acc_sum"], self.state["acc_n"])}
@@ -192,12 +267,9 @@ class DepthMetric(Metric):
         ratio = torch.maximum(p.clamp_min(1e-9) / g.clamp_min(1e-9),
                               g.clamp_min(1e-9) / p.clamp_min(1e-9))
         deltas = {f"d{k}": ((ratio < 1.25**k) & valid).sum().double() for k in (1, 2, 3)}
-        if self.variant == "reference":
-            n = label.shape[0]
-            abs_sum, abs_n = self._batch_mean(abs_sum, count, n)
-            rel_sum, _ = self._batch_mean(rel_sum, count, n)
-        else:
-            abs_n = count
+        n = label.shape[0]
+        abs_sum, abs_n = self.rules.accumulate(abs_sum, count, n)
+        rel_sum, _ = self.rules.accumulate(rel_sum, count, n)
         self._add(abs_sum=abs_sum, rel_sum=rel_sum, abs_n=abs_n, count=count, **deltas)
 
     def compute(self) -> dict[str, float]:
@@ -225,9 +297,7 @@ class NormalMetric(Metric):
         angle = torch.rad2deg(torch.acos(cos))
         bins = (angle * (_HIST_BINS / 180.0)).long().clamp(0, _HIST_BINS - 1)
         count = valid.sum().double()
-        cos_sum, cos_n = cos.sum(), count
-        if self.variant == "reference":
-            cos_sum, cos_n = self._batch_mean(cos_sum, count, label.shape[0])
+        cos_sum, cos_n = self.rules.accumulate(cos.sum(), count, label.shape[0])
         self._add(hist=torch.bincount(bins, minlength=_HIST_BINS), angle_sum=angle.sum(),
                   count=count, w11=(angle < 11.25).sum(), w22=(angle < 22.5).sum(),
                   w30=(angle < 30).sum(), cos_sum=cos_sum, cos_n=cos_n)
@@ -265,7 +335,7 @@ class DenseMapMetric(Metric):
     predicting high everywhere scores well. `f1` thresholds prediction and label at `threshold`.
     """
 
-    def __init__(self, task: str, variant: str = "correct", *,
+    def __init__(self, task: str, variant: MetricVariant | str = MetricVariant.CORRECT, *,
                  decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  balanced: bool = False, f1: bool = False, threshold: float = 0.1) -> None:
         hib = {"err": False}
@@ -287,10 +357,8 @@ class DenseMapMetric(Metric):
         g = label.double()
         valid = valid_mask(self.task, label, batch.get(f"{self.task}_mask"))
         err = (p - g).abs()
-        abs_sum, count = (err * valid).sum(), valid.sum().double()
-        abs_n = count
-        if self.variant == "reference":
-            abs_sum, abs_n = self._batch_mean(abs_sum, count, label.shape[0])
+        count = valid.sum().double()
+        abs_sum, abs_n = self.rules.accumulate((err * valid).sum(), count, label.shape[0])
         pos = (g > self.threshold) & valid
         neg = ~pos & valid
         hit = p > self.threshold

@@ -38,6 +38,7 @@ from automtl_cli.tasks.metrics import (
     DenseMapMetric,
     DepthMetric,
     Metric,
+    MetricVariant,
     NormalMetric,
     SegMetric,
 )
@@ -103,7 +104,7 @@ class Task:
             return torch.sigmoid(pred)
         return pred
 
-    def metric(self, variant: str = "correct") -> Metric:
+    def metric(self, variant: MetricVariant | str = MetricVariant.CORRECT) -> Metric:
         """A fresh accumulator for this task (see automtl_cli/tasks/metrics.py)."""
         if self.name == "seg":
             return SegMetric(self.name, self.channels, variant,

@@ -1,71 +1,44 @@
-"""The experiment: which tasks (type, classes, loss weight, head) on which data, typed and frozen.
-
-An experiment file is protobuf text in automtl's schema (`ExperimentParameter` in
-proto/automtl.proto), after Caffe's solver files; `load_experiment` reads it once, at the edge,
-into the typed tree below, and nothing inside the library sees the message. Each dataclass checks
-itself in `__post_init__` with a `ValueError` naming the field; `load_experiment` turns those into
-one-line `BadInput` errors naming the file (and the line, where the reader knows it).
+"""The experiment's typed tree: frozen dataclasses that validate themselves when built.
 
     ExperimentConfig(name, tasks: tuple[TaskConfig, ...], data: DataConfig)
     TaskConfig(type, classes, loss_weight, head: HeadConfig, resize, pos_weight)
     DataConfig(source, root, seed, crop_size, test_size, ..., synthetic: SyntheticConfig)
 
-`default_experiment()` is the embedded default (equal to specs/experiments/synthetic.prototxt);
-`ExperimentConfig.resolve()` fills every dataset-dependent default (classes, crop and test
-sizes), and `to_dict()` / `from_dict()` round-trip the resolved tree through artifacts.
-Dataset facts that validation needs (which tasks each dataset has, its class count and the
-reference's crop sizes, docs/method.md §4) live here, the lowest layer that needs them.
+Each dataclass checks itself in `__post_init__` with a `ValueError` naming the field (the reader
+turns those into errors naming the file and line). `ExperimentConfig.resolve()` fills every
+dataset-dependent default (classes, crop and test sizes), and `to_dict()` / `from_dict()`
+round-trip the resolved tree through artifacts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from automtl_cli.errors import BadInput, MissingInput, SourceError
+from automtl_cli.errors import BadInput
+from automtl_cli.experiment.datasets import (
+    DATASET_CLASSES,
+    DATASET_TASKS,
+    NATIVE_SIZE,
+    REFERENCE_CROP,
+    REFERENCE_TEST_SIZE,
+    SPLITS,
+    TASK_TYPES,
+    DataSource,
+)
 
 __all__ = [
-    "DATASET_CLASSES",
-    "DATASET_TASKS",
-    "NATIVE_SIZE",
-    "SPLITS",
-    "TASK_SETS",
-    "TASK_TYPES",
     "DataConfig",
-    "DataSource",
     "ExperimentConfig",
     "HeadConfig",
     "HeadKind",
     "Resize",
     "SyntheticConfig",
     "TaskConfig",
-    "default_experiment",
-    "experiment_from_message",
-    "load_experiment",
-    "parse_data_arg",
-    "parse_tasks_arg",
 ]
-
-logger = logging.getLogger(__name__)
-
-TASK_TYPES = ("seg", "depth", "normal", "edge", "edge2d", "keypoint")
-TASK_SETS: Mapping[str, tuple[str, ...]] = {
-    "nyu3": ("seg", "depth", "normal"),
-    "taskonomy5": ("seg", "normal", "depth", "keypoint", "edge2d"),
-}
-SPLITS = ("train", "train1", "train2", "val", "test")
-
-
-class DataSource(enum.Enum):
-    SYNTHETIC = "synthetic"
-    NYUV2 = "nyuv2"
-    CITYSCAPES = "cityscapes"
-    TASKONOMY = "taskonomy"
 
 
 class HeadKind(enum.Enum):
@@ -78,26 +51,6 @@ class Resize(enum.Enum):
 
     LABEL_TO_PRED = "label_to_pred"  # the reference: nearest-downsample the label
     PRED_TO_LABEL = "pred_to_label"  # bilinear-upsample the prediction
-
-
-DATASET_TASKS: Mapping[DataSource, tuple[str, ...]] = {
-    DataSource.SYNTHETIC: TASK_TYPES,
-    DataSource.NYUV2: ("seg", "normal", "depth"),
-    DataSource.CITYSCAPES: ("seg", "depth"),
-    DataSource.TASKONOMY: ("seg", "normal", "depth", "keypoint", "edge2d"),
-}
-DATASET_CLASSES: Mapping[DataSource, int] = {
-    DataSource.SYNTHETIC: 6,
-    DataSource.NYUV2: 40,
-    DataSource.CITYSCAPES: 19,
-    DataSource.TASKONOMY: 17,
-}
-# The reference's training crops and test-time sizes (docs/method.md §4); (0, 0) keeps native size.
-NATIVE_SIZE = (0, 0)
-_CROP = {DataSource.NYUV2: (321, 321), DataSource.CITYSCAPES: (224, 224),
-         DataSource.TASKONOMY: (224, 224)}
-_TEST_SIZE = {DataSource.NYUV2: (321, 321), DataSource.CITYSCAPES: NATIVE_SIZE,
-              DataSource.TASKONOMY: (224, 224)}
 
 
 def _positive(name: str, value: float | int | None, *, allow_none: bool = True) -> None:
@@ -150,7 +103,7 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Size, split counts and the scene knobs of the synthetic scenes (data/synthetic.py)."""
+    """Size, split counts and the scene knobs of the synthetic scenes (docs/synthetic-data.md)."""
 
     image_size: int = 64
     train: int = 2000
@@ -237,8 +190,9 @@ class DataConfig:
         """Fill the dataset's default crop and test sizes."""
         if self.source is DataSource.SYNTHETIC:
             return self
-        crop = self.crop_size or _CROP[self.source]
-        test = tuple(self.test_size) if self.test_size is not None else _TEST_SIZE[self.source]
+        crop = self.crop_size or REFERENCE_CROP[self.source]
+        test = (tuple(self.test_size) if self.test_size is not None
+                else REFERENCE_TEST_SIZE[self.source])
         return dataclasses.replace(self, crop_size=crop, test_size=test)
 
 
@@ -338,155 +292,3 @@ def _from_plain(cls: type, data: Mapping[str, Any]) -> Any:
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
-
-
-# --- the embedded default --------------------------------------------------------------------
-
-def default_experiment() -> ExperimentConfig:
-    """specs/experiments/synthetic.prototxt: synthetic nyu3 at a size the 2-core machines afford."""
-    head = HeadConfig(kind=HeadKind.ASPP, dropout=0.0)
-    tasks = tuple(TaskConfig(type=n, head=head, resize=Resize.PRED_TO_LABEL)
-                  for n in TASK_SETS["nyu3"])
-    data = DataConfig(source=DataSource.SYNTHETIC, batch_size=16, val_batch_size=32)
-    return ExperimentConfig(name="synthetic-nyu3", tasks=tasks, data=data)
-
-
-# --- command-line values ---------------------------------------------------------------------
-
-def parse_tasks_arg(text: str) -> tuple[str, ...]:
-    """`nyu3`, `taskonomy5`, or a comma list such as `seg,depth`."""
-    text = text.strip()
-    if text in TASK_SETS:
-        return TASK_SETS[text]
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in TASK_TYPES]
-    if not names or unknown:
-        raise BadInput(f"unknown task {', '.join(unknown) or repr(text)}; use a set "
-                       f"({', '.join(TASK_SETS)}) or a comma list of {', '.join(TASK_TYPES)}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise BadInput(f"task {', '.join(dupes)} is listed twice in {text!r}")
-    return names
-
-
-def parse_data_arg(text: str) -> tuple[DataSource, str | None]:
-    """`synthetic`, or `nyuv2:DIR`, `cityscapes:DIR`, `taskonomy:DIR`."""
-    name, sep, root = text.partition(":")
-    try:
-        source = DataSource(name.strip().lower())
-    except ValueError:
-        known = ", ".join(s.value for s in DataSource)
-        raise BadInput(f"unknown dataset {name!r}; use one of {known}") from None
-    if source is DataSource.SYNTHETIC:
-        if root:
-            raise BadInput("the synthetic dataset takes no directory")
-        return source, None
-    if not sep or not root:
-        raise BadInput(f"{source.value} needs its directory: {source.value}:DIR")
-    return source, root
-
-
-# --- reading an experiment file --------------------------------------------------------------
-
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment prototxt; errors name the file, field and line."""
-    from automtl_cli.frontend.textformat import parse_text
-    from automtl_cli.proto import automtl_pb2
-
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"{path}: no such experiment file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: cannot read the experiment file ({e})") from e
-    message = automtl_pb2.ExperimentParameter()
-    parsed = parse_text(text, message, file=str(path))
-    if parsed.unknown:
-        u = parsed.unknown[0]
-        more = f" (and {len(parsed.unknown) - 1} more)" if len(parsed.unknown) > 1 else ""
-        raise SourceError(f'unknown field "{u.name}" in {u.message_type.split(".")[-1]}{more}',
-                          file=str(path), line=u.line)
-    return experiment_from_message(message, file=str(path), lines=parsed.net_lines)
-
-
-def experiment_from_message(message: Any, *, file: str | None = None,
-                            lines: Mapping[str, int] | None = None) -> ExperimentConfig:
-    """`ExperimentParameter` → `ExperimentConfig`, validated, with dataset defaults filled."""
-    lines = lines or {}
-    where = "experiment"
-    try:
-        tasks = []
-        for i, t in enumerate(message.task):
-            where = f"task[{i}]" + (f' ("{t.type}")' if t.type else "")
-            tasks.append(_task_from_message(t))
-        where = "data"
-        data = _data_from_message(message.data)
-        where = "experiment"
-        name = message.name or (Path(file).stem if file else "experiment")
-        return ExperimentConfig(name=name, tasks=tuple(tasks), data=data).resolve()
-    except ValueError as e:
-        # The reader keeps the first line of each top-level field: exact for `data` and the
-        # first task; later tasks are named by index instead.
-        key = where.split("[")[0]
-        line = None if where.startswith("task[") and not where.startswith("task[0]") \
-            else lines.get(key)
-        raise SourceError(f"{where}: {e}", file=file, line=line) from e
-
-
-def _task_from_message(t: Any) -> TaskConfig:
-    if not t.HasField("type"):
-        raise ValueError("task.type is required")
-    return TaskConfig(
-        type=t.type,
-        classes=t.classes if t.HasField("classes") else None,
-        loss_weight=_plain_number(t.loss_weight),
-        head=_head_from_message(t.head),
-        resize=Resize.PRED_TO_LABEL if t.resize == t.PRED_TO_LABEL else Resize.LABEL_TO_PRED,
-        pos_weight=_plain_number(t.pos_weight) if t.HasField("pos_weight") else None,
-    )
-
-
-def _head_from_message(h: Any) -> HeadConfig:
-    default = HeadConfig()
-    return HeadConfig(
-        kind=HeadKind.LIGHT if h.type == h.LIGHT else HeadKind.ASPP,
-        hidden=h.hidden if h.HasField("hidden") else None,
-        rates=tuple(h.rate) or default.rates,
-        scale_rates=h.scale_rates,
-        dropout=_plain_number(h.dropout) if h.HasField("dropout") else default.dropout,
-    )
-
-
-def _plain_number(value: Any) -> Any:
-    """A proto float is float32: 0.45 reads back as 0.4499999881; keep the written decimal."""
-    return float(f"{value:.7g}") if isinstance(value, float) else value
-
-
-def _size(values: Sequence[int], name: str) -> tuple[int, int] | None:
-    if not values:
-        return None
-    if len(values) > 2:
-        raise ValueError(f"data.{name} takes H or H and W, got {len(values)} values")
-    return (int(values[0]), int(values[-1]))
-
-
-def _data_from_message(d: Any) -> DataConfig:
-    source = {d.SYNTHETIC: DataSource.SYNTHETIC, d.NYUV2: DataSource.NYUV2,
-              d.CITYSCAPES: DataSource.CITYSCAPES, d.TASKONOMY: DataSource.TASKONOMY}[d.source]
-    s = d.synthetic
-    synthetic = SyntheticConfig(**{f.name: _plain_number(getattr(s, f.name))
-                                   for f in fields(SyntheticConfig)})
-    return DataConfig(
-        source=source,
-        root=d.root or None,
-        seed=d.seed,
-        crop_size=_size(d.crop_size, "crop_size"),
-        test_size=_size(d.test_size, "test_size"),
-        min_scale=_plain_number(d.min_scale),
-        max_scale=_plain_number(d.max_scale),
-        flip=d.flip,
-        batch_size=d.batch_size,
-        val_batch_size=d.val_batch_size,
-        synthetic=synthetic,
-    )
