@@ -19,6 +19,7 @@ import torch
 
 from automtl_cli.artifacts import DerivedModel, FinetuneCheckpoint
 from automtl_cli.data.loader import build_loader
+from automtl_cli.engine import optimizers
 from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
 from automtl_cli.engine.derive import build_derived_network
 from automtl_cli.engine.distributed import Dist, convert_sync_batchnorm, digest
@@ -105,8 +106,7 @@ class Finetuner(TrainLoop):
         ) if self.dist.enabled else self.network
         self.tasks = build_tasks(experiment, class_weights(self.loader))
         self.loss_weights = torch.tensor([t.loss_weight for t in self.tasks], device=self.device)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr,
-                                          betas=(0.5, 0.999), weight_decay=1e-4)
+        self.optimizer = optimizers.FINETUNE.build(self.network.parameters(), config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_step,
                                                          config.lr_gamma)
         self.stream = BatchStream(self.loader)

@@ -26,6 +26,7 @@ from automtl_cli.artifacts import SearchCheckpoint
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
+from automtl_cli.engine import optimizers
 from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
 from automtl_cli.engine.distributed import Dist, digest
 from automtl_cli.engine.estimators import Estimator
@@ -189,11 +190,9 @@ class Searcher(TrainLoop):
         self.estimator = Estimator(config.estimator)
         logits, weights = self.net.logit_parameters(), self.net.weight_parameters()
         self.optimizers = {
-            "warmup": torch.optim.Adam(weights, lr=config.warmup_lr, betas=(0.5, 0.999),
-                                       weight_decay=1e-4),
-            "policy": torch.optim.Adam(logits, lr=config.policy_lr, weight_decay=5e-4),
-            "weight": torch.optim.SGD(weights, lr=config.weight_lr, momentum=0.9,
-                                      weight_decay=1e-4),
+            Phase.WARMUP.value: optimizers.WARMUP.build(weights, config.warmup_lr),
+            Phase.POLICY.value: optimizers.POLICY.build(logits, config.policy_lr),
+            Phase.WEIGHT.value: optimizers.WEIGHT.build(weights, config.weight_lr),
         }
         self.streams = {split: BatchStream(loader) for split, loader in self.loaders.items()}
 
