@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import sys
 
@@ -151,6 +152,21 @@ def test_per_task_stepping_runs(tiny_run, run_cli):
     optimizers = _state(tiny_run)["optimizers"]
     assert {float(s["step"]) for s in optimizers["warmup"]["state"].values()} == {2.0, 6.0}
     assert {float(s["step"]) for s in optimizers["policy"]["state"].values()} == {6.0}
+
+
+def test_reg_none_is_the_search_without_the_regulariser(tiny_run, run_cli, tmp_path):
+    """`--reg none` trains exactly what a zero regulariser weight trains, and logs reg 0."""
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_run, twin)
+    args = ["--warmup-iters", "2", "--iters", "6", "--policy-steps", "2", "--weight-steps", "1",
+            "--log-every", "2"]
+    rc, _, err = _search(run_cli, tiny_run, *args, "--reg", "none")
+    assert rc == 0, err
+    rc, _, err = _search(run_cli, twin, *args, "--reg", "reference", "--reg-weight", "0")
+    assert rc == 0, err
+    assert torch.equal(_state(tiny_run)["policy_logits"], _state(twin)["policy_logits"])
+    assert all(r["reg"] == 0 for r in _log(tiny_run) if "reg" in r)
+    assert any(r.get("reg", 0) > 0 for r in _log(twin))  # the reference one is computed
 
 
 # --------------------------------------------------------------------------- units

@@ -16,6 +16,7 @@ selected on val only.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +30,14 @@ from automtl_cli.engine.search import SearchConfig
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import MissingInput
 from automtl_cli.experiment import ExperimentConfig
+from automtl_cli.registry import parse_choice
 from automtl_cli.stages.compile import compile_backbone, compile_stage
 from automtl_cli.stages.derive import derive
 from automtl_cli.stages.finetune import finetune
 from automtl_cli.stages.search import search as search_stage
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["BUDGETS", "Pipeline", "default_backbone", "random_plan_seed", "results_table",
+__all__ = ["BUDGETS", "Budget", "Pipeline", "default_backbone", "random_plan_seed", "results_table",
            "run_pipeline", "search_weight_updates"]
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -56,7 +58,17 @@ def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
     return sub
 
 
-BUDGETS = ("equal", "finetune")
+class Budget(str, enum.Enum):
+    """How long the baselines train."""
+
+    EQUAL = "equal"  # as many weight updates as AutoMTL's search and fine-tuning together
+    FINETUNE = "finetune"  # the fine-tuning iterations alone (the paper's tables)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+BUDGETS = tuple(b.value for b in Budget)
 
 
 def search_weight_updates(search: SearchConfig, tasks: int) -> int:
@@ -87,8 +99,7 @@ class Pipeline:
                  budget: str = "equal", bn: str = "task", skip: str = "reference",
                  say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> None:
-        if budget not in BUDGETS:
-            raise ValueError(f"budget: {budget!r} is not one of {', '.join(BUDGETS)}")
+        equal = parse_choice("budget", Budget, budget) is Budget.EQUAL
         self.backbone, self.run = backbone, Path(run_dir)
         self.experiment, self.search, self.finetune = experiment, search, finetune
         self.bn, self.skip, self.say, self.show_progress = bn, skip, say, show_progress
@@ -103,7 +114,7 @@ class Pipeline:
                                 + self.selection_updates + finetune.iters)
         self.baseline_config = dataclasses.replace(
             finetune, init="scratch",
-            iters=self.automtl_updates if budget == "equal" else finetune.iters)
+            iters=self.automtl_updates if equal else finetune.iters)
 
     def compile(self) -> None:
         compiled = compile_backbone(self.backbone, tasks=self.tasks, bn=self.bn, skip=self.skip,

@@ -1,6 +1,6 @@
 """Sharing regularisers, one module per `--reg` choice (docs/adding-a-strategy.md)."""
 
-from automtl_cli.engine.regularizers import params, reference  # noqa: F401  (registration)
+from automtl_cli.engine.regularizers import none, params, reference  # noqa: F401  (registration)
 from automtl_cli.engine.regularizers.base import (
     REGULARIZERS,
     RegContext,

@@ -19,6 +19,7 @@ __all__ = ["REGULARIZERS", "Noise", "RegContext", "Regularizer", "SharingRegular
 class Regularizer(str, enum.Enum):
     REFERENCE = "reference"  # AutoMTL's: push the shared branch above the others, by depth
     PARAMS = "params"  # the expected parameter count of the derived network
+    NONE = "none"  # no sharing pressure: the paper's "w/o reg" ablation
 
 
 Noise = Callable[[int], torch.Tensor]  # stream → Gumbel noise [S, T, 3] of the current step
