@@ -9,13 +9,10 @@ import click
 
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
 from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
-from automtl_cli.engine.finetune import FinetuneConfig
 from automtl_cli.engine.inits.base import Init
 from automtl_cli.engine.plans.base import DeriveMode
-from automtl_cli.engine.search import SearchConfig
-from automtl_cli.errors import BadInput
 from automtl_cli.experiment import build_stage_experiment
-from automtl_cli.stages.run import BUDGETS, default_backbone, run_pipeline
+from automtl_cli.stages.run import BUDGETS, default_backbone, run_configs, run_pipeline
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -65,16 +62,10 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
     backbone = Path(backbone) if backbone else default_backbone()
     run_dir = Path(run_dir) if run_dir else Path("runs") / backbone.stem
     experiment = build_stage_experiment(experiment_path, tasks, data)
-    dev = resolve_device(device)
-    try:
-        search = SearchConfig.defaults_for(experiment.data.source, iters=search_iters,
-                                           warmup_iters=warmup_iters, seed=seed,
-                                           num_workers=workers, device=dev)
-        finetune = FinetuneConfig.defaults_for(experiment.data.source, iters=finetune_iters,
-                                               init=init, seed=seed, num_workers=workers,
-                                               device=dev)
-    except ValueError as e:
-        raise BadInput(str(e)) from e
+    search, finetune = run_configs(experiment, search_iters=search_iters,
+                                   warmup_iters=warmup_iters, finetune_iters=finetune_iters,
+                                   init=init, seed=seed, num_workers=workers,
+                                   device=resolve_device(device))
     result = run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                           random_plans=random_plans, samples=samples,
                           derive_mode=derive_mode, budget=budget, bn=bn, skip=skip,

@@ -28,7 +28,7 @@ from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.schedule import Alternation
 from automtl_cli.engine.search import SearchConfig
 from automtl_cli.engine.stepping import STEPPINGS
-from automtl_cli.errors import MissingInput
+from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.registry import parse_choice
 from automtl_cli.stages.compile import compile_backbone, compile_stage
@@ -37,8 +37,8 @@ from automtl_cli.stages.finetune import finetune
 from automtl_cli.stages.search import search as search_stage
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["BUDGETS", "Budget", "Pipeline", "default_backbone", "random_plan_seed", "results_table",
-           "run_pipeline", "search_weight_updates"]
+__all__ = ["BUDGETS", "Budget", "Pipeline", "default_backbone", "random_plan_seed",
+           "results_table", "run_configs", "run_pipeline", "search_weight_updates"]
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -162,6 +162,22 @@ class Pipeline:
         self.say(f"{name}: fine-tuned {config.iters} steps; "
                  f"test {_brief(out['metrics']['test'])}")
         return out
+
+
+def run_configs(experiment: ExperimentConfig, *, search_iters: int | None,
+                warmup_iters: int | None, finetune_iters: int | None, init: str, seed: int,
+                num_workers: int, device: str) -> tuple[SearchConfig, FinetuneConfig]:
+    """The data's search and fine-tuning sheets with `run`'s few overrides."""
+    try:
+        search = SearchConfig.defaults_for(experiment.data.source, iters=search_iters,
+                                           warmup_iters=warmup_iters, seed=seed,
+                                           num_workers=num_workers, device=device)
+        finetune = FinetuneConfig.defaults_for(experiment.data.source, iters=finetune_iters,
+                                               init=init, seed=seed, num_workers=num_workers,
+                                               device=device)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
+    return search, finetune
 
 
 def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
