@@ -22,8 +22,8 @@ from automtl_cli import __version__
 from automtl_cli.artifacts.kinds import ArtifactKind
 from automtl_cli.errors import BadInput, MissingInput
 
-__all__ = ["atomic_copy", "atomic_write", "read_payload", "save_payload", "write_json",
-           "write_text"]
+__all__ = ["atomic_copy", "atomic_link", "atomic_write", "read_payload", "save_payload",
+           "write_json", "write_text"]
 
 
 _UMASK = os.umask(0)
@@ -52,6 +52,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Copy `source` over `path` in one step (a crash leaves the old file or the new one)."""
     return atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Point `path` at `source` in one step: a hard link where the file system allows, else a
+    copy (`last.pt` → the newest `step-N.pt`)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from automtl_cli.artifacts import Artifact, load
+from automtl_cli.artifacts.io import atomic_link
 from automtl_cli.errors import BadInput, MissingInput
 
 __all__ = ["CheckpointManager", "capture_rng", "restore_rank_rng", "restore_rng"]
@@ -98,20 +97,10 @@ class CheckpointManager:
 
     def save(self, checkpoint: Artifact) -> Path:
         path = checkpoint.save(self.dir / f"step-{checkpoint.step}.pt")
-        self._point_last_at(path)
+        atomic_link(path, self.last)
         for old in self.steps()[:-self.keep]:
             (self.dir / f"step-{old}.pt").unlink(missing_ok=True)
         return path
-
-    def _point_last_at(self, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".last.", suffix=".tmp", dir=self.dir)
-        os.close(fd)
-        os.unlink(tmp)
-        try:
-            os.link(path, tmp)
-        except OSError:
-            shutil.copyfile(path, tmp)
-        os.replace(tmp, self.last)
 
     def load_last(self, run_id: dict[str, Any]) -> Any:
         """The newest complete checkpoint, refused if it belongs to another run."""

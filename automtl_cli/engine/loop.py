@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from automtl_cli.artifacts import Artifact, atomic_write
+from automtl_cli.artifacts import Artifact, write_text
 from automtl_cli.engine.checkpoint import CheckpointManager
 from automtl_cli.engine.distributed import Dist
 from automtl_cli.engine.signals import StopRequest
@@ -96,8 +96,7 @@ class TrainLoop:
         if self.log_path.exists() and self.dist.is_main:
             kept = [line for line in self.log_path.read_text(encoding="utf-8").splitlines()
                     if _logged_step(line) <= self.step]
-            atomic_write(self.log_path, lambda tmp: Path(tmp).write_text(
-                "".join(line + "\n" for line in kept), encoding="utf-8"))
+            write_text(self.log_path, "".join(line + "\n" for line in kept))
         self.dist.barrier()
         return self.step
 
