@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from automtl_cli.errors import BadInput, MissingInput, SourceError
 from automtl_cli.frontend.dialect import Dialect, detect_dialect
 from automtl_cli.frontend.ir import Graph, Node, Shape
-from automtl_cli.frontend.layers import LAYER_KINDS, ReadContext, ShapeError, get_kind
+from automtl_cli.frontend.ops import LAYER_KINDS, ReadContext, ShapeError, get_kind
 from automtl_cli.frontend.textformat import LayerSource, ParsedText, parse_text
 from automtl_cli.frontend.upgrade import upgrade_v1_layer
 from automtl_cli.proto import automtl_pb2 as pb

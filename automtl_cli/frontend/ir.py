@@ -12,7 +12,7 @@ A `Graph` is a closed, plain-data structure:
   the values the network returns: the feature handed to the task heads (`output`), or one blob
   per task in a derived multi-task network.
 
-Node types and attributes are those of the layer table (`automtl_cli.frontend.layers`). The graph
+Node types and attributes are those of the layer table (`automtl_cli.frontend.ops`). The graph
 round-trips through `to_dict` / `from_dict` as JSON-able data, so artifacts never pickle code.
 """
 
