@@ -1,5 +1,5 @@
-"""Layers that reshape or flatten: Flatten, and InnerProduct (flatten from `axis`, then a matrix
-product), after Caffe's flatten_layer.cpp and inner_product_layer.cpp.
+"""Layers that change a blob's shape: Flatten, InnerProduct (flatten from `axis`, then a matrix
+product) and Crop, after Caffe's flatten_layer.cpp, inner_product_layer.cpp and crop_layer.cpp.
 """
 
 from __future__ import annotations
@@ -21,7 +21,72 @@ from automtl_cli.frontend.ops.base import (
 )
 from automtl_cli.frontend.ops.convolution import weight_and_bias_names
 
-__all__ = ["Flatten", "InnerProduct", "LinearFromAxis"]
+__all__ = ["Crop", "CropModule", "Flatten", "InnerProduct", "LinearFromAxis"]
+
+
+class CropModule(nn.Module):
+    """Caffe's Crop: `x` cut to `ref`'s size on every axis from `axis` on, from `offsets`.
+
+    The size is read from `ref` when it runs, as Caffe reshapes to bottom[1]; only `ref`'s shape
+    is used, never its values.
+    """
+
+    def __init__(self, axis: int, offsets: list[int]) -> None:
+        super().__init__()
+        self.axis, self.offsets = axis, offsets
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        for i, offset in enumerate(self.offsets, start=self.axis):
+            x = x.narrow(i, offset, ref.shape[i])
+        return x
+
+
+@register_layer
+class Crop(LayerKind):
+    """FCN-style trunks crop an upsampled score map to a skip's (or the input's) size."""
+
+    type = "Crop"
+    param_field = "crop_param"
+    bottoms = (2, 2)
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        if p is None:
+            return {"axis": 2, "offset": []}
+        return {"axis": int(p.axis), "offset": [int(o) for o in p.offset]}
+
+    def offsets(self, a: Attrs, shapes: list[Shape]) -> tuple[int, list[int]]:
+        """The first cropped axis and one offset per cropped axis, checked against the inputs."""
+        x, ref = shapes
+        if len(x) != len(ref):
+            raise ShapeError(f"the two inputs must have the same number of axes: "
+                             f"{list(x)} vs {list(ref)}")
+        start = norm_axis(a["axis"], len(x))
+        given = a["offset"]
+        if len(given) > 1 and start + len(given) != len(x):
+            raise ShapeError(f"{len(given)} offset values for the {len(x) - start} axes from "
+                             f"axis {start}")
+        offsets = given if len(given) > 1 else [given[0] if given else 0] * (len(x) - start)
+        for i, offset in enumerate(offsets, start=start):
+            if x[i] - offset < ref[i]:
+                raise ShapeError(f"the crop of axis {i} is out of bounds: size {ref[i]} at "
+                                 f"offset {offset} in {x[i]}")
+        return start, offsets
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        start, _ = self.offsets(a, shapes)
+        return [(*shapes[0][:start], *shapes[1][start:])]
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return CropModule(*self.offsets(a, shapes))
+
+    def task_stacking_conflict(self, a: Attrs, shapes: list[Shape]) -> str | None:
+        if a["axis"] % len(shapes[0]) == 0:
+            return "Crop along the batch axis cannot be shared between tasks"
+        return None
+
+    def param_text(self, a: Attrs) -> str:
+        return f"axis: {a['axis']}" + "".join(f" offset: {o}" for o in a["offset"])
 
 
 @register_layer
