@@ -7,6 +7,8 @@ stacked activations without reshaping; Softmax normalises along an axis, which s
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from google.protobuf.message import Message
 from torch import nn
 
@@ -40,33 +42,34 @@ class ReLU(LayerKind):
         return f"negative_slope: {a['negative_slope']!r}" if a["negative_slope"] else ""
 
 
-@register_layer
-class ReLU6(LayerKind):
-    type = "ReLU6"
+class _Pointwise(LayerKind):
+    """An activation without options: one torch module applied to each value."""
+
     elementwise = True
+    module: ClassVar[type[nn.Module]]
 
     def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
-        return nn.ReLU6()
+        return self.module()
 
 
 @register_layer
-class Sigmoid(LayerKind):
+class ReLU6(_Pointwise):
+    type = "ReLU6"
+    module = nn.ReLU6
+
+
+@register_layer
+class Sigmoid(_Pointwise):
     type = "Sigmoid"
     param_field = "sigmoid_param"
-    elementwise = True
-
-    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
-        return nn.Sigmoid()
+    module = nn.Sigmoid
 
 
 @register_layer
-class TanH(LayerKind):
+class TanH(_Pointwise):
     type = "TanH"
     param_field = "tanh_param"
-    elementwise = True
-
-    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
-        return nn.Tanh()
+    module = nn.Tanh
 
 
 @register_layer

@@ -56,29 +56,28 @@ class _DataSource(LayerKind):
         return None
 
 
-def _crop_hint(layer: Message, batch_size: int | None) -> list[int] | None:
-    crop = layer.transform_param.crop_size if layer.HasField("transform_param") else 0
-    if crop and batch_size:
-        return [int(batch_size), 3, int(crop), int(crop)]
-    return None
+class _CroppedSource(_DataSource):
+    """A data layer whose `crop_size` and `batch_size` suggest the input shape, for the error
+    that asks for `--input-shape`."""
+
+    def hint(self, layer: Message) -> list[int] | None:
+        crop = layer.transform_param.crop_size if layer.HasField("transform_param") else 0
+        batch_size = getattr(layer, self.param_field).batch_size
+        if crop and batch_size:
+            return [int(batch_size), 3, int(crop), int(crop)]
+        return None
 
 
 @register_layer
-class Data(_DataSource):
+class Data(_CroppedSource):
     type = "Data"
     param_field = "data_param"
 
-    def hint(self, layer: Message) -> list[int] | None:
-        return _crop_hint(layer, layer.data_param.batch_size or None)
-
 
 @register_layer
-class ImageData(_DataSource):
+class ImageData(_CroppedSource):
     type = "ImageData"
     param_field = "image_data_param"
-
-    def hint(self, layer: Message) -> list[int] | None:
-        return _crop_hint(layer, layer.image_data_param.batch_size or None)
 
 
 @register_layer
