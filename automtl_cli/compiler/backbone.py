@@ -11,7 +11,7 @@ import torch
 from torch import fx, nn
 
 from automtl_cli.frontend.ir import Graph
-from automtl_cli.frontend.layers import LAYER_KINDS
+from automtl_cli.frontend.ops import LAYER_KINDS
 
 __all__ = ["build_backbone", "module_name"]
 

@@ -15,7 +15,6 @@ follow` a BN after a shared convolution is shared too, so a shared prefix runs o
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ from automtl_cli.compiler.supermodel import (
     Supermodel,
 )
 from automtl_cli.frontend.ir import Graph, Node, Shape
+from automtl_cli.frontend.ops import LAYER_KINDS
 
 __all__ = ["CHOICES", "DerivedBackbone", "Op", "Tree", "TreeValue", "build_tree"]
 
@@ -86,26 +86,6 @@ class Tree:
         return out
 
 
-def _conv_flops(node: Node, in_shape: Shape) -> int:
-    a = node.attrs
-    _, cout, ho, wo = node.shapes[0]
-    kh, kw = a["kernel"]
-    if node.type == "Deconvolution":
-        return 2 * in_shape[1] * (cout // a["group"]) * kh * kw * in_shape[2] * in_shape[3]
-    return 2 * cout * (in_shape[1] // a["group"]) * kh * kw * ho * wo
-
-
-def _flops(node: Node, in_shapes: list[Shape]) -> int:
-    if node.type in ("Convolution", "Deconvolution"):
-        return _conv_flops(node, in_shapes[0])
-    if node.type == "InnerProduct":
-        s = in_shapes[0]
-        axis = node.attrs["axis"] % len(s)
-        rows = math.prod(s[1:axis])  # per image
-        return 2 * rows * math.prod(s[axis:]) * node.attrs["num_output"]
-    return 0
-
-
 def build_tree(graph: Graph, space: SearchSpace, choices: dict[str, Sequence[int]]) -> Tree:
     """Number the values of every task's path; equal (op, inputs) pairs are one value."""
     shapes = graph.value_shapes()
@@ -122,7 +102,8 @@ def build_tree(graph: Graph, space: SearchSpace, choices: dict[str, Sequence[int
         for node in graph.nodes:
             ins = tuple(env[v] for v in node.inputs)
             in_shapes = [shapes[v] for v in node.inputs]
-            params, flops = node.params, _flops(node, in_shapes)
+            params = node.params
+            flops = LAYER_KINDS[node.type].flops(node.attrs, in_shapes, node.shapes)
             if node.searchable:
                 choice = choices[node.name][t]
                 if choice == 0:

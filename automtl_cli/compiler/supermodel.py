@@ -38,7 +38,7 @@ from automtl_cli.compiler.space import (
     skip_plan,
 )
 from automtl_cli.frontend.ir import Graph, Node
-from automtl_cli.frontend.layers import LAYER_KINDS
+from automtl_cli.frontend.ops import LAYER_KINDS
 
 __all__ = ["GDAS", "HARD", "SOFT", "STAGES", "WARMUP", "Supermodel", "build_supermodel",
            "gdas_weights", "gumbel_noise"]
@@ -369,9 +369,6 @@ class Elementwise(nn.Module):
         return self.op(*xs)
 
 
-_ELEMENTWISE = {"ReLU", "ReLU6", "Sigmoid", "TanH", "Dropout", "Eltwise"}
-
-
 # --------------------------------------------------------------------------- the supermodel
 
 def gumbel_noise(shape: Sequence[int], seed: int, step: int) -> torch.Tensor:
@@ -424,11 +421,12 @@ class Supermodel(nn.Module):
                 module = SearchBatchNorm(node, space, index_of[src] if src else None)
                 args = (env[node.inputs[0]], pi, stage)
             else:
-                op = LAYER_KINDS[node.type].build(node.attrs, in_shapes)
-                if node.type == "Concat" and node.attrs["axis"] % len(in_shapes[0]) == 0:
-                    raise ValueError(f"layer {node.name!r}: Concat along the batch axis cannot "
-                                     "be shared between tasks")
-                module = Elementwise(op) if node.type in _ELEMENTWISE else Folded(op, t)
+                kind = LAYER_KINDS[node.type]
+                op = kind.build(node.attrs, in_shapes)
+                conflict = kind.task_stacking_conflict(node.attrs, in_shapes)
+                if conflict:
+                    raise ValueError(f"layer {node.name!r}: {conflict}")
+                module = Elementwise(op) if kind.elementwise else Folded(op, t)
                 args = tuple(env[v] for v in node.inputs)
             layers.add_module(name, module)
             self.node_modules.append((node, name))

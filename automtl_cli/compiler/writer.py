@@ -1,9 +1,9 @@
 """Networks back to prototxt (Caffe dialect), so `automtl compile` can read what automtl derives.
 
-Each IR layer is written from its attributes by its layer-table entry (`param_text`); a
-normalisation with γ/β is written Caffe's way, as BatchNorm followed by an in-place Scale. Task
-heads are torch modules: they are traced with torch.fx and their Conv2d / BatchNorm2d / ReLU /
-Dropout / addition calls written as layers. What prototxt cannot say (a cropping skip, a channel
+Each IR layer is written from its attributes by its op (`LayerKind.prototxt_layers`; a
+normalisation with γ/β, for one, becomes Caffe's BatchNorm and in-place Scale). Task heads are
+torch modules: they are traced with torch.fx and their Conv2d / BatchNorm2d / ReLU / Dropout /
+addition calls written as layers. What prototxt cannot say (a cropping skip, a channel
 pad) raises `NotExpressible`, naming the layer.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from automtl_cli.frontend.ir import Graph, Shape
-from automtl_cli.frontend.layers import LAYER_KINDS
+from automtl_cli.frontend.ops import LAYER_KINDS, LayerText
 
 __all__ = ["LayerSpec", "NotExpressible", "graph_layers", "head_layers", "render"]
 
@@ -40,14 +40,13 @@ def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _block(name: str, type_: str, bottoms: list[str], tops: list[str], param: str = "",
-           body: str = "", shared: list[str] | None = None) -> str:
-    lines = [f"layer {{\n  name: {_quote(name)}\n  type: {_quote(type_)}"]
-    lines += [f"  bottom: {_quote(b)}" for b in bottoms]
-    lines += [f"  top: {_quote(t)}" for t in tops]
-    lines += [f"  param {{ name: {_quote(p)} }}" for p in shared or ()]
-    if param:
-        lines.append(f"  {param} {{ {body} }}")
+def _block(layer: LayerText) -> str:
+    lines = [f"layer {{\n  name: {_quote(layer.name)}\n  type: {_quote(layer.type)}"]
+    lines += [f"  bottom: {_quote(b)}" for b in layer.bottoms]
+    lines += [f"  top: {_quote(t)}" for t in layer.tops]
+    lines += [f"  param {{ name: {_quote(p)} }}" for p in layer.param_names or ()]
+    if layer.param_field:
+        lines.append(f"  {layer.param_field} {{ {layer.body} }}")
     lines.append("}")
     return "\n".join(lines)
 
@@ -55,33 +54,13 @@ def _block(name: str, type_: str, bottoms: list[str], tops: list[str], param: st
 def render(name: str, input_name: str, input_shape: Shape, layers: list[LayerSpec],
            header: str = "") -> str:
     """A whole Caffe-dialect prototxt: an Input layer, then the layers in order."""
-    dims = " ".join(f"dim: {d}" for d in input_shape)
     blocks = [f"# {line}" for line in header.splitlines()] + [f"name: {_quote(name)}"]
-    blocks.append(f"layer {{\n  name: {_quote(input_name)}\n  type: \"Input\"\n"
-                  f"  top: {_quote(input_name)}\n  input_param {{ shape {{ {dims} }} }}\n}}")
-    for spec in layers:
-        if spec.type == "BatchNorm":
-            a = spec.attrs
-            body = f"eps: {a['eps']!r} moving_average_fraction: {1.0 - a['momentum']!r}"
-            key = spec.weights_key
-            stats = [f"{key}/mean", f"{key}/var", f"{key}/factor"] if key else None
-            blocks.append(_block(spec.name, "BatchNorm", spec.bottoms, spec.tops,
-                                 "batch_norm_param", body, stats))
-            if a["affine"]:
-                affine = ([f"{key}/gamma"] + ([f"{key}/beta"] if a["bias"] else [])) \
-                    if key else None
-                blocks.append(_block(f"{spec.name}/scale", "Scale", spec.tops, spec.tops,
-                                     "scale_param", f"bias_term: {str(a['bias']).lower()}",
-                                     affine))
-            continue
+    specs = [LayerSpec(input_name, "Input", [], [input_name], {"shapes": [list(input_shape)]}),
+             *layers]
+    for spec in specs:
         kind = LAYER_KINDS[spec.type]
-        body = kind.param_text(spec.attrs)
-        shared = None
-        if spec.weights_key and spec.type in ("Convolution", "Deconvolution", "InnerProduct"):
-            shared = [f"{spec.weights_key}/w"] + ([f"{spec.weights_key}/b"]
-                                                   if spec.attrs["bias"] else [])
-        blocks.append(_block(spec.name, spec.type, spec.bottoms, spec.tops,
-                             kind.param_field if body else "", body, shared))
+        blocks += [_block(layer) for layer in kind.prototxt_layers(
+            spec.name, spec.bottoms, spec.tops, spec.attrs, spec.weights_key)]
     return "\n".join(blocks) + "\n"
 
 

@@ -6,13 +6,13 @@ A `Graph` is a closed, plain-data structure:
 * `nodes` are in topological (file) order; each `Node` reads `inputs` and writes `outputs`, which
   are SSA value ids: a blob name the first time it is written, `name@k` when a later layer writes
   the same blob in place (Caffe's `top == bottom`);
-* `meta` facts filled by the passes of `automtl_cli.frontend.build`: output shapes, learnable
+* `meta` facts filled by the passes of `automtl_cli.frontend.passes`: output shapes, learnable
   parameter count, whether the node is a search node;
 * `blobs` maps each prototxt blob name to the value id of its final version, and `outputs` are
   the values the network returns: the feature handed to the task heads (`output`), or one blob
   per task in a derived multi-task network.
 
-Node types and attributes are those of the layer table (`automtl_cli.frontend.layers`). The graph
+Node types and attributes are those of the layer table (`automtl_cli.frontend.ops`). The graph
 round-trips through `to_dict` / `from_dict` as JSON-able data, so artifacts never pickle code.
 """
 

@@ -1,0 +1,113 @@
+"""Activations and other one-input, same-shape layers: ReLU (and leaky), ReLU6, Sigmoid, TanH,
+Dropout, Softmax.
+
+All but Softmax act on each value alone (`elementwise`), so the supermodel runs them on the tasks'
+stacked activations without reshaping; Softmax normalises along an axis, which stacking changes.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from google.protobuf.message import Message
+from torch import nn
+
+from automtl_cli.frontend.ops.base import (
+    Attrs,
+    LayerKind,
+    ReadContext,
+    Shape,
+    norm_axis,
+    register_layer,
+)
+
+__all__ = ["Dropout", "ReLU", "ReLU6", "Sigmoid", "Softmax", "TanH"]
+
+
+@register_layer
+class ReLU(LayerKind):
+    type = "ReLU"
+    param_field = "relu_param"
+    elementwise = True
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        return {"negative_slope": float(p.negative_slope) if p is not None else 0.0}
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        slope = a["negative_slope"]
+        return nn.LeakyReLU(slope) if slope else nn.ReLU()
+
+    def param_text(self, a: Attrs) -> str:
+        return f"negative_slope: {a['negative_slope']!r}" if a["negative_slope"] else ""
+
+
+class _Pointwise(LayerKind):
+    """An activation without options: one torch module applied to each value."""
+
+    elementwise = True
+    module: ClassVar[type[nn.Module]]
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return self.module()
+
+
+@register_layer
+class ReLU6(_Pointwise):
+    type = "ReLU6"
+    module = nn.ReLU6
+
+
+@register_layer
+class Sigmoid(_Pointwise):
+    type = "Sigmoid"
+    param_field = "sigmoid_param"
+    module = nn.Sigmoid
+
+
+@register_layer
+class TanH(_Pointwise):
+    type = "TanH"
+    param_field = "tanh_param"
+    module = nn.Tanh
+
+
+@register_layer
+class Dropout(LayerKind):
+    type = "Dropout"
+    param_field = "dropout_param"
+    elementwise = True
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        ratio = float(p.dropout_ratio) if p is not None else 0.5
+        if not 0.0 <= ratio < 1.0:
+            raise ctx.fail(f"dropout_ratio must be in [0, 1), got {ratio}",
+                           "dropout_param.dropout_ratio")
+        return {"ratio": ratio}
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return nn.Dropout(a["ratio"])
+
+    def param_text(self, a: Attrs) -> str:
+        return f"dropout_ratio: {a['ratio']!r}"
+
+
+@register_layer
+class Softmax(LayerKind):
+    type = "Softmax"
+    param_field = "softmax_param"
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        return {"axis": int(p.axis) if p is not None else 1}
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        norm_axis(a["axis"], len(shapes[0]))
+        return [shapes[0]]
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return nn.Softmax(dim=norm_axis(a["axis"], len(shapes[0])))
+
+    def param_text(self, a: Attrs) -> str:
+        return f"axis: {a['axis']}"
