@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from automtl_cli.cli.options import deterministic_option, emit_json, resolve_device
-from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
+from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.engine.finetune import FinetuneConfig
 from automtl_cli.engine.pipeline import BUDGETS, default_backbone, run_pipeline
 from automtl_cli.engine.runconfig import resolve_experiment
@@ -25,8 +25,10 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--tasks", help="Tasks (default: the experiment's; synthetic nyu3).")
 @click.option("--data", help="synthetic (default), nyuv2:DIR, cityscapes:DIR, taskonomy:DIR.")
 @click.option("--experiment", "experiment_path", type=click.Path(dir_okay=False))
-@click.option("--bn", type=click.Choice(BN_MODES), default="task", show_default=True)
-@click.option("--skip", type=click.Choice(SKIP_MODES), default="reference", show_default=True)
+@click.option("--bn", type=click.Choice(BnMode.values()), default=BnMode.TASK.value,
+              show_default=True)
+@click.option("--skip", type=click.Choice(SkipMode.values()),
+              default=SkipMode.REFERENCE.value, show_default=True)
 @click.option("--random", "random_plans", type=int, default=0, show_default=True,
               help="Also fine-tune K random plans (the paper's ablation).")
 @click.option("--derive", "derive_mode", type=click.Choice(["argmax", "sample"]),

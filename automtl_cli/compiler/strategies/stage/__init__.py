@@ -1,0 +1,23 @@
+"""The forward-stage registry: `Stage` names the choices, `stage_strategy(name)` the strategy."""
+
+from __future__ import annotations
+
+from automtl_cli.compiler.strategies.stage import gdas, hard, soft, warmup  # noqa: F401
+from automtl_cli.compiler.strategies.stage.base import (
+    STAGES,
+    PolicySource,
+    Stage,
+    StageStrategy,
+)
+from automtl_cli.compiler.strategies.stage.gdas import gdas_weights
+from automtl_cli.compiler.strategies.stage.gumbel import gumbel_noise
+
+__all__ = ["STAGES", "PolicySource", "Stage", "StageStrategy", "gdas_weights", "gumbel_noise",
+           "stage_strategy"]
+
+STAGES.check_complete()
+
+
+def stage_strategy(stage: str | StageStrategy) -> StageStrategy:
+    """The strategy for a stage name (a `Stage` member or its string); objects pass through."""
+    return stage if isinstance(stage, StageStrategy) else STAGES.get(stage)
