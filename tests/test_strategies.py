@@ -144,6 +144,27 @@ def test_stage_rules():
     assert stage_strategy("gdas").sampled_only and stage_strategy("warmup").averages
 
 
+def test_darts_is_the_noiseless_relaxation():
+    model = perturbed_supermodel(_graph(), SearchSpace(TASKS))
+    with torch.no_grad():
+        for m in model.search_nodes:
+            m.policy.normal_()
+    s = len(model.search_names)
+    noise = gumbel_noise((s, 2, 3), seed=4, step=0)
+    pi = model.branch_weights("darts", tau=0.7, noise=noise)  # the noise is not used
+    torch.testing.assert_close(pi, torch.softmax(model.logits() / 0.7, -1))
+    x = torch.randn(2, 2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        fused = model(x, "darts", tau=0.7)
+        for t, y in enumerate(model.forward_reference(x, "darts", tau=0.7)):
+            torch.testing.assert_close(fused[:, t], y, rtol=1e-4, atol=1e-4)
+    model.train()
+    model(x, "darts").square().mean().backward()
+    assert all(m.policy.grad is not None and m.policy.grad.abs().sum() > 0
+               for m in model.search_nodes)
+
+
 # --------------------------------------------------------------------------- accessors
 
 @pytest.mark.parametrize("bn", BnMode.values())

@@ -16,7 +16,7 @@ one call per prototxt layer. `Supermodel.forward_reference` runs the reference's
 task at a time with every branch computed separately; tests and the benchmark compare the two.
 
 Branch weights π ([S, T, 3] for S search nodes: shared, specific, skip) come from the forward
-stage (`Stage`: warmup, soft, hard, gdas; `compiler/strategies/stage/`), which the modules also
+stage (a `Stage`, one module each under `compiler/strategies/stage/`), which the modules also
 receive; how BatchNorm is shared comes from the `--bn` strategy (`compiler/strategies/bn/`).
 
 The package, one job per module: `stacking` (tensors stacked over tasks, saved under per-task

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from automtl_cli.compiler.strategies.stage import gdas, hard, soft, warmup  # noqa: F401
+from automtl_cli.compiler.strategies.stage import darts, gdas, hard, soft, warmup  # noqa: F401
 from automtl_cli.compiler.strategies.stage.base import (
     STAGES,
     PolicySource,

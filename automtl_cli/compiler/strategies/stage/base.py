@@ -22,6 +22,7 @@ class Stage(Choice):
     SOFT = "soft"
     HARD = "hard"
     GDAS = "gdas"
+    DARTS = "darts"
 
 
 class PolicySource(Protocol):
