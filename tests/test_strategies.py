@@ -124,13 +124,18 @@ def test_every_stage_gives_branch_weights_on_the_simplex(stage):
     torch.testing.assert_close(pi.sum(-1), torch.ones(s, 2))
 
 
-def test_stage_rules():
+def _model_and_noise(seed: int):
+    """A supermodel with a policy away from uniform, and Gumbel noise of its policy's shape."""
     model = perturbed_supermodel(_graph(), SearchSpace(TASKS))
     with torch.no_grad():
         for m in model.search_nodes:
             m.policy.normal_()
+    return model, gumbel_noise((*model.policy_shape, 3), seed=seed, step=0)
+
+
+def test_stage_rules():
+    model, noise = _model_and_noise(seed=2)
     s = len(model.search_names)
-    noise = gumbel_noise((s, 2, 3), seed=2, step=0)
     soft = torch.softmax((model.logits() + noise) / 0.5, -1)
     assert (model.branch_weights("warmup") == 1 / 3).all()
     torch.testing.assert_close(model.branch_weights("soft", tau=0.5, noise=noise), soft)
@@ -145,12 +150,7 @@ def test_stage_rules():
 
 
 def test_darts_is_the_noiseless_relaxation():
-    model = perturbed_supermodel(_graph(), SearchSpace(TASKS))
-    with torch.no_grad():
-        for m in model.search_nodes:
-            m.policy.normal_()
-    s = len(model.search_names)
-    noise = gumbel_noise((s, 2, 3), seed=4, step=0)
+    model, noise = _model_and_noise(seed=4)
     pi = model.branch_weights("darts", tau=0.7, noise=noise)  # the noise is not used
     torch.testing.assert_close(pi, torch.softmax(model.logits() / 0.7, -1))
     x = torch.randn(2, 2, 3, 32, 32)

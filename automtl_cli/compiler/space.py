@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from automtl_cli.compiler.strategies.bn import BnStrategy, bn_strategy
-from automtl_cli.compiler.strategies.skip import SkipStrategy, skip_strategy
+from automtl_cli.compiler.strategies.bn import BnMode, BnStrategy, bn_strategy
+from automtl_cli.compiler.strategies.skip import SkipMode, SkipStrategy, skip_strategy
 from automtl_cli.frontend.ir import Graph, Node
 
 __all__ = ["SearchSpace", "SkipPlan", "follows_searchable", "skip_plan", "space_summary"]
@@ -26,8 +26,8 @@ class SearchSpace:
     """
 
     tasks: tuple[str, ...]
-    bn: str = "task"
-    skip: str = "reference"
+    bn: str = BnMode.TASK.value
+    skip: str = SkipMode.REFERENCE.value
 
     def __post_init__(self) -> None:
         if not self.tasks:
