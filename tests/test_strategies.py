@@ -18,7 +18,6 @@ from automtl_cli.compiler.strategies import (
     BnMode,
     SkipMode,
     Stage,
-    stage_strategy,
 )
 from automtl_cli.compiler.supermodel import SearchBatchNorm, SearchConv, gumbel_noise
 from automtl_cli.frontend.build import CompileOptions, build_graph
@@ -42,6 +41,13 @@ def test_every_choice_has_one_strategy_named_after_it(registry):
         strategy = registry.get(member.value)
         assert strategy.name is member
         assert registry.get(member) is strategy
+
+
+@pytest.mark.parametrize("registry", REGISTRIES, ids=lambda r: r.axis)
+def test_a_strategy_passes_through_get(registry):
+    for member in registry.choices:
+        strategy = registry.get(member)
+        assert registry.get(strategy) is strategy
 
 
 @pytest.mark.parametrize("registry", REGISTRIES, ids=lambda r: r.axis)
@@ -146,7 +152,7 @@ def test_stage_rules():
     assert torch.equal(hard.argmax(-1), model.logits().argmax(-1))
     with pytest.raises(ValueError, match=r"a policy must be"):
         model.branch_weights("hard", policy=torch.zeros(s + 1, 2, dtype=torch.long))
-    assert stage_strategy("gdas").sampled_only and stage_strategy("warmup").averages
+    assert STAGES.get("gdas").sampled_only and STAGES.get("warmup").averages
 
 
 def test_darts_is_the_noiseless_relaxation():
@@ -199,7 +205,7 @@ def test_one_tasks_modules_compute_what_the_supermodel_computes_for_it(bn):
                 for t in range(2):
                     one_pi = torch.zeros(len(model.search_names), 2, 3)
                     one_pi[..., 1] = 1.0  # specific everywhere
-                    want = m.forward_task(xi, t, one_pi, stage_strategy("hard"))
+                    want = m.forward_task(xi, t, one_pi, STAGES.get("hard"))
                     choice = None if m.follows is None else 1
                     torch.testing.assert_close(m.batchnorm_for(t, choice)(xi), want)
                 checked += 1

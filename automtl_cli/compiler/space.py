@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from automtl_cli.compiler.strategies.bn import BnMode, BnStrategy, bn_strategy
-from automtl_cli.compiler.strategies.skip import SkipMode, SkipStrategy, skip_strategy
+from automtl_cli.compiler.strategies.bn import BN_MODES, BnMode, BnStrategy
+from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipMode, SkipStrategy
 from automtl_cli.frontend.ir import Graph, Node
 
 __all__ = ["SearchSpace", "SkipPlan", "follows_searchable", "skip_plan", "space_summary"]
@@ -37,16 +37,16 @@ class SearchSpace:
         for t in self.tasks:
             if not t.isidentifier():
                 raise ValueError(f"tasks: {t!r} is not a valid task name (letters, digits, _)")
-        object.__setattr__(self, "bn", bn_strategy(self.bn).name.value)
-        object.__setattr__(self, "skip", skip_strategy(self.skip).name.value)
+        object.__setattr__(self, "bn", BN_MODES.get(self.bn).name.value)
+        object.__setattr__(self, "skip", SKIP_MODES.get(self.skip).name.value)
 
     @property
     def bn_strategy(self) -> BnStrategy:
-        return bn_strategy(self.bn)
+        return BN_MODES.get(self.bn)
 
     @property
     def skip_strategy(self) -> SkipStrategy:
-        return skip_strategy(self.skip)
+        return SKIP_MODES.get(self.skip)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": list(self.tasks), "bn": self.bn, "skip": self.skip}
@@ -105,7 +105,7 @@ def skip_plan(node: Node, in_shape: tuple[int, ...], mode: str) -> SkipPlan:
     if cin == cout and stride == (1, 1):
         kind = "identity"
     else:
-        kind = skip_strategy(mode).reshape_kind
+        kind = SKIP_MODES.get(mode).reshape_kind
     return SkipPlan(kind, tuple(a["kernel"]), tuple(a["pad"]), stride, tuple(a["dilation"]),
                     cin, cout)
 

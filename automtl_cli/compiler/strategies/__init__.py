@@ -6,21 +6,10 @@ Each axis is an enum of names, a base class, and one module per choice
 
 from __future__ import annotations
 
-from automtl_cli.compiler.strategies.bn import BN_MODES, BnMode, BnStrategy, bn_strategy
+from automtl_cli.compiler.strategies.bn import BN_MODES, BnMode, BnStrategy
 from automtl_cli.compiler.strategies.registry import Choice, Registry
-from automtl_cli.compiler.strategies.skip import (
-    SKIP_MODES,
-    SkipMode,
-    SkipStrategy,
-    skip_strategy,
-)
-from automtl_cli.compiler.strategies.stage import (
-    STAGES,
-    Stage,
-    StageStrategy,
-    stage_strategy,
-)
+from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipMode, SkipStrategy
+from automtl_cli.compiler.strategies.stage import STAGES, Stage, StageStrategy
 
 __all__ = ["BN_MODES", "SKIP_MODES", "STAGES", "BnMode", "BnStrategy", "Choice", "Registry",
-           "SkipMode", "SkipStrategy", "Stage", "StageStrategy", "bn_strategy", "skip_strategy",
-           "stage_strategy"]
+           "SkipMode", "SkipStrategy", "Stage", "StageStrategy"]

@@ -48,8 +48,13 @@ class Registry(Generic[S]):
 
         return add
 
-    def get(self, name: str) -> S:
-        """The strategy for `name` (a member or its string); ValueError lists the choices."""
+    def get(self, name: str | S) -> S:
+        """The strategy for `name` (a member or its string); ValueError lists the choices.
+
+        A strategy of this axis passes through, so functions can take a name or a strategy.
+        """
+        if not isinstance(name, str) and any(name is s for s in self._entries.values()):
+            return name
         try:
             return self._entries[self.choices(name)]
         except (ValueError, KeyError):

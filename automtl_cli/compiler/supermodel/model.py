@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from automtl_cli.compiler.backbone import module_name
 from automtl_cli.compiler.space import SearchSpace, follows_searchable
-from automtl_cli.compiler.strategies.stage import Stage, StageStrategy, stage_strategy
+from automtl_cli.compiler.strategies.stage import STAGES, Stage, StageStrategy
 from automtl_cli.compiler.supermodel.batchnorm import SearchBatchNorm
 from automtl_cli.compiler.supermodel.conv import SearchConv
 from automtl_cli.compiler.supermodel.shared import Elementwise, Folded
@@ -104,8 +104,8 @@ class Supermodel(nn.Module):
                        noise: torch.Tensor | None = None, policy: torch.Tensor | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """π, `[S, T, 3]`, as the stage makes it (`compiler/strategies/stage/`)."""
-        return stage_strategy(stage).branch_weights(self, tau=tau, noise=noise, policy=policy,
-                                                    generator=generator)
+        return STAGES.get(stage).branch_weights(self, tau=tau, noise=noise, policy=policy,
+                                                generator=generator)
 
     # ------------------------------------------------------------------ forward passes
 
@@ -123,7 +123,7 @@ class Supermodel(nn.Module):
                 tau: float = 1.0, noise: torch.Tensor | None = None,
                 policy: torch.Tensor | None = None, pi: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        stage = stage_strategy(stage)
+        stage = STAGES.get(stage)
         if pi is None:
             pi = self.branch_weights(stage, tau=tau, noise=noise, policy=policy)
         if stage.sampled_only:  # one host copy per step decides which branches run at all
@@ -144,7 +144,7 @@ class Supermodel(nn.Module):
 
         `x` is one batch for all tasks or `[T, N, C, H, W]`; `only` runs a single task.
         """
-        stage = stage_strategy(stage)
+        stage = STAGES.get(stage)
         if pi is None:
             pi = self.branch_weights(stage, tau=tau, noise=noise, policy=policy)
         outs = []

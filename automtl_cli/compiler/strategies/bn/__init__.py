@@ -1,14 +1,10 @@
-"""The `--bn` registry: `BnMode` names the choices, `bn_strategy(name)` returns the strategy."""
+"""The `--bn` registry: `BnMode` names the choices, `BN_MODES.get(name)` returns the strategy."""
 
 from __future__ import annotations
 
 from automtl_cli.compiler.strategies.bn import follow, shared, task  # noqa: F401  (registers)
 from automtl_cli.compiler.strategies.bn.base import BN_MODES, BnMode, BnStrategy
 
-__all__ = ["BN_MODES", "BnMode", "BnStrategy", "bn_strategy"]
+__all__ = ["BN_MODES", "BnMode", "BnStrategy"]
 
 BN_MODES.check_complete()
-
-
-def bn_strategy(name: str) -> BnStrategy:
-    return BN_MODES.get(name)

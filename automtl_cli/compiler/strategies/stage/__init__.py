@@ -1,4 +1,4 @@
-"""The forward-stage registry: `Stage` names the choices, `stage_strategy(name)` the strategy."""
+"""The forward-stage registry: `Stage` names the choices, `STAGES.get(name)` the strategy."""
 
 from __future__ import annotations
 
@@ -12,12 +12,6 @@ from automtl_cli.compiler.strategies.stage.base import (
 from automtl_cli.compiler.strategies.stage.gdas import gdas_weights
 from automtl_cli.compiler.strategies.stage.gumbel import gumbel_noise
 
-__all__ = ["STAGES", "PolicySource", "Stage", "StageStrategy", "gdas_weights", "gumbel_noise",
-           "stage_strategy"]
+__all__ = ["STAGES", "PolicySource", "Stage", "StageStrategy", "gdas_weights", "gumbel_noise"]
 
 STAGES.check_complete()
-
-
-def stage_strategy(stage: str | StageStrategy) -> StageStrategy:
-    """The strategy for a stage name (a `Stage` member or its string); objects pass through."""
-    return stage if isinstance(stage, StageStrategy) else STAGES.get(stage)
