@@ -233,13 +233,16 @@ def test_inspect_shows_the_policy_and_plots_it(tiny_run, run_cli, tmp_path, monk
     assert rc == 69 and "pip install 'automtl[plot]'" in err
 
 
-def test_gdas_search_runs(tiny_run, run_cli):
+@pytest.mark.parametrize("estimator", ["gdas", "darts"])
+def test_estimator_search_runs(tiny_run, run_cli, estimator):
     rc, out, err = _search(run_cli, tiny_run, "--warmup-iters", "2", "--iters", "6",
-                           "--estimator", "gdas", "--policy-steps", "3", "--weight-steps", "1",
-                           "--json")
+                           "--estimator", estimator, "--policy-steps", "3", "--weight-steps",
+                           "1", "--json")
     assert rc == 0, err
     assert json.loads(out)["steps"] == 8
-    assert _state(tiny_run)["config"]["estimator"] == "gdas"
+    state = _state(tiny_run)
+    assert state["config"]["estimator"] == estimator
+    assert not torch.equal(state["policy_logits"], torch.zeros_like(state["policy_logits"]))
 
 
 def test_derive_reads_the_policy_tensor_and_refuses_a_wrong_one(tiny_run, run_cli):

@@ -165,7 +165,7 @@ def test_task_copies_start_equal_to_shared(spec):
         assert torch.equal(state[f"{node}.policy.{task}"], torch.zeros(3))
     for m in model.search_nodes:
         for i in range(3):
-            assert torch.equal(m.task_weight[i], m.shared.weight)
+            assert torch.equal(m.task_conv(i).weight, m.shared_conv().weight)
 
 
 def _all_graphs():

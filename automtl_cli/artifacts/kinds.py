@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import enum
+from automtl_cli.registry import Choice
 
 __all__ = ["ArtifactKind"]
 
 
-class ArtifactKind(str, enum.Enum):
+class ArtifactKind(Choice):
     """Every kind of file automtl writes; the value is what the file stores as `kind`."""
 
     SUPERMODEL = "supermodel"  # RUN/supermodel.pt (compile)
@@ -17,6 +17,3 @@ class ArtifactKind(str, enum.Enum):
     FINAL_MODEL = "final-model"  # RUN/final.pt
     EXPORT = "automtl-export"  # the metadata inside RUN/export/model.onnx or .ts
     PLAN = "automtl-plan"  # RUN/derived/plan.json (JSON: the choices and their cost)
-
-    def __str__(self) -> str:
-        return self.value

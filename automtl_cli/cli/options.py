@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
+from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.frontend.dialect import DIALECTS
 
 __all__ = ["InputShape", "TaskList", "choice_of", "deterministic_option", "emit_json",
@@ -68,11 +68,12 @@ class TaskList(click.ParamType):
 
 
 def search_space_options(f: Callable) -> Callable:
-    f = click.option("--skip", type=click.Choice(SKIP_MODES), default="reference",
-                     show_default=True,
+    f = click.option("--skip", type=choice_of(SkipMode),
+                     default=SkipMode.REFERENCE.value, show_default=True,
                      help="Skip branch: the reference's (1x1 conv + BN where shapes change) or "
                           "cheap (parameter-free).")(f)
-    f = click.option("--bn", type=click.Choice(BN_MODES), default="task", show_default=True,
+    f = click.option("--bn", type=choice_of(BnMode), default=BnMode.TASK.value,
+                     show_default=True,
                      help="BatchNorm: per task (reference), follow the conv's branch, or "
                           "shared.")(f)
     f = click.option("--tasks", type=TaskList(), default=None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
-from automtl_cli.compiler.space import BN_MODES, SKIP_MODES
+from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.engine.inits.base import Init
 from automtl_cli.engine.plans.base import DeriveMode
 from automtl_cli.experiment import build_stage_experiment
@@ -24,8 +24,10 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--tasks", help="Tasks (default: the experiment's; synthetic nyu3).")
 @click.option("--data", help="synthetic (default), nyuv2:DIR, cityscapes:DIR, taskonomy:DIR.")
 @click.option("--experiment", "experiment_path", type=click.Path(dir_okay=False))
-@click.option("--bn", type=click.Choice(BN_MODES), default="task", show_default=True)
-@click.option("--skip", type=click.Choice(SKIP_MODES), default="reference", show_default=True)
+@click.option("--bn", type=choice_of(BnMode), default=BnMode.TASK.value,
+              show_default=True)
+@click.option("--skip", type=choice_of(SkipMode),
+              default=SkipMode.REFERENCE.value, show_default=True)
 @click.option("--random", "random_plans", type=int, default=0, show_default=True,
               help="Also fine-tune K random plans (the paper's ablation).")
 @click.option("--derive", "derive_mode",

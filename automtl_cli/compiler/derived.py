@@ -28,7 +28,6 @@ from automtl_cli.compiler.supermodel import (
     Folded,
     SearchBatchNorm,
     SearchConv,
-    SkipBranch,
     Supermodel,
 )
 from automtl_cli.frontend.ir import Graph, Node, Shape
@@ -125,8 +124,7 @@ def build_tree(graph: Graph, space: SearchSpace, choices: dict[str, Sequence[int
                     params = plan.params
             elif node.type == "BatchNorm":
                 src = follows.get(node.name)
-                own = space.bn == "task" or (
-                    space.bn == "follow" and src is not None and choices[src][t] != 0)
+                own = space.bn_strategy.uses_task_copy(None if src is None else choices[src][t])
                 op = Op(node.name, "task", task) if own else Op(node.name, "shared")
             else:
                 op = Op(node.name, "plain")
@@ -191,31 +189,12 @@ def _module_for(op: Op, node: Node, source: nn.Module, space: SearchSpace,
     t = space.tasks.index(op.task) if op.task is not None else None
     if isinstance(source, SearchConv):
         if op.variant == "shared":
-            return copy.deepcopy(source.shared)
+            return source.shared_conv()
         if op.variant == "task":
-            conv = copy.deepcopy(source.shared)
-            with torch.no_grad():
-                conv.weight.copy_(source.task_weight[t])
-                if conv.bias is not None:
-                    conv.bias.copy_(source.task_bias[t])
-            return conv
-        skip = SkipBranch(source.skip.plan, (op.task or "all",))
-        if op.variant == "skip":
-            with torch.no_grad():
-                for attr in ("weight", "bn_weight", "bn_bias", "running_mean", "running_var"):
-                    getattr(skip, attr).copy_(getattr(source.skip, attr)[t:t + 1])
-        return skip
+            return source.task_conv(t)
+        return source.skip.for_task(t)
     if isinstance(source, SearchBatchNorm):
-        bn = copy.deepcopy(source.shared)
-        if op.variant == "task":
-            with torch.no_grad():
-                if bn.weight is not None:
-                    bn.weight.copy_(source.task_weight[t])
-                if bn.bias is not None and source.task_bias is not None:
-                    bn.bias.copy_(source.task_bias[t])
-                bn.running_mean.copy_(source.task_mean[t])
-                bn.running_var.copy_(source.task_var[t])
-        return bn
+        return source.task_batchnorm(t) if op.variant == "task" else source.shared_batchnorm()
     if isinstance(source, (Folded, Elementwise)):
         return copy.deepcopy(source.op)
     raise TypeError(f"no derived module for {type(source).__name__}")  # pragma: no cover

@@ -10,30 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from automtl_cli.compiler.strategies.bn import BN_MODES, BnMode, BnStrategy
+from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipMode, SkipStrategy
 from automtl_cli.frontend.ir import Graph, Node
 
-__all__ = ["BN_MODES", "SKIP_MODES", "SearchSpace", "skip_plan", "space_summary"]
-
-BN_MODES = ("task", "follow", "shared")
-SKIP_MODES = ("reference", "cheap")
+__all__ = ["SearchSpace", "SkipPlan", "follows_searchable", "skip_plan", "space_summary"]
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     """Which tasks share the backbone, and how BatchNorm and the skip branch behave.
 
-    bn: `task` — the reference's: a shared BN (used only in warm-up) plus one BN per task;
-        `follow` — a BN right after a searchable convolution follows that convolution's branch
-        (shared BN for the shared branch, the task's BN otherwise), every other BN is shared, so a
-        shared prefix computes once in the derived model; `shared` — one BN for all tasks.
-    skip: `reference` — identity when input and output shapes match, else a 1×1 convolution with
-        the same stride followed by BN (per task); `cheap` — parameter-free: the same sampling, with
-        channels zero-padded or truncated instead of a dense 1×1 convolution.
+    bn and skip name a strategy (`BnMode`, `SkipMode`; each choice is described in its module
+    under `compiler/strategies/`); they are stored as plain strings, as artifacts keep them.
     """
 
     tasks: tuple[str, ...]
-    bn: str = "task"
-    skip: str = "reference"
+    bn: str = BnMode.TASK.value
+    skip: str = SkipMode.REFERENCE.value
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -43,10 +37,16 @@ class SearchSpace:
         for t in self.tasks:
             if not t.isidentifier():
                 raise ValueError(f"tasks: {t!r} is not a valid task name (letters, digits, _)")
-        if self.bn not in BN_MODES:
-            raise ValueError(f"bn: {self.bn!r} is not one of {', '.join(BN_MODES)}")
-        if self.skip not in SKIP_MODES:
-            raise ValueError(f"skip: {self.skip!r} is not one of {', '.join(SKIP_MODES)}")
+        object.__setattr__(self, "bn", BN_MODES.get(self.bn).name.value)
+        object.__setattr__(self, "skip", SKIP_MODES.get(self.skip).name.value)
+
+    @property
+    def bn_strategy(self) -> BnStrategy:
+        return BN_MODES.get(self.bn)
+
+    @property
+    def skip_strategy(self) -> SkipStrategy:
+        return SKIP_MODES.get(self.skip)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": list(self.tasks), "bn": self.bn, "skip": self.skip}
@@ -98,13 +98,14 @@ def _axis_pads(size: int, kernel: int, pad: int, stride: int, dilation: int) -> 
 
 
 def skip_plan(node: Node, in_shape: tuple[int, ...], mode: str) -> SkipPlan:
+    """The skip of search node `node` under skip mode `mode` (a `SkipMode` name)."""
     a = node.attrs
     cin, cout = in_shape[1], node.shapes[0][1]
     stride = tuple(a["stride"])
     if cin == cout and stride == (1, 1):
         kind = "identity"
     else:
-        kind = "conv" if mode == "reference" else "free"
+        kind = SKIP_MODES.get(mode).reshape_kind
     return SkipPlan(kind, tuple(a["kernel"]), tuple(a["pad"]), stride, tuple(a["dilation"]),
                     cin, cout)
 
@@ -124,15 +125,6 @@ def follows_searchable(graph: Graph) -> dict[str, str]:
                     src.outputs[0] != graph.output:
                 out[n.name] = src.name
     return out
-
-
-def bn_has_task_copies(space: SearchSpace, follows: object | None) -> bool:
-    """Whether a BatchNorm gets per-task copies; `follows` is the search node it follows."""
-    if space.bn == "task":
-        return True
-    if space.bn == "follow":
-        return follows is not None
-    return False
 
 
 def space_summary(graph: Graph, space: SearchSpace) -> dict[str, Any]:
@@ -155,7 +147,7 @@ def space_summary(graph: Graph, space: SearchSpace) -> dict[str, Any]:
                           "output_shape": list(n.shapes[0])})
         elif n.type == "BatchNorm":
             counts["shared_bn"] += n.params
-            if bn_has_task_copies(space, follows.get(n.name)):
+            if space.bn_strategy.has_task_copies(n.name in follows):
                 counts["task_bn"] += t * n.params
         else:
             counts["other"] += n.params

@@ -34,8 +34,6 @@ __all__ = ["FoldedSkip", "TaskTuple", "fold_batchnorm", "fold_conv_bn", "fold_sk
 
 logger = logging.getLogger(__name__)
 
-SKIP_BN_EPS = 1e-5  # the epsilon SkipBranch.forward passes to F.batch_norm
-
 
 class TaskTuple(nn.Module):
     """A derived network whose `forward` returns a tuple in task order (tracers want tuples)."""
@@ -152,10 +150,10 @@ class FoldedSkip(nn.Module):
         plan: SkipPlan = skip.plan
         self.plan = plan
         self.conv = nn.Conv2d(plan.in_channels, plan.out_channels, 1, plan.stride, bias=True)
+        conv, bn = skip.task_layers(0)
         with torch.no_grad():
-            weight, bias = _fold_into(skip.weight[0], None, skip.running_mean[0],
-                                      skip.running_var[0], skip.bn_weight[0], skip.bn_bias[0],
-                                      SKIP_BN_EPS)
+            weight, bias = _fold_into(conv.weight, None, bn.running_mean, bn.running_var,
+                                      bn.weight, bn.bias, bn.eps)
             self.conv.weight.copy_(weight)
             self.conv.bias.copy_(bias)
 

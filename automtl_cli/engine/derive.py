@@ -87,14 +87,7 @@ def plan_report(plan: Plan, tree: Tree, graph: Graph, space: SearchSpace,
     paper = sum(w * (any(c == 0 for c in plan.choices[n]) + sum(c == 1 for c in plan.choices[n]))
                 for n, w in conv_weights.items())
     shared_nodes = sum(all(c == 0 for c in row) for row in plan.choices.values())
-    if space.bn == "task":
-        note = ("--bn task: every task has its own BatchNorm, so task paths part at the first "
-                "BatchNorm; shared layers save parameters but not compute")
-    elif space.bn == "follow":
-        note = ("--bn follow: a BatchNorm after a shared convolution is shared too, so the "
-                "prefix the tasks share runs once for all of them")
-    else:
-        note = "--bn shared: one BatchNorm for all tasks; shared prefixes run once"
+    note = space.bn_strategy.compute_sharing
     return {
         "kind": ArtifactKind.PLAN.value, "format_version": PLAN_FORMAT,
         "tasks": list(space.tasks), "bn": space.bn, "skip": space.skip,

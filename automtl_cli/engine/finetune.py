@@ -91,7 +91,7 @@ class Finetuner(TrainLoop):
         self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
                                    batch_size=config.batch_size, num_workers=config.num_workers,
                                    rank=self.dist.rank, world_size=self.dist.world)
-        weights = INITS[config.init].weights(derived)
+        weights = INITS.get(config.init).weights(derived)
         self.network, self.tree = build_derived_network(
             derived.graph, derived.space, derived.plan, experiment, derived.seed,
             class_weights=class_weights(self.loader))

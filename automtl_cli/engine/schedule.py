@@ -7,21 +7,19 @@ been taken: the reference's 5 · 0.965^⌊k/101⌋ after k policy steps.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+
+from automtl_cli.registry import Choice
 
 __all__ = ["Alternation", "Phase", "TauSchedule"]
 
 
-class Phase(str, enum.Enum):
+class Phase(Choice):
     """What one search iteration trains, and on which split."""
 
     WARMUP = "warmup"  # every branch averaged; weights and heads, on train
     POLICY = "policy"  # the logits, on train2
     WEIGHT = "weight"  # weights and heads, on train1
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def split(self) -> str:

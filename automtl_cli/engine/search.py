@@ -24,6 +24,7 @@ import torch
 
 from automtl_cli.artifacts import SearchCheckpoint
 from automtl_cli.compiler.space import SearchSpace
+from automtl_cli.compiler.strategies import Stage
 from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine import optimizers
@@ -46,7 +47,6 @@ __all__ = ["NonFiniteLoss", "SearchConfig", "Searcher",
 
 log = logging.getLogger(__name__)
 
-_WARMUP_STAGE = "warmup"  # the supermodel's forward stage that averages every branch
 
 
 @dataclass(frozen=True)
@@ -184,9 +184,9 @@ class Searcher(TrainLoop):
         self.alternation = Alternation(config.warmup_iters, config.policy_steps,
                                        config.weight_steps)
         self.tau_schedule = TauSchedule(config.tau, config.tau_decay, config.tau_every)
-        self.regularizer = REGULARIZERS[config.reg](RegContext(
+        self.regularizer = REGULARIZERS.get(config.reg).bind(RegContext(
             graph, space, config.reg_scale, config.reg_target, self.device))
-        self.stepping = STEPPINGS[config.step]
+        self.stepping = STEPPINGS.get(config.step)
         self.estimator = Estimator(config.estimator)
         logits, weights = self.net.logit_parameters(), self.net.weight_parameters()
         self.optimizers = {
@@ -247,12 +247,12 @@ class Searcher(TrainLoop):
         return to_device(next(self.streams[split]), self.device)
 
     def branch_weights(self, stage: str, tau: float) -> torch.Tensor | None:
-        if stage == _WARMUP_STAGE:
+        if stage == Stage.WARMUP:
             return None
         return self.net.backbone.branch_weights(stage, tau=tau, noise=self._noise())
 
     def forward(self, image: torch.Tensor, stage: str, tau: float) -> dict[str, torch.Tensor]:
-        kw = {} if stage == _WARMUP_STAGE else {"tau": tau, "noise": self._noise()}
+        kw = {} if stage == Stage.WARMUP else {"tau": tau, "noise": self._noise()}
         return self.net(image, stage, **kw)
 
     def forward_task(self, image: torch.Tensor, task: int, stage: str,
@@ -273,7 +273,7 @@ class Searcher(TrainLoop):
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         phase = self.alternation.stage(self.step)
         policy = phase is Phase.POLICY
-        stage = _WARMUP_STAGE if phase is Phase.WARMUP else self.estimator.stage
+        stage = Stage.WARMUP if phase is Phase.WARMUP else self.estimator.stage
         params = self.net.logit_parameters() if policy else self.net.weight_parameters()
         return self.stepping.step(self, split=phase.split, stage=stage, tau=self.tau,
                                   policy=policy, reg_weight=self.config.reg_weight,

@@ -13,6 +13,7 @@ from typing import Any
 
 from automtl_cli.artifacts import SupermodelArtifact, load, write_json
 from automtl_cli.compiler.space import SearchSpace, space_summary
+from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
 from automtl_cli.frontend.ir import Graph
@@ -27,8 +28,8 @@ class CompileResult:
     options: CompileOptions
     compile_ms: float
     space: SearchSpace | None = None  # None when no tasks were given yet
-    bn: str = "task"
-    skip: str = "reference"
+    bn: str = BnMode.TASK.value
+    skip: str = SkipMode.REFERENCE.value
     seed: int = 0
     space_info: dict[str, Any] | None = None
 
@@ -71,7 +72,8 @@ class CompileResult:
 
 
 def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = None, *,
-                     tasks: tuple[str, ...] = (), bn: str = "task", skip: str = "reference",
+                     tasks: tuple[str, ...] = (), bn: str = BnMode.TASK.value,
+                     skip: str = SkipMode.REFERENCE.value,
                      seed: int = 0, warn: Callable[[str], None] | None = None) -> CompileResult:
     """Front end plus, when tasks are given, the search space's size (no weights are built)."""
     options = options or CompileOptions()

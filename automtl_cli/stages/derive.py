@@ -55,7 +55,7 @@ def derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
         raise BadInput(str(e)) from e
     if samples < 1:
         raise BadInput("--samples must be at least 1")
-    maker = DERIVE_MODES[mode]
+    maker = DERIVE_MODES.get(mode)
     run = Path(run_dir)
     search_path = run / "search" / "last.pt"
     search = load(search_path, SearchCheckpoint) if search_path.exists() else None

@@ -71,7 +71,7 @@ def export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
     """Export, verify and time; returns the figures `--json` prints."""
     run = Path(run_dir)
     source, kind = find_model(run, config.model)
-    writer = EXPORT_FORMATS[config.format]
+    writer = EXPORT_FORMATS.get(config.format)
     writer.require()  # before any work
     output = config.output or run / "export" / f"model{writer.suffix}"
     _check_writable(output)

@@ -16,7 +16,6 @@ selected on val only.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from automtl_cli.engine.search import SearchConfig
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import ExperimentConfig
-from automtl_cli.registry import parse_choice
+from automtl_cli.registry import Choice, parse_choice
 from automtl_cli.stages.compile import compile_backbone, compile_stage
 from automtl_cli.stages.derive import derive
 from automtl_cli.stages.finetune import finetune
@@ -58,14 +57,11 @@ def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
     return sub
 
 
-class Budget(str, enum.Enum):
+class Budget(Choice):
     """How long the baselines train."""
 
     EQUAL = "equal"  # as many weight updates as AutoMTL's search and fine-tuning together
     FINETUNE = "finetune"  # the fine-tuning iterations alone (the paper's tables)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 BUDGETS = tuple(b.value for b in Budget)
@@ -76,7 +72,7 @@ def search_weight_updates(search: SearchConfig, tasks: int) -> int:
     T of them per iteration when it steps once per task (`--step per-task`)."""
     iterations = Alternation(search.warmup_iters, search.policy_steps,
                              search.weight_steps).weight_updates(search.total)
-    return iterations * STEPPINGS[search.step].updates_per_iteration(tasks)
+    return iterations * STEPPINGS.get(search.step).updates_per_iteration(tasks)
 
 
 def random_plan_seed(seed: int, k: int) -> int:

@@ -11,3 +11,5 @@ from automtl_cli.deploy.formats.onnx import EXTRA_HINT, require_onnx
 
 __all__ = ["EXPORT_FORMATS", "EXTRA_HINT", "INPUT_NAME", "ExportFormat", "FormatWriter",
            "require_onnx"]
+
+EXPORT_FORMATS.check_complete()

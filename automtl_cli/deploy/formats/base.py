@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import enum
 from typing import ClassVar, Protocol
 
 import torch
 from torch import fx
 
 from automtl_cli.deploy.verify import Runtime
-from automtl_cli.registry import Registry
+from automtl_cli.registry import Choice, Registry
 
 __all__ = ["EXPORT_FORMATS", "INPUT_NAME", "ExportFormat", "FormatWriter", "Runtime"]
 
 INPUT_NAME = "image"  # the exported graph's input; its outputs are named after the tasks
 
 
-class ExportFormat(str, enum.Enum):
+class ExportFormat(Choice):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class FormatWriter(Protocol):
@@ -36,4 +32,4 @@ class FormatWriter(Protocol):
         the convolutions it holds, and the runtime's name."""
 
 
-EXPORT_FORMATS: Registry[ExportFormat, FormatWriter] = Registry("format", ExportFormat)
+EXPORT_FORMATS: Registry[FormatWriter] = Registry("format", ExportFormat)

@@ -30,6 +30,7 @@ def require_onnx() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
+@EXPORT_FORMATS.register(ExportFormat.ONNX)
 class OnnxWriter:
     suffix = ".onnx"
 
@@ -85,5 +86,3 @@ def _drop_initializer_identities(model: Any) -> None:
     del model.graph.node[:]
     model.graph.node.extend(kept)
 
-
-EXPORT_FORMATS.register(ExportFormat.ONNX)(OnnxWriter())

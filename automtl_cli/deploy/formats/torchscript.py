@@ -12,6 +12,7 @@ from automtl_cli.deploy.formats.base import EXPORT_FORMATS, ExportFormat
 from automtl_cli.deploy.verify import Runtime, torch_runtime
 
 
+@EXPORT_FORMATS.register(ExportFormat.TORCHSCRIPT)
 class TorchScriptWriter:
     suffix = ".ts"
 
@@ -32,5 +33,3 @@ class TorchScriptWriter:
                     if n.kind() in ("aten::_convolution", "aten::conv2d"))
         return torch_runtime(loaded), convs, f"torch.jit (torch {torch.__version__})"
 
-
-EXPORT_FORMATS.register(ExportFormat.TORCHSCRIPT)(TorchScriptWriter())

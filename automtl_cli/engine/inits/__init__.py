@@ -4,3 +4,5 @@ from automtl_cli.engine.inits import scratch, searched  # noqa: F401  (registrat
 from automtl_cli.engine.inits.base import INITS, Init, Initializer
 
 __all__ = ["INITS", "Init", "Initializer"]
+
+INITS.check_complete()

@@ -6,9 +6,8 @@ from automtl_cli.artifacts import DerivedModel
 from automtl_cli.engine.inits.base import INITS, Init
 
 
+@INITS.register(Init.SCRATCH)
 class FromSeed:
     def weights(self, derived: DerivedModel) -> None:
         return None
 
-
-INITS.register(Init.SCRATCH)(FromSeed())

@@ -8,9 +8,8 @@ from automtl_cli.artifacts import DerivedModel
 from automtl_cli.engine.inits.base import INITS, Init
 
 
+@INITS.register(Init.SEARCH)
 class FromSearch:
     def weights(self, derived: DerivedModel) -> dict[str, torch.Tensor]:
         return derived.state_dict
 
-
-INITS.register(Init.SEARCH)(FromSearch())

@@ -13,6 +13,8 @@ from automtl_cli.errors import BadInput
 
 __all__ = ["DERIVE_MODES", "DeriveMode", "PlanMaker", "PlanRequest", "choose"]
 
+DERIVE_MODES.check_complete()
+
 
 def choose(mode: DeriveMode | str, nodes: list[str], tasks: tuple[str, ...], *,
            logits: torch.Tensor | None = None, seed: int = 0,
@@ -22,7 +24,7 @@ def choose(mode: DeriveMode | str, nodes: list[str], tasks: tuple[str, ...], *,
         member = DERIVE_MODES.member(mode)
     except ValueError as e:
         raise BadInput(str(e)) from e
-    maker = DERIVE_MODES[member]
+    maker = DERIVE_MODES.get(member)
     if maker.needs_search and logits is None:
         raise BadInput(f"--mode {member.value} needs a search checkpoint (run `automtl search`)")
     request = PlanRequest(list(nodes), tuple(tasks), logits, seed, plan_file)

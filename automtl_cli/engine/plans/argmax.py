@@ -8,11 +8,10 @@ import torch
 from automtl_cli.engine.plans.base import DERIVE_MODES, DeriveMode, PlanMaker, PlanRequest
 
 
+@DERIVE_MODES.register(DeriveMode.ARGMAX)
 class MostLikely(PlanMaker):
     needs_search = uses_search_weights = True
 
     def table(self, request: PlanRequest) -> np.ndarray:
         return torch.softmax(request.logits.double(), dim=-1).numpy().argmax(-1)
 
-
-DERIVE_MODES.register(DeriveMode.ARGMAX)(MostLikely())

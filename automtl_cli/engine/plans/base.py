@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -10,21 +9,18 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from automtl_cli.registry import Registry
+from automtl_cli.registry import Choice, Registry
 
 __all__ = ["DERIVE_MODES", "DeriveMode", "PlanMaker", "PlanRequest"]
 
 
-class DeriveMode(str, enum.Enum):
+class DeriveMode(Choice):
     SAMPLE = "sample"  # one seeded draw per node and task from softmax(α) (the reference)
     ARGMAX = "argmax"  # the most likely branch
     SHARED = "shared"  # hard sharing
     SPECIFIC = "specific"  # one network per task
     RANDOM = "random"  # uniform draws (the paper's random-plan ablation)
     FILE = "file"  # a plan.json edited by hand
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -52,4 +48,4 @@ class PlanMaker:
         return {"mode": mode.value, "seed": request.seed if self.seeded else None}
 
 
-DERIVE_MODES: Registry[DeriveMode, PlanMaker] = Registry("derive mode", DeriveMode)
+DERIVE_MODES: Registry[PlanMaker] = Registry("derive mode", DeriveMode)

@@ -13,6 +13,7 @@ from automtl_cli.engine.plans.base import DERIVE_MODES, DeriveMode, PlanMaker, P
 from automtl_cli.errors import BadInput, MissingInput
 
 
+@DERIVE_MODES.register(DeriveMode.FILE)
 class FromFile(PlanMaker):
     uses_search_weights = True
 
@@ -46,5 +47,3 @@ class FromFile(PlanMaker):
     def source(self, mode: DeriveMode, request: PlanRequest) -> dict[str, Any]:
         return {"mode": mode.value, "file": str(Path(request.plan_file))}
 
-
-DERIVE_MODES.register(DeriveMode.FILE)(FromFile())

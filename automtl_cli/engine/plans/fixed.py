@@ -8,12 +8,17 @@ from automtl_cli.engine.plans.base import DERIVE_MODES, DeriveMode, PlanMaker, P
 
 
 class Everywhere(PlanMaker):
-    def __init__(self, branch: int) -> None:
-        self.branch = branch
+    branch: int
 
     def table(self, request: PlanRequest) -> np.ndarray:
         return np.full((len(request.nodes), len(request.tasks)), self.branch, dtype=np.int64)
 
 
-DERIVE_MODES.register(DeriveMode.SHARED)(Everywhere(0))
-DERIVE_MODES.register(DeriveMode.SPECIFIC)(Everywhere(1))
+@DERIVE_MODES.register(DeriveMode.SHARED)
+class HardSharing(Everywhere):
+    branch = 0
+
+
+@DERIVE_MODES.register(DeriveMode.SPECIFIC)
+class SingleTask(Everywhere):
+    branch = 1

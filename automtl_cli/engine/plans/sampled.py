@@ -16,6 +16,7 @@ def draw(probs: np.ndarray, seed: int) -> np.ndarray:
                      for i in range(s)], dtype=np.int64)
 
 
+@DERIVE_MODES.register(DeriveMode.SAMPLE)
 class FromPolicy(PlanMaker):
     needs_search = uses_search_weights = seeded = True
 
@@ -24,13 +25,10 @@ class FromPolicy(PlanMaker):
         return draw(probs, request.seed)
 
 
+@DERIVE_MODES.register(DeriveMode.RANDOM)
 class Uniform(PlanMaker):
     seeded = True
 
     def table(self, request: PlanRequest) -> np.ndarray:
         logits = torch.zeros(len(request.nodes), len(request.tasks), 3)
         return draw(torch.softmax(logits.double(), dim=-1).numpy(), request.seed)
-
-
-DERIVE_MODES.register(DeriveMode.SAMPLE)(FromPolicy())
-DERIVE_MODES.register(DeriveMode.RANDOM)(Uniform())

@@ -14,8 +14,7 @@ from automtl_cli.engine.regularizers.formulas import (
 )
 
 __all__ = ["REGULARIZERS", "ParamsRegularizer", "RegContext", "Regularizer",
-           "SharingRegularizer", "build_regularizer", "depth_weights", "reference_regularizer"]
+           "SharingRegularizer", "depth_weights", "reference_regularizer"]
 
 
-def build_regularizer(choice: Regularizer | str, ctx: RegContext) -> SharingRegularizer:
-    return REGULARIZERS[choice](ctx)
+REGULARIZERS.check_complete()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,12 +10,13 @@ import torch
 
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.frontend.ir import Graph
-from automtl_cli.registry import Registry
+from automtl_cli.registry import Choice, Registry
 
-__all__ = ["REGULARIZERS", "Noise", "RegContext", "Regularizer", "SharingRegularizer"]
+__all__ = ["REGULARIZERS", "Noise", "RegContext", "Regularizer", "RegularizerStrategy",
+           "SharingRegularizer"]
 
 
-class Regularizer(str, enum.Enum):
+class Regularizer(Choice):
     REFERENCE = "reference"  # AutoMTL's: push the shared branch above the others, by depth
     PARAMS = "params"  # the expected parameter count of the derived network
     NONE = "none"  # no sharing pressure: the paper's "w/o reg" ablation
@@ -41,5 +41,9 @@ class SharingRegularizer(Protocol):
         """Per-task values [T], or one value [1] that every task shares."""
 
 
-REGULARIZERS: Registry[Regularizer, Callable[[RegContext], SharingRegularizer]] = Registry(
-    "reg", Regularizer)
+class RegularizerStrategy(Protocol):
+    def bind(self, ctx: RegContext) -> SharingRegularizer:
+        """The regulariser for this backbone and space (what can be computed once, is)."""
+
+
+REGULARIZERS: Registry[RegularizerStrategy] = Registry("reg", Regularizer)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from automtl_cli.engine.regularizers.base import REGULARIZERS, Noise, RegContext, Regularizer
+from automtl_cli.engine.regularizers.base import (
+    REGULARIZERS,
+    RegContext,
+    Regularizer,
+    SharingRegularizer,
+)
 
 
 @REGULARIZERS.register(Regularizer.NONE)
 class NoRegularizer:
-    def __init__(self, ctx: RegContext) -> None:
-        self.zero = torch.zeros(1, device=ctx.device)
-
-    def __call__(self, logits: torch.Tensor, tau: float, noise: Noise) -> torch.Tensor:
-        return self.zero
+    def bind(self, ctx: RegContext) -> SharingRegularizer:
+        zero = torch.zeros(1, device=ctx.device)
+        return lambda logits, tau, noise: zero

@@ -10,19 +10,22 @@ from automtl_cli.engine.regularizers.base import (
     Noise,
     RegContext,
     Regularizer,
+    SharingRegularizer,
 )
 from automtl_cli.engine.regularizers.formulas import ParamsRegularizer
 
 
 @REGULARIZERS.register(Regularizer.PARAMS)
 class ExpectedParams:
-    def __init__(self, ctx: RegContext) -> None:
+    def bind(self, ctx: RegContext) -> SharingRegularizer:
         nodes = ctx.graph.searchable
         shapes = ctx.graph.value_shapes()
-        self.fraction = ParamsRegularizer(
+        fraction = ParamsRegularizer(
             [n.params for n in nodes],
             [skip_plan(n, shapes[n.inputs[0]], ctx.space.skip).params for n in nodes],
             len(ctx.space.tasks), ctx.target)
 
-    def __call__(self, logits: torch.Tensor, tau: float, noise: Noise) -> torch.Tensor:
-        return self.fraction(logits).unsqueeze(0)
+        def value(logits: torch.Tensor, tau: float, noise: Noise) -> torch.Tensor:
+            return fraction(logits).unsqueeze(0)
+
+        return value

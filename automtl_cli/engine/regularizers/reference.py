@@ -9,6 +9,7 @@ from automtl_cli.engine.regularizers.base import (
     Noise,
     RegContext,
     Regularizer,
+    SharingRegularizer,
 )
 from automtl_cli.engine.regularizers.formulas import depth_weights, reference_regularizer
 
@@ -16,13 +17,13 @@ NOISE_STREAM = 7919  # the regulariser's sample is independent of the forward pa
 
 
 @REGULARIZERS.register(Regularizer.REFERENCE)
-class ReferenceRegularizer:
-    def __init__(self, ctx: RegContext) -> None:
+class Reference:
+    def bind(self, ctx: RegContext) -> SharingRegularizer:
         nodes = ctx.graph.searchable
-        self.weights = depth_weights([n.depth for n in nodes]).to(ctx.device) if nodes \
+        weights = depth_weights([n.depth for n in nodes]).to(ctx.device) if nodes \
             else torch.zeros(0, device=ctx.device)
-        self.scale = ctx.scale
 
-    def __call__(self, logits: torch.Tensor, tau: float, noise: Noise) -> torch.Tensor:
-        return reference_regularizer(logits, noise(NOISE_STREAM), tau, self.weights,
-                                     self.scale)
+        def value(logits: torch.Tensor, tau: float, noise: Noise) -> torch.Tensor:
+            return reference_regularizer(logits, noise(NOISE_STREAM), tau, weights, ctx.scale)
+
+        return value

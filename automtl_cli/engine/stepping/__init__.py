@@ -4,3 +4,5 @@ from automtl_cli.engine.stepping import per_task, summed  # noqa: F401  (registr
 from automtl_cli.engine.stepping.base import STEPPINGS, SearchState, StepMode, Stepping
 
 __all__ = ["STEPPINGS", "SearchState", "StepMode", "Stepping"]
+
+STEPPINGS.check_complete()

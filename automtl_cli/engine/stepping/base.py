@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Protocol
 
 import torch
 
-from automtl_cli.registry import Registry
+from automtl_cli.registry import Choice, Registry
 
 __all__ = ["STEPPINGS", "SearchState", "StepMode", "Stepping"]
 
 
-class StepMode(str, enum.Enum):
+class StepMode(Choice):
     SUM = "sum"  # one step on the weighted sum of the task losses
     PER_TASK = "per-task"  # the reference's: one step per task, each on its own batch
 
@@ -50,4 +49,4 @@ class Stepping(Protocol):
         """Train one iteration; return the task losses [T] and the regulariser (or None)."""
 
 
-STEPPINGS: Registry[StepMode, Stepping] = Registry("step", StepMode)
+STEPPINGS: Registry[Stepping] = Registry("step", StepMode)

@@ -11,6 +11,7 @@ import torch
 from automtl_cli.engine.stepping.base import STEPPINGS, SearchState, StepMode
 
 
+@STEPPINGS.register(StepMode.PER_TASK)
 class PerTaskStep:
     def updates_per_iteration(self, tasks: int) -> int:
         return tasks
@@ -36,5 +37,3 @@ class PerTaskStep:
                 regs = state.regulariser(tau) if policy else None
         return torch.stack(losses), reg_total
 
-
-STEPPINGS.register(StepMode.PER_TASK)(PerTaskStep())

@@ -7,6 +7,7 @@ import torch
 from automtl_cli.engine.stepping.base import STEPPINGS, SearchState, StepMode
 
 
+@STEPPINGS.register(StepMode.SUM)
 class SummedStep:
     def updates_per_iteration(self, tasks: int) -> int:
         return 1
@@ -25,5 +26,3 @@ class SummedStep:
         state.apply(loss, optimizer, params)
         return losses.detach(), reg
 
-
-STEPPINGS.register(StepMode.SUM)(SummedStep())

@@ -1,0 +1,171 @@
+"""BatchNorm in the supermodel: a shared BN and, where the `--bn` strategy asks, one per task.
+
+Statistics are always per task: the `[N, T*C, H, W]` activations go through one `batch_norm`
+call over T*C channels. What `--bn` decides (task copies or not, how the shared γ/β are blended
+in) is asked of the strategy (`compiler/strategies/bn/`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from automtl_cli.compiler.space import SearchSpace
+from automtl_cli.compiler.strategies.stage import StageStrategy
+from automtl_cli.compiler.supermodel.stacking import TaskStacked
+from automtl_cli.frontend.ir import Node
+
+__all__ = ["SearchBatchNorm"]
+
+
+class SearchBatchNorm(TaskStacked):
+    """BatchNorm under a `--bn` strategy; statistics are always per task.
+
+    For task t the output is a_t·BN_shared(x) + (1 − a_t)·BN_t(x), a from the strategy's
+    `blend` (1 for a BN without task copies). With batch statistics both terms normalise x
+    identically, so the blend is one `batch_norm` call with blended γ/β.
+    """
+
+    def __init__(self, node: Node, space: SearchSpace, follows: int | None) -> None:
+        super().__init__(space.tasks)
+        a = node.attrs
+        c = node.shapes[0][1]
+        t = len(space.tasks)
+        self.layer, self.bn_strategy, self.follows = node.name, space.bn_strategy, follows
+        self.eps, self.momentum = a["eps"], a["momentum"]
+        self.shared = nn.BatchNorm2d(c, a["eps"], a["momentum"], a["affine"])
+        if a["affine"] and not a["bias"]:
+            self.shared.register_parameter("bias", None)
+        self.has_task = self.bn_strategy.has_task_copies(follows is not None)
+        stacked: dict[str, str] = {}
+        if self.has_task:
+            if self.shared.weight is not None:
+                self.task_weight = nn.Parameter(torch.ones(t, c))
+                stacked["task_weight"] = "task.{task}.weight"
+            else:
+                self.task_weight = None
+            if self.shared.bias is not None:
+                self.task_bias = nn.Parameter(torch.zeros(t, c))
+                stacked["task_bias"] = "task.{task}.bias"
+            else:
+                self.task_bias = None
+            self.register_buffer("task_mean", torch.zeros(t, c))
+            self.register_buffer("task_var", torch.ones(t, c))
+            stacked.update(task_mean="task.{task}.running_mean", task_var="task.{task}.running_var")
+        self._stacked = stacked
+
+    # ------------------------------------------------------------------ one task's BN
+
+    def shared_batchnorm(self) -> nn.BatchNorm2d:
+        """The shared BN as a plain module (a copy)."""
+        return copy.deepcopy(self.shared)
+
+    def task_batchnorm(self, t: int) -> nn.BatchNorm2d:
+        """Task t's own BN (γ/β and running statistics) as a plain module (a copy)."""
+        if not self.has_task:
+            raise ValueError(f"BatchNorm {self.layer!r} has no task copies under --bn "
+                             f"{self.bn_strategy.name.value}")
+        bn = copy.deepcopy(self.shared)
+        with torch.no_grad():
+            if bn.weight is not None:
+                bn.weight.copy_(self.task_weight[t])
+            if bn.bias is not None and self.task_bias is not None:
+                bn.bias.copy_(self.task_bias[t])
+            bn.running_mean.copy_(self.task_mean[t])
+            bn.running_var.copy_(self.task_var[t])
+        return bn
+
+    def batchnorm_for(self, t: int, choice: int | None) -> nn.BatchNorm2d:
+        """The BN task t uses when it took branch `choice` at the node this BN follows."""
+        if self.has_task and self.bn_strategy.uses_task_copy(choice):
+            return self.task_batchnorm(t)
+        return self.shared_batchnorm()
+
+    # ------------------------------------------------------------------ forward passes
+
+    def blend(self, pi: torch.Tensor, stage: StageStrategy) -> torch.Tensor | float:
+        """a per task ([T] tensor), or a float for all tasks."""
+        if not self.has_task:
+            return 1.0
+        return self.bn_strategy.blend(pi, stage, self.follows)
+
+    def _affine(self, a, t: int, task: int | None = None):
+        """Blended γ and β, flattened to T*C (or C for one task)."""
+        sw, sb = self.shared.weight, self.shared.bias
+        tw = self.task_weight if self.has_task else None
+        tb = self.task_bias if self.has_task else None
+        if task is not None:
+            tw = tw[task:task + 1] if tw is not None else None
+            tb = tb[task:task + 1] if tb is not None else None
+            if isinstance(a, torch.Tensor):
+                a = a[task:task + 1]
+            t = 1
+
+        def mix(shared, per_task):
+            if shared is None:
+                return None
+            if isinstance(a, float):
+                if a == 1.0 or per_task is None:
+                    return shared.repeat(t)
+                if a == 0.0:
+                    return per_task.reshape(-1)
+                return (a * shared + (1 - a) * per_task).reshape(-1)
+            return (a[:, None] * shared + (1 - a[:, None]) * per_task).reshape(-1)
+
+        return mix(sw, tw), mix(sb, tb)
+
+    def _stats_update(self, x: torch.Tensor, a, t: int, task: int | None) -> None:
+        """Running statistics: the task's own, and the shared BN's wherever it is used."""
+        c = self.shared.num_features
+        with torch.no_grad():
+            xs = x.transpose(0, 1).reshape(x.shape[1], -1)
+            var, mean = torch.var_mean(xs, dim=1, correction=1)  # unbiased, as BatchNorm keeps
+            mean, var = mean.view(-1, c), var.view(-1, c)
+            m = self.momentum
+            if self.has_task and not (isinstance(a, float) and a == 1.0):
+                rows = slice(None) if task is None else slice(task, task + 1)
+                self.task_mean[rows].lerp_(mean, m)
+                self.task_var[rows].lerp_(var, m)
+            if not (isinstance(a, float) and a == 0.0):
+                # As if the tasks' batches had passed one after the other, as in the reference.
+                k = mean.shape[0]
+                decay = (1 - m) ** torch.arange(k - 1, -1, -1, device=x.device, dtype=x.dtype)
+                w = (m * decay).unsqueeze(1)
+                keep = (1 - m) ** k
+                self.shared.running_mean.mul_(keep).add_((w * mean).sum(0))
+                self.shared.running_var.mul_(keep).add_((w * var).sum(0))
+
+    def _normalise(self, x: torch.Tensor, a, t: int, task: int | None) -> torch.Tensor:
+        if self.training:
+            weight, bias = self._affine(a, t, task)
+            y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+            self._stats_update(x, a, t, task)
+            return y
+        # Evaluation: the two terms use different running statistics.
+        rows = slice(None) if task is None else slice(task, task + 1)
+        k = 1 if task is not None else t
+        shared = F.batch_norm(x, self.shared.running_mean.repeat(k),
+                              self.shared.running_var.repeat(k), *self._affine(1.0, k),
+                              False, 0.0, self.eps)
+        if not self.has_task or (isinstance(a, float) and a == 1.0):
+            return shared
+        tw = self.task_weight[rows].reshape(-1) if self.task_weight is not None else None
+        tb = self.task_bias[rows].reshape(-1) if self.task_bias is not None else None
+        own = F.batch_norm(x, self.task_mean[rows].reshape(-1), self.task_var[rows].reshape(-1),
+                           tw, tb, False, 0.0, self.eps)
+        if isinstance(a, float):
+            return own if a == 0.0 else a * shared + (1 - a) * own
+        n, _, *rest = x.shape
+        av = a[rows].view(1, k, 1, *([1] * len(rest)))
+        y = av * shared.view(n, k, -1, *rest) + (1 - av) * own.view(n, k, -1, *rest)
+        return y.view(x.shape)
+
+    def forward(self, x: torch.Tensor, pi: torch.Tensor, stage: StageStrategy) -> torch.Tensor:
+        return self._normalise(x, self.blend(pi, stage), len(self.tasks), None)
+
+    def forward_task(self, x: torch.Tensor, t: int, pi: torch.Tensor, stage: StageStrategy
+                     ) -> torch.Tensor:
+        return self._normalise(x, self.blend(pi, stage), 1, t)
