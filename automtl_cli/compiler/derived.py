@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from automtl_cli.compiler.backbone import module_name
 from automtl_cli.compiler.space import SearchSpace, follows_searchable, skip_plan
+from automtl_cli.compiler.strategies.skip import SkipKind
 from automtl_cli.compiler.supermodel import (
     Elementwise,
     Folded,
@@ -32,11 +33,31 @@ from automtl_cli.compiler.supermodel import (
 )
 from automtl_cli.frontend.ir import Graph, Node, Shape
 from automtl_cli.frontend.ops import LAYER_KINDS
+from automtl_cli.registry import Choice
 
-__all__ = ["CHOICES", "DerivedBackbone", "Op", "Tree", "TreeValue", "build_tree"]
+__all__ = ["CHOICES", "DerivedBackbone", "Op", "Tree", "TreeValue", "Variant", "build_tree"]
 
 CHOICES = ("shared", "specific", "skip")
 INPUT = 0  # the value id of the network input
+
+
+class Variant(Choice):
+    """Whose weights a tree value uses."""
+
+    PLAIN = "plain"  # a layer that is not searched: one copy for every task
+    SHARED = "shared"  # a search node's shared op, or a BatchNorm every task shares
+    TASK = "task"  # a task's own copy
+    SKIP = "skip"  # a task's skip branch with weights (1×1 convolution + BatchNorm)
+    SKIP_FREE = "skip-free"  # a parameter-free skip, the same for every task
+
+    @property
+    def one_copy(self) -> bool:
+        """Named after its layer alone: one module serves every task that reaches it."""
+        return self in (Variant.PLAIN, Variant.SHARED)
+
+    @property
+    def is_skip(self) -> bool:
+        return self in (Variant.SKIP, Variant.SKIP_FREE)
 
 
 @dataclass(frozen=True)
@@ -44,15 +65,15 @@ class Op:
     """What a tree value computes: layer `node` with the weights of `variant` (and `task`)."""
 
     node: str
-    variant: str  # "plain", "shared", "task", "skip", "skip-free"
+    variant: Variant
     task: str | None = None
 
     @property
     def module_name(self) -> str:
         base = module_name(self.node)
-        if self.variant in ("plain", "shared"):
+        if self.variant.one_copy:
             return base
-        suffix = "skip_" if self.variant.startswith("skip") else ""
+        suffix = "skip_" if self.variant.is_skip else ""
         return f"{base}__{suffix}{self.task or 'all'}"
 
 
@@ -106,28 +127,28 @@ def build_tree(graph: Graph, space: SearchSpace, choices: dict[str, Sequence[int
             if node.searchable:
                 choice = choices[node.name][t]
                 if choice == 0:
-                    op = Op(node.name, "shared")
+                    op = Op(node.name, Variant.SHARED)
                 elif choice == 1:
-                    op = Op(node.name, "task", task)
+                    op = Op(node.name, Variant.TASK, task)
                 else:
                     plan = skip_plan(node, in_shapes[0], space.skip)
-                    if plan.kind == "identity" and plan.pads(*in_shapes[0][2:]) is None:
+                    if plan.kind is SkipKind.IDENTITY and plan.pads(*in_shapes[0][2:]) is None:
                         env[node.outputs[0]] = ins[0]  # the skip is the input itself
                         continue
-                    if plan.kind == "conv":
-                        op = Op(node.name, "skip", task)
+                    if plan.kind is SkipKind.CONV:
+                        op = Op(node.name, Variant.SKIP, task)
                         _, cout, ho, wo = node.shapes[0]
                         flops = 2 * plan.in_channels * cout * ho * wo
                     else:
-                        op = Op(node.name, "skip-free")
+                        op = Op(node.name, Variant.SKIP_FREE)
                         flops = 0
                     params = plan.params
             elif node.type == "BatchNorm":
                 src = follows.get(node.name)
                 own = space.bn_strategy.uses_task_copy(None if src is None else choices[src][t])
-                op = Op(node.name, "task", task) if own else Op(node.name, "shared")
+                op = Op(node.name, Variant.TASK, task) if own else Op(node.name, Variant.SHARED)
             else:
-                op = Op(node.name, "plain")
+                op = Op(node.name, Variant.PLAIN)
             key = (op, ins)
             vid = ids.get(key)
             if vid is None:
@@ -188,13 +209,14 @@ def _module_for(op: Op, node: Node, source: nn.Module, space: SearchSpace,
     """A copy of the weights `op` names, taken out of the supermodel's module."""
     t = space.tasks.index(op.task) if op.task is not None else None
     if isinstance(source, SearchConv):
-        if op.variant == "shared":
+        if op.variant is Variant.SHARED:
             return source.shared_conv()
-        if op.variant == "task":
+        if op.variant is Variant.TASK:
             return source.task_conv(t)
         return source.skip.for_task(t)
     if isinstance(source, SearchBatchNorm):
-        return source.task_batchnorm(t) if op.variant == "task" else source.shared_batchnorm()
+        return source.task_batchnorm(t) if op.variant is Variant.TASK \
+            else source.shared_batchnorm()
     if isinstance(source, (Folded, Elementwise)):
         return copy.deepcopy(source.op)
     raise TypeError(f"no derived module for {type(source).__name__}")  # pragma: no cover

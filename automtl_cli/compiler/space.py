@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from automtl_cli.compiler.strategies.bn import BN_MODES, BnMode, BnStrategy
-from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipMode, SkipStrategy
+from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipKind, SkipMode, SkipStrategy
 from automtl_cli.frontend.ir import Graph, Node
 
 __all__ = ["SearchSpace", "SkipPlan", "follows_searchable", "skip_plan", "space_summary"]
@@ -66,7 +66,7 @@ class SkipPlan:
     exactly the reference's 1×1 stride-s skip.
     """
 
-    kind: str  # "identity", "conv" (1×1 conv + BN), "free" (channel pad/truncate)
+    kind: SkipKind
     kernel: tuple[int, int]
     pad: tuple[int, int]
     stride: tuple[int, int]
@@ -78,7 +78,7 @@ class SkipPlan:
     def params(self) -> int:
         """Per task: the 1×1 convolution's weights and its BN's γ/β."""
         return self.in_channels * self.out_channels + 2 * self.out_channels \
-            if self.kind == "conv" else 0
+            if self.kind is SkipKind.CONV else 0
 
     def pads(self, h: int, w: int) -> tuple[int, int, int, int] | None:
         """F.pad amounts (left, right, top, bottom; negative crops) for an h×w input."""
@@ -103,7 +103,7 @@ def skip_plan(node: Node, in_shape: tuple[int, ...], mode: str) -> SkipPlan:
     cin, cout = in_shape[1], node.shapes[0][1]
     stride = tuple(a["stride"])
     if cin == cout and stride == (1, 1):
-        kind = "identity"
+        kind = SkipKind.IDENTITY
     else:
         kind = SKIP_MODES.get(mode).reshape_kind
     return SkipPlan(kind, tuple(a["kernel"]), tuple(a["pad"]), stride, tuple(a["dilation"]),

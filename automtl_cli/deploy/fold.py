@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from automtl_cli.compiler.space import SkipPlan
+from automtl_cli.compiler.strategies.skip import SkipKind
 from automtl_cli.compiler.supermodel import SkipBranch
 
 __all__ = ["FoldedSkip", "TaskTuple", "fold_batchnorm", "fold_conv_bn", "fold_skip_branches",
@@ -170,7 +171,7 @@ def fold_skip_branches(gm: fx.GraphModule) -> int:
     count = 0
     for target in {n.target for n in gm.graph.nodes if n.op == "call_module"}:
         skip = modules[target]
-        if isinstance(skip, SkipBranch) and skip.kind == "conv" and len(skip.tasks) == 1 \
+        if isinstance(skip, SkipBranch) and skip.kind is SkipKind.CONV and len(skip.tasks) == 1 \
                 and not skip.training:
             parent, _, leaf = target.rpartition(".")
             setattr(gm.get_submodule(parent) if parent else gm, leaf, FoldedSkip(skip))

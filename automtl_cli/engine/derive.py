@@ -27,6 +27,7 @@ from automtl_cli.artifacts import (
 from automtl_cli.compiler.derived import DerivedBackbone, Tree, build_tree
 from automtl_cli.compiler.plan import Plan
 from automtl_cli.compiler.space import SearchSpace
+from automtl_cli.compiler.strategies.skip import SkipKind
 from automtl_cli.compiler.supermodel import build_supermodel
 from automtl_cli.compiler.writer import LayerSpec, NotExpressible, head_layers, render
 from automtl_cli.engine.network import DerivedNetwork
@@ -142,15 +143,15 @@ def derived_prototxt(tree: Tree, graph: Graph, space: SearchSpace, heads: nn.Mod
     reused = {op for op, n in _op_uses(tree).items() if n > 1}
     for v in tree.values:
         node = by_name[v.op.node]
-        label = v.op.node + ("" if v.op.variant in ("plain", "shared") else
-                             f"@{v.op.task}" if v.op.variant == "task" else
-                             f".skip@{v.op.task or 'all'}")
+        label = v.op.node + ("" if v.op.variant.one_copy else
+                             f".skip@{v.op.task or 'all'}" if v.op.variant.is_skip else
+                             f"@{v.op.task}")
         k = used.get(label, 0)
         used[label] = k + 1
         lname = label if k == 0 else f"{label}~{k}"
         bottoms = [blob[i] for i in v.inputs]
         key = label if v.op in reused else None  # one op on several inputs: shared weights
-        if v.op.variant.startswith("skip"):
+        if v.op.variant.is_skip:
             specs = _skip_layers(node, lname, bottoms, graph, space)
             for spec in specs:
                 spec.weights_key = f"{key}/{spec.type}" if key else None
@@ -181,7 +182,7 @@ def _skip_layers(node, lname: str, bottoms: list[str], graph: Graph,
     plan = skip_plan(node, in_shape, space.skip)
     if plan.pads(*in_shape[2:]) is not None:
         raise NotExpressible(f"the skip of {node.name} crops or pads its input")
-    if plan.kind == "conv":
+    if plan.kind is SkipKind.CONV:
         conv = {"num_output": plan.out_channels, "kernel": [1, 1], "stride": list(plan.stride),
                 "pad": [0, 0], "dilation": [1, 1], "group": 1, "bias": False}
         bn = {"eps": 1e-5, "momentum": 0.1, "affine": True, "bias": True,

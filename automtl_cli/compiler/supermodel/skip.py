@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automtl_cli.compiler.space import SkipPlan
+from automtl_cli.compiler.strategies.skip import SkipKind
 from automtl_cli.compiler.supermodel.stacking import TaskStacked
 
 __all__ = ["SkipBranch"]
@@ -29,7 +30,7 @@ class SkipBranch(TaskStacked):
         t, cin, cout = len(tasks), plan.in_channels, plan.out_channels
         self.kind = plan.kind
         self.stride = plan.stride
-        if plan.kind == "conv":
+        if plan.kind is SkipKind.CONV:
             weight = torch.empty(t, cout, cin, 1, 1)
             for i in range(t):
                 nn.init.kaiming_uniform_(weight[i], a=5 ** 0.5)  # nn.Conv2d's default
@@ -46,7 +47,7 @@ class SkipBranch(TaskStacked):
 
     def task_layers(self, t: int) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
         """Task t's 1×1 convolution and BatchNorm (a `conv` skip) as plain modules, copied."""
-        if self.kind != "conv":
+        if self.kind is not SkipKind.CONV:
             raise ValueError(f"a {self.kind!r} skip has no layers")
         plan = self.plan
         like = {"device": self.weight.device, "dtype": self.weight.dtype}
@@ -66,11 +67,11 @@ class SkipBranch(TaskStacked):
         """Task t's branch alone, as a one-task SkipBranch (None: a parameter-free skip that
         every task shares)."""
         if t is None:
-            if self.kind == "conv":
+            if self.kind is SkipKind.CONV:
                 raise ValueError("a conv skip belongs to one task")
             return SkipBranch(self.plan, ("all",))
         one = SkipBranch(self.plan, (self.tasks[t],))
-        if self.kind == "conv":
+        if self.kind is SkipKind.CONV:
             with torch.no_grad():
                 for attr in self._stacked:
                     getattr(one, attr).copy_(getattr(self, attr)[t:t + 1])
@@ -96,7 +97,7 @@ class SkipBranch(TaskStacked):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = len(self.tasks)
-        if self.kind == "conv":
+        if self.kind is SkipKind.CONV:
             x = self._spatial(x, subsample=False)
             cout = self.plan.out_channels
             y = F.conv2d(x, self.weight.reshape(t * cout, -1, 1, 1), None, self.stride, 0, 1, t)
@@ -104,14 +105,14 @@ class SkipBranch(TaskStacked):
                                 self.bn_weight.reshape(-1), self.bn_bias.reshape(-1),
                                 self.training, self.BN_MOMENTUM, self.BN_EPS)
         x = self._spatial(x, subsample=True)
-        return self._channels(x, t) if self.kind == "free" else x
+        return self._channels(x, t) if self.kind is SkipKind.FREE else x
 
     def forward_task(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        if self.kind == "conv":
+        if self.kind is SkipKind.CONV:
             x = self._spatial(x, subsample=False)
             y = F.conv2d(x, self.weight[t], None, self.stride)
             return F.batch_norm(y, self.running_mean[t], self.running_var[t],
                                 self.bn_weight[t], self.bn_bias[t], self.training,
                                 self.BN_MOMENTUM, self.BN_EPS)
         x = self._spatial(x, subsample=True)
-        return self._channels(x, 1) if self.kind == "free" else x
+        return self._channels(x, 1) if self.kind is SkipKind.FREE else x

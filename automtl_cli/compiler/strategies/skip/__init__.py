@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from automtl_cli.compiler.strategies.skip import cheap, reference  # noqa: F401  (registers)
-from automtl_cli.compiler.strategies.skip.base import SKIP_MODES, SkipMode, SkipStrategy
+from automtl_cli.compiler.strategies.skip.base import SKIP_MODES, SkipKind, SkipMode, SkipStrategy
 
-__all__ = ["SKIP_MODES", "SkipMode", "SkipStrategy"]
+__all__ = ["SKIP_MODES", "SkipKind", "SkipMode", "SkipStrategy"]
 
 SKIP_MODES.check_complete()

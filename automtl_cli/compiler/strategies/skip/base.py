@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from automtl_cli.registry import Choice, Registry
 
-__all__ = ["SKIP_MODES", "SkipMode", "SkipStrategy"]
+__all__ = ["SKIP_MODES", "SkipKind", "SkipMode", "SkipStrategy"]
 
 
 class SkipMode(Choice):
@@ -20,11 +20,19 @@ class SkipMode(Choice):
     CHEAP = "cheap"
 
 
+class SkipKind(Choice):
+    """What one node's skip branch is (a `SkipPlan`'s kind)."""
+
+    IDENTITY = "identity"  # shapes agree: the input itself
+    CONV = "conv"  # a 1×1 strided convolution + BatchNorm per task
+    FREE = "free"  # strided sampling, channels zero-padded or truncated: no parameters
+
+
 class SkipStrategy(ABC):
     """One `--skip` choice."""
 
     name: ClassVar[SkipMode]
-    reshape_kind: ClassVar[str]  # "conv" (1×1 conv + BN per task) or "free" (no parameters)
+    reshape_kind: ClassVar[SkipKind]  # where the identity cannot match the output shape
 
 
 SKIP_MODES: Registry[SkipStrategy] = Registry("skip", SkipMode)

@@ -3,11 +3,11 @@ by BatchNorm, one per task, wherever the identity cannot match the node's output
 
 from __future__ import annotations
 
-from automtl_cli.compiler.strategies.skip.base import SKIP_MODES, SkipMode, SkipStrategy
+from automtl_cli.compiler.strategies.skip.base import SKIP_MODES, SkipKind, SkipMode, SkipStrategy
 
 __all__ = ["ReferenceSkip"]
 
 
 @SKIP_MODES.register(SkipMode.REFERENCE)
 class ReferenceSkip(SkipStrategy):
-    reshape_kind = "conv"
+    reshape_kind = SkipKind.CONV
