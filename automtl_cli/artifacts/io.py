@@ -57,21 +57,15 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
 def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Point `path` at `source` in one step: a hard link where the file system allows, else a
     copy (`last.pt` → the newest `step-N.pt`)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
+
+    def link(tmp: str) -> None:
+        os.unlink(tmp)
         try:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, link)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
