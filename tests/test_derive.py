@@ -134,6 +134,45 @@ def test_plan_file_edited_by_hand(searched, run_cli, tmp_path):
     assert rc == 65 and "expected one of shared, specific, skip" in err
 
 
+@pytest.mark.parametrize("content, says", [
+    (b"\x89PNG\r\n\x1a\n\x00\xff", "not UTF-8 text"),
+    (b'{"choices": [["shared"]]}', '"choices" must be an object'),
+    (b'{"choices": null}', '"choices" must be an object'),
+    (b'{"choices": {"conv1": ["shared"]}}', '"choices".conv1 must be an object'),
+    (b'{"choices": ', "invalid JSON at line 1"),
+    (b"[1, 2]", 'expected a JSON object with "choices"'),
+])
+def test_malformed_plan_files_are_refused_in_one_line(searched, run_cli, tmp_path, content,
+                                                       says):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    rc, _, err = run_cli("-q", "derive", searched, "--plan", bad)
+    assert rc == 65 and says in err and err.count("\n") == 1, err
+
+
+def test_plan_file_with_a_byte_order_mark_is_read(searched, run_cli, tmp_path):
+    assert run_cli("-q", "derive", searched, "--plan", "shared")[0] == 0
+    text = (searched / "derived" / "plan.json").read_text()
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    rc, _, err = run_cli("-q", "derive", searched, "--plan", bom)
+    assert rc == 0, err
+
+
+def test_plan_json_edited_in_place_is_not_silently_ignored(searched, run_cli):
+    assert run_cli("-q", "derive", searched, "--plan", "shared")[0] == 0
+    path = searched / "derived" / "plan.json"
+    plan = json.loads(path.read_text())
+    first = next(iter(plan["choices"]))
+    plan["choices"][first]["depth"] = "specific"
+    path.write_text(json.dumps(plan))
+    rc, _, err = run_cli("-q", "finetune", searched, "--iters", "1")
+    assert rc == 65 and "differ from the derived model" in err and "--plan" in err, err
+    assert run_cli("-q", "derive", searched, "--plan", path)[0] == 0  # the advice works
+    rc, _, err = run_cli("-q", "finetune", searched, "--iters", "1")
+    assert rc == 0, err
+
+
 def test_baseline_plans_work_straight_after_compile(tiny_run, run_cli):
     rc, out, err = run_cli("-q", "derive", tiny_run, "--plan", "specific", "--experiment",
                            tiny_run.parent / "tiny.prototxt", "--json")

@@ -7,6 +7,7 @@ and `load(path, expect=Class)` (docs/artifacts.md).
 from automtl_cli.artifacts.io import (
     atomic_copy,
     atomic_write,
+    check_writable,
     read_payload,
     save_payload,
     write_json,
@@ -24,6 +25,21 @@ from automtl_cli.artifacts.types import (
     load,
 )
 
-__all__ = ["Artifact", "ArtifactKind", "DerivedModel", "ExportManifest", "FinalModel",
-           "FinetuneCheckpoint", "SearchCheckpoint", "SupermodelArtifact", "atomic_copy",
-           "atomic_write", "load", "read_payload", "save_payload", "write_json", "write_text"]
+__all__ = [
+    "Artifact",
+    "ArtifactKind",
+    "DerivedModel",
+    "ExportManifest",
+    "FinalModel",
+    "FinetuneCheckpoint",
+    "SearchCheckpoint",
+    "SupermodelArtifact",
+    "atomic_copy",
+    "atomic_write",
+    "check_writable",
+    "load",
+    "read_payload",
+    "save_payload",
+    "write_json",
+    "write_text",
+]

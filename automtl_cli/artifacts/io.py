@@ -7,9 +7,11 @@ through `atomic_write` (JSON, text, PNG, torch containers, exported models).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,10 +22,10 @@ import torch
 
 from automtl_cli import __version__
 from automtl_cli.artifacts.kinds import ArtifactKind
-from automtl_cli.errors import BadInput, MissingInput
+from automtl_cli.errors import BadInput, CannotWrite, MissingInput
 
-__all__ = ["atomic_copy", "atomic_link", "atomic_write", "read_payload", "save_payload",
-           "write_json", "write_text"]
+__all__ = ["atomic_copy", "atomic_link", "atomic_write", "check_writable", "read_payload",
+           "save_payload", "write_json", "write_text"]
 
 
 _UMASK = os.umask(0)
@@ -33,8 +35,11 @@ os.umask(_UMASK)
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)`, then move the finished file over `path` in one step."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CannotWrite(f"{path}: cannot write here ({e.strerror or e})") from e
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
@@ -42,10 +47,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # a full disk, a directory in the way, no permission
+            raise CannotWrite(f"{path}: cannot write ({e.strerror or e}); the previous "
+                              "file, if any, is intact") from e
         raise
+    return path
+
+
+def check_writable(path: str | os.PathLike, *, directory: bool = False) -> Path:
+    """Fail early, with one line, when `path` (a file, or with `directory` a folder to write
+    into) cannot be created or written: before minutes of work, not after them."""
+    path = Path(path)
+    folder = path if directory else path.parent
+    if not directory and path.is_dir():
+        raise CannotWrite(f"{path}: is a directory, where a file is to be written")
+    if directory and path.exists() and not path.is_dir():
+        raise CannotWrite(f"{path}: is a file, where a directory is to be written")
+    blocker = next((p for p in folder.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CannotWrite(f"{path}: cannot create it, {blocker} is a file, not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CannotWrite(f"{path}: cannot write here ({e.strerror or e})") from e
     return path
 
 
@@ -86,7 +116,28 @@ def save_payload(path: str | os.PathLike, kind: ArtifactKind, format_version: in
     """A torch container of plain data and tensors, stamped with its kind and format."""
     data = {"kind": ArtifactKind(kind).value, "format_version": format_version,
             "automtl_version": __version__, **payload}
-    return atomic_write(path, lambda tmp: torch.save(data, tmp))
+
+    def write(tmp: str) -> None:
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as e:  # torch's writer reports a failed write (a full disk) so
+            raise OSError(errno.EIO, f"torch.save failed: {_first_line(e)}") from e
+
+    return atomic_write(path, write)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _refused_code(e: BaseException) -> str | None:
+    """The global the safe unpickler refused to construct, if that is why loading failed
+    (torch's message goes on to advise loading unsafely, which we never repeat)."""
+    if not isinstance(e, pickle.UnpicklingError):
+        return None
+    found = re.search(r"Unsupported (?:global|operand)[^:]*: ?(?:GLOBAL )?([\w.]+)", str(e))
+    return found.group(1) if found else None
 
 
 def read_payload(path: str | os.PathLike) -> dict[str, Any]:
@@ -97,8 +148,14 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(f"{path}: not a readable automtl artifact ({first})") from e
+        code = _refused_code(e)
+        if code is not None:
+            raise BadInput(f"{path}: refused: it would have to construct {code!r}, which is "
+                           "code, not data; automtl artifacts hold only data and tensors, so "
+                           "this file was not written by automtl or was altered") from e
+        reason = _first_line(e).split(". ")[0]
+        raise BadInput(f"{path}: not a readable automtl artifact ({reason}; the file is "
+                       "truncated or not a torch container)") from e
     if not isinstance(data, dict) or "kind" not in data:
         raise BadInput(f"{path}: not an automtl artifact (no `kind` field)")
     return data

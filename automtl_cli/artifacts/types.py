@@ -258,7 +258,10 @@ def load(path: str | os.PathLike, expect: type[A] | tuple[type[A], ...]) -> A:
         wanted = " or ".join(repr(c.KIND.value) for c in expected)
         raise BadInput(f"{path}: is a {kind!r} artifact, expected {wanted}")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > cls.FORMAT:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BadInput(f"{path}: has no valid format_version ({version!r}); not written by "
+                       "automtl, or altered")
+    if version > cls.FORMAT:
         raise BadInput(f"{path}: format_version {version} is newer than this automtl "
                        f"({__version__}) reads (up to {cls.FORMAT}); upgrade automtl")
     if version < cls.OLDEST:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import SupermodelArtifact, load, write_json
+from automtl_cli.artifacts import SupermodelArtifact, check_writable, load, write_json
 from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.errors import BadInput
@@ -100,6 +100,8 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
 def compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
     """Write RUN/supermodel.pt (graph and search space; no weights) and RUN/compile.json."""
     run = Path(run_dir)
+    for name in ("supermodel.pt", "compile.json"):
+        check_writable(run / name)
     summary = result.summary()
     text = result.front.text
     artifact = SupermodelArtifact(

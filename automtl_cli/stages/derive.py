@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import SearchCheckpoint, load
+from automtl_cli.artifacts import SearchCheckpoint, check_writable, load
 from automtl_cli.engine.derive import (
     build_derived_network,
     plan_report,
@@ -57,6 +57,7 @@ def derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
         raise BadInput("--samples must be at least 1")
     maker = DERIVE_MODES.get(mode)
     run = Path(run_dir)
+    check_writable(run / "derived", directory=True)
     search_path = run / "search" / "last.pt"
     search = load(search_path, SearchCheckpoint) if search_path.exists() else None
     if search is not None:

@@ -7,15 +7,14 @@ and the same model gives the same bytes.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import ExportManifest
+from automtl_cli.artifacts import ExportManifest, check_writable
 from automtl_cli.deploy.export import export_network
 from automtl_cli.deploy.formats import EXPORT_FORMATS, INPUT_NAME
-from automtl_cli.errors import CannotWrite, MissingInput
+from automtl_cli.errors import MissingInput
 from automtl_cli.stages.evaluate import load_model
 
 __all__ = ["ExportConfig", "export", "find_model"]
@@ -51,22 +50,6 @@ def find_model(run: Path, model: Path | None = None) -> tuple[Path, str]:
                        f"`automtl derive {run}` first")
 
 
-def _check_writable(path: Path) -> None:
-    """Fail early, with one line, when `path` cannot be created (before minutes of work)."""
-    if path.is_dir():
-        raise CannotWrite(f"{path}: is a directory; give a file name with -o")
-    blocker = next((p for p in path.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise CannotWrite(f"{path}: cannot create it, {blocker} is a file, not a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CannotWrite(f"{path}: cannot write here ({e.strerror or e})") from e
-
-
 def export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
     """Export, verify and time; returns the figures `--json` prints."""
     run = Path(run_dir)
@@ -74,7 +57,7 @@ def export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
     writer = EXPORT_FORMATS.get(config.format)
     writer.require()  # before any work
     output = config.output or run / "export" / f"model{writer.suffix}"
-    _check_writable(output)
+    check_writable(output)
     derived, network = load_model(source)
     graph = derived.graph
     shape = list(graph.shape_of(next(iter(graph.inputs))))

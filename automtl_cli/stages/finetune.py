@@ -13,7 +13,14 @@ from typing import Any
 
 import torch
 
-from automtl_cli.artifacts import DerivedModel, FinalModel, atomic_copy, load, write_json
+from automtl_cli.artifacts import (
+    DerivedModel,
+    FinalModel,
+    atomic_copy,
+    check_writable,
+    load,
+    write_json,
+)
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine.derive import build_derived_network
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
@@ -24,6 +31,7 @@ from automtl_cli.engine.finetune import (
     delta_against,
     evaluate,
 )
+from automtl_cli.engine.plans.file import read_choices
 from automtl_cli.errors import BadInput, MissingInput
 
 __all__ = ["finetune", "finetune_config_for", "read_metrics"]
@@ -45,6 +53,16 @@ def finetune_config_for(run_dir: str | os.PathLike, **overrides: Any) -> Finetun
         return FinetuneConfig.defaults_for(derived.experiment.data.source, **overrides)
     except ValueError as e:
         raise BadInput(str(e)) from e
+
+
+def _check_plan_file(plan_json: Path, derived: DerivedModel) -> None:
+    """A plan.json edited after derive would be silently ignored (the network is model.pt's):
+    refuse, and say how to use the edit."""
+    if plan_json.exists() and read_choices(plan_json) != derived.plan.to_json_choices():
+        run = plan_json.parent.parent
+        raise BadInput(f"{plan_json}: its choices differ from the derived model's "
+                       f"({plan_json.parent / 'model.pt'}); to train the edited plan, derive "
+                       f"it first: `automtl derive {run} --plan {plan_json}`")
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
@@ -101,6 +119,10 @@ def finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: bool
     dist = dist or Dist()
     run = Path(run_dir)
     resume = resume or (restarted_by_torchrun() and (run / "finetune" / "last.pt").exists())
+    if dist.is_main:  # where the results go, checked before any training
+        check_writable(run / "finetune", directory=True)
+        for name in ("final.pt", "metrics.json"):
+            check_writable(run / name)
     selection = None
     candidates = run / "derived" / "candidates"
     if candidates.is_dir() and not resume and any(candidates.iterdir()):
@@ -115,6 +137,7 @@ def finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: bool
     if not path.exists():
         raise MissingInput(f"{path}: no derived model; run `automtl derive {run}` first")
     derived = load(path, DerivedModel)
+    _check_plan_file(run / "derived" / "plan.json", derived)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     tuner = Finetuner(run / "finetune", derived, config, {"derived_sha256": sha},
                       show_progress=show_progress, dist=dist)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import SupermodelArtifact
+from automtl_cli.artifacts import SupermodelArtifact, check_writable
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
 from automtl_cli.engine.runconfig import read_supermodel, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
@@ -43,6 +44,7 @@ def search(run_dir: str | os.PathLike, config: SearchConfig, experiment: Experim
            show_progress: bool = True, dist: Dist | None = None) -> dict[str, Any]:
     """Search RUN's policy; returns the summary (steps, τ, sharing, the policy table)."""
     supermodel = supermodel or read_supermodel(run_dir)
+    check_writable(Path(run_dir) / "search", directory=True)
     batch = config.batch_size or experiment.data.batch_size
     setup = setup_run(run_dir, experiment, batch, supermodel)
     searcher = Searcher(run_dir, setup.graph, setup.space, experiment, config, setup.run_id(),

@@ -13,6 +13,30 @@ from automtl_cli.engine.plans.base import DERIVE_MODES, DeriveMode, PlanMaker, P
 from automtl_cli.errors import BadInput, MissingInput
 
 
+def read_choices(path: Path) -> dict[str, dict[str, Any]]:
+    """The `choices` of a plan file, checked to be {node: {task: name}} (BOM tolerated)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path}: not a plan: not UTF-8 text (byte {e.start})") from e
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}: not a plan: invalid JSON at line {e.lineno}, column "
+                       f"{e.colno} ({e.msg})") from e
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read it ({e.strerror or e})") from e
+    if not isinstance(data, dict) or "choices" not in data:
+        raise BadInput(f"{path}: not a plan: expected a JSON object with \"choices\"")
+    raw = data["choices"]
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: \"choices\" must be an object {{node: {{task: branch}}}}, "
+                       f"got {type(raw).__name__}")
+    for node, row in raw.items():
+        if not isinstance(row, dict):
+            raise BadInput(f"{path}: \"choices\".{node} must be an object {{task: branch}}, "
+                           f"got {type(row).__name__}")
+    return raw
+
+
 @DERIVE_MODES.register(DeriveMode.FILE)
 class FromFile(PlanMaker):
     uses_search_weights = True
@@ -21,11 +45,7 @@ class FromFile(PlanMaker):
         path = Path(request.plan_file)
         if not path.is_file():
             raise MissingInput(f"{path}: no such plan file")
-        try:
-            data = json.loads(path.read_text())
-            raw = data["choices"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise BadInput(f"{path}: not a plan (a JSON object with \"choices\"): {e}") from e
+        raw = read_choices(path)
         unknown = [n for n in raw if n not in request.nodes]
         if unknown:
             raise BadInput(f"{path}: unknown search node(s) {', '.join(unknown[:5])}")
