@@ -154,6 +154,19 @@ def test_per_task_stepping_runs(tiny_run, run_cli):
     assert {float(s["step"]) for s in optimizers["policy"]["state"].values()} == {6.0}
 
 
+def test_resume_refuses_other_settings_but_may_run_longer(tiny_run, run_cli):
+    args = ["--warmup-iters", "2", "--iters", "2", "--policy-steps", "1", "--weight-steps", "1",
+            "--checkpoint-every", "2"]
+    assert _search(run_cli, tiny_run, *args)[0] == 0
+    rc, _, err = _search(run_cli, tiny_run, *args, "--seed", "9", "--resume")
+    assert rc == 65 and "seed 0 → 9" in err and err.count("\n") == 1, err
+    rc, _, err = _search(run_cli, tiny_run, *args, "--policy-lr", "0.5", "--resume")
+    assert rc == 65 and "policy_lr" in err, err
+    longer = [a if a != "2" or i != 3 else "4" for i, a in enumerate(args)]  # --iters 4
+    rc, out, err = _search(run_cli, tiny_run, *longer, "--resume", "--json")
+    assert rc == 0 and json.loads(out)["steps"] == 6, err
+
+
 def test_reg_none_is_the_search_without_the_regulariser(tiny_run, run_cli, tmp_path):
     """`--reg none` trains exactly what a zero regulariser weight trains, and logs reg 0."""
     twin = tmp_path / "twin"

@@ -109,3 +109,22 @@ def test_a_refused_checkpoint_says_what_and_never_suggests_unsafe_loading(tiny_r
     torch.save({"kind": "search-checkpoint", "format_version": "two"}, path)
     rc, _, err = run_cli("-q", "derive", tiny_run, "--mode", "argmax")
     assert rc == 65 and "no valid format_version" in err, err
+
+
+def test_a_run_directory_written_by_another_process_is_refused(tiny_run):
+    """While one process holds RUN's lock, another's stage exits 73 naming the holder; once
+    the holder is gone (however it ended), the lock is free again."""
+    import subprocess
+    import sys
+
+    from automtl_cli.artifacts.lock import run_lock
+
+    cmd = [sys.executable, "-m", "automtl_cli", "-q", "derive", str(tiny_run), "--plan",
+           "shared", "--experiment", str(tiny_run.parent / "tiny.prototxt")]
+    with run_lock(tiny_run):
+        busy = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert busy.returncode == 73, busy.stderr
+    assert "another automtl process is writing it" in busy.stderr
+    assert f"pid {os.getpid()}" in busy.stderr and busy.stderr.count("\n") == 1
+    free = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert free.returncode == 0, free.stderr

@@ -43,6 +43,7 @@ def _logged_step(line: str) -> float:
 
 
 class TrainLoop:
+    config: Any  # the subclass's frozen configuration (a dataclass with `to_dict`)
     name = "train"
     extra_name = "extra"  # what the optional per-step scalar is called in the log
 
@@ -89,8 +90,14 @@ class TrainLoop:
     def log_path(self) -> Path:
         return self.dir / "log.jsonl"
 
+    # Configuration fields a resumed run may change: how long it runs and how it reports
+    # and executes, never what it computes.
+    RESUMABLE_CHANGES = frozenset({"iters", "checkpoint_every", "log_every", "keep",
+                                   "num_workers", "device"})
+
     def resume(self) -> int:
         state = self.checkpoints.load_last(self.run_id)
+        self._check_same_config(state.config)
         self.load_state_dict(state)
         self.step = state.step
         if self.log_path.exists() and self.dist.is_main:
@@ -99,6 +106,16 @@ class TrainLoop:
             write_text(self.log_path, "".join(line + "\n" for line in kept))
         self.dist.barrier()
         return self.step
+
+    def _check_same_config(self, stored: dict[str, Any]) -> None:
+        """Refuse to continue a checkpoint made with another seed or other hyper-parameters."""
+        current = self.config.to_dict()
+        changed = sorted(k for k in current.keys() | stored.keys()
+                         if k not in self.RESUMABLE_CHANGES and current.get(k) != stored.get(k))
+        if changed:
+            what = ", ".join(f"{k} {stored.get(k)!r} → {current.get(k)!r}" for k in changed[:4])
+            raise BadInput(f"{self.checkpoints.last}: was made with other settings ({what}); "
+                           "resume with the same options, or start afresh without --resume")
 
     def _account(self, losses: torch.Tensor, extra: torch.Tensor | None) -> None:
         finite = torch.isfinite(losses)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from automtl_cli.artifacts import SupermodelArtifact, check_writable, load, write_json
+from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.errors import BadInput
@@ -99,6 +100,11 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
 
 def compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
     """Write RUN/supermodel.pt (graph and search space; no weights) and RUN/compile.json."""
+    with run_lock(run_dir):
+        return _compile_stage(result, run_dir)
+
+
+def _compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
     run = Path(run_dir)
     for name in ("supermodel.pt", "compile.json"):
         check_writable(run / name)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from automtl_cli.artifacts import SearchCheckpoint, check_writable, load
+from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.engine.derive import (
     build_derived_network,
     plan_report,
@@ -49,6 +50,14 @@ def derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
            plan_file: str | None = None, samples: int = 1, seed: int | None = None,
            experiment: ExperimentConfig | None = None) -> dict[str, Any]:
     """Derive RUN/derived/ (or RUN/derived/candidates/k/ for several samples)."""
+    with run_lock(run_dir):
+        return _derive(run_dir, mode=mode, plan_file=plan_file, samples=samples, seed=seed,
+                       experiment=experiment)
+
+
+def _derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
+           plan_file: str | None = None, samples: int = 1, seed: int | None = None,
+           experiment: ExperimentConfig | None = None) -> dict[str, Any]:
     try:
         mode = DERIVE_MODES.member(mode)
     except ValueError as e:

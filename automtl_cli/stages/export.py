@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from automtl_cli.artifacts import ExportManifest, check_writable
+from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.deploy.export import export_network
 from automtl_cli.deploy.formats import EXPORT_FORMATS, INPUT_NAME
 from automtl_cli.errors import MissingInput
@@ -52,6 +53,11 @@ def find_model(run: Path, model: Path | None = None) -> tuple[Path, str]:
 
 def export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
     """Export, verify and time; returns the figures `--json` prints."""
+    with run_lock(run_dir):
+        return _export(run_dir, config)
+
+
+def _export(run_dir: str | os.PathLike, config: ExportConfig) -> dict[str, Any]:
     run = Path(run_dir)
     source, kind = find_model(run, config.model)
     writer = EXPORT_FORMATS.get(config.format)

@@ -21,6 +21,7 @@ from automtl_cli.artifacts import (
     load,
     write_json,
 )
+from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine.derive import build_derived_network
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
@@ -113,6 +114,17 @@ def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,
 
 
 def finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: bool = False,
+                 candidate_iters: int | None = None, show_progress: bool = True,
+                 stl_metrics: dict[str, Any] | None = None,
+                 dist: Dist | None = None) -> dict[str, Any]:
+    """Fine-tune RUN's derived model (its best sampled candidate first, if there are several)
+    and measure it; writes RUN/final.pt and RUN/metrics.json."""
+    with run_lock(run_dir, enabled=dist is None or dist.is_main):
+        return _finetune(run_dir, config, resume=resume, candidate_iters=candidate_iters,
+                         show_progress=show_progress, stl_metrics=stl_metrics, dist=dist)
+
+
+def _finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: bool = False,
                  candidate_iters: int | None = None, show_progress: bool = True,
                  stl_metrics: dict[str, Any] | None = None,
                  dist: Dist | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from automtl_cli.artifacts import atomic_copy, write_json, write_text
+from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for
 from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.schedule import Alternation
@@ -185,6 +186,18 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                  show_progress: bool = True) -> dict[str, Any]:
     """The whole chain; `finetune.init` says where AutoMTL's fine-tuning starts (`search`:
     the searched weights; `scratch`: the seed's, as the paper)."""
+    with run_lock(run_dir):
+        return _run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
+                             random_plans=random_plans, samples=samples,
+                             derive_mode=derive_mode, budget=budget, bn=bn, skip=skip, say=say,
+                             show_progress=show_progress)
+
+
+def _run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
+                  experiment: ExperimentConfig, *, search: SearchConfig,
+                  finetune: FinetuneConfig, random_plans: int, samples: int,
+                  derive_mode: str, budget: str, bn: str, skip: str,
+                  say: Callable[[str], None], show_progress: bool) -> dict[str, Any]:
     pipe = Pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                     derive_mode=derive_mode, samples=samples, budget=budget, bn=bn, skip=skip,
                     say=say, show_progress=show_progress)

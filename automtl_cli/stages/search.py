@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from automtl_cli.artifacts import SupermodelArtifact, check_writable
+from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
 from automtl_cli.engine.runconfig import read_supermodel, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
@@ -43,6 +44,14 @@ def search(run_dir: str | os.PathLike, config: SearchConfig, experiment: Experim
            supermodel: SupermodelArtifact | None = None, resume: bool = False,
            show_progress: bool = True, dist: Dist | None = None) -> dict[str, Any]:
     """Search RUN's policy; returns the summary (steps, τ, sharing, the policy table)."""
+    with run_lock(run_dir, enabled=dist is None or dist.is_main):
+        return _search(run_dir, config, experiment, supermodel=supermodel, resume=resume,
+                       show_progress=show_progress, dist=dist)
+
+
+def _search(run_dir: str | os.PathLike, config: SearchConfig, experiment: ExperimentConfig, *,
+           supermodel: SupermodelArtifact | None = None, resume: bool = False,
+           show_progress: bool = True, dist: Dist | None = None) -> dict[str, Any]:
     supermodel = supermodel or read_supermodel(run_dir)
     check_writable(Path(run_dir) / "search", directory=True)
     batch = config.batch_size or experiment.data.batch_size
