@@ -153,3 +153,32 @@ def test_console_script_runs_as_a_process(small, tmp_path):
                           str(tmp_path / "none.prototxt")], capture_output=True, text=True,
                          env=env)
     assert bad.returncode == 66 and bad.stderr.startswith("error: ")
+
+
+_CHECKED = '''name: "n"
+input: "data"
+input_dim: 1
+input_dim: {c}
+input_dim: 28
+input_dim: 28
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: {pad} }} }}
+{extra}
+'''
+
+
+@pytest.mark.parametrize("c, pad, extra, says", [
+    (1, 1, "", "input data is [1, 1, 28, 28]; the tasks' data are RGB"),
+    (3, 1, 'layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "ip"\n'
+           '  inner_product_param { num_output: 10 } }',
+     ':9: layer "ip" (InnerProduct): the feature blob is [1, 10]'),
+    (3, 1, 'layer { name: "cat" type: "Concat" bottom: "conv1" bottom: "conv1" top: "cat"\n'
+           '  concat_param { axis: 0 } }', ':9: layer "cat" (Concat): '),
+    (3, 20000, "", ':7: layer "conv1" (Convolution): output [1, 4, 40026, 40026] holds'),
+])
+def test_compile_with_tasks_checks_what_search_needs(run_cli, tmp_path, c, pad, extra, says):
+    path = tmp_path / "n.prototxt"
+    path.write_text(_CHECKED.format(c=c, pad=pad, extra=extra))
+    rc, _, err = run_cli("-q", "compile", path, "-o", tmp_path / "run", "--tasks", "seg,depth")
+    assert rc == 65 and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run" / "supermodel.pt").exists()

@@ -4,6 +4,7 @@ RUN/compile.json (the summary and layer table)."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from automtl_cli.artifacts import SupermodelArtifact, check_writable, load, writ
 from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.compiler.strategies import BnMode, SkipMode
-from automtl_cli.errors import BadInput
+from automtl_cli.errors import BadInput, SourceError
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
 from automtl_cli.frontend.ir import Graph
+from automtl_cli.frontend.ops import LAYER_KINDS
 
 __all__ = ["CompileResult", "compile_backbone", "compile_stage", "layer_table",
            "load_supermodel"]
@@ -93,9 +95,46 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
             raise BadInput(f"{front.graph.file}: a multi-task supermodel needs one feature "
                            f"blob, the network has {len(front.graph.outputs)} outputs; pick one "
                            "with --feature-blob")
+        check_searchable(front.graph)
         info = space_summary(front.graph, space)
     elapsed = front.elapsed_ms + (time.perf_counter() - t0) * 1e3
     return CompileResult(front, options, elapsed, space, bn, skip, seed, info)
+
+
+# The largest blob a supermodel is built for, per image: 2²⁸ values (1 GiB in float32). A
+# mistyped pad or size gets there long before a real backbone does (ResNet-50's largest map at
+# 224 px holds 802,816 values).
+MAX_BLOB_VALUES = 1 << 28
+DATA_CHANNELS = 3  # every dataset automtl reads is RGB
+
+
+def check_searchable(graph: Graph) -> None:
+    """What `search` will need of the backbone, checked at compile with the layer's FILE:LINE:
+    RGB input, a 4-D feature map, ops that can run over the tasks' stacked batch, sane sizes."""
+    (value, shape), = graph.inputs.items()
+    if len(shape) != 4 or shape[1] != DATA_CHANNELS:
+        raise BadInput(f"{graph.file}: input {graph_input_name(graph, value)} is "
+                       f"{list(shape)}; the tasks' data are RGB images, N×{DATA_CHANNELS}×H×W")
+    by_output = {v: n for n in graph.nodes for v in n.outputs}
+    feature = by_output.get(graph.output)
+    out_shape = graph.shape_of(graph.output)
+    if len(out_shape) != 4:
+        message = (f"the feature blob is {list(out_shape)}; task heads need a 4-D map "
+                   "N×C×H×W: cut before the classifier with --feature-blob")
+        if feature is None:
+            raise BadInput(f"{graph.file}: {message}")
+        raise SourceError(message, file=graph.file, line=feature.line, layer=feature.name,
+                          layer_type=feature.type)
+    shapes = graph.value_shapes()
+    for node in graph.nodes:
+        in_shapes = [shapes[v] for v in node.inputs]
+        conflict = LAYER_KINDS[node.type].task_stacking_conflict(node.attrs, in_shapes)
+        big = next((s for s in node.shapes if math.prod(s[1:]) > MAX_BLOB_VALUES), None)
+        if conflict or big:
+            message = conflict or (f"output {list(big)} holds {math.prod(big[1:]):,} values per "
+                                   f"image, above the limit of {MAX_BLOB_VALUES:,}")
+            raise SourceError(message, file=graph.file, line=node.line, layer=node.name,
+                              layer_type=node.type)
 
 
 def compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
