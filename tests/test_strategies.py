@@ -1,5 +1,6 @@
 """The compiler's strategy registries (`--bn`, `--skip`, the forward stage) and the modules'
-per-task accessors that the derived tree and the export read.
+per-task accessors that the derived tree and the export read; the registry-wide checks cover
+the task types and loss kinds too (their own rules: tests/test_task_types.py).
 
 Tests over a whole registry are parametrised over it, so a new choice is checked by them without
 a line here; each choice's own rule has one explicit case below.
@@ -21,10 +22,12 @@ from automtl_cli.compiler.strategies import (
 )
 from automtl_cli.compiler.supermodel import SearchBatchNorm, SearchConv, gumbel_noise
 from automtl_cli.frontend.build import CompileOptions, build_graph
+from automtl_cli.tasks.loss_kinds import LOSS_KINDS
+from automtl_cli.tasks.types import TASK_TYPE_STRATEGIES
 
 from conftest import ROOT, perturbed_supermodel
 
-REGISTRIES = [BN_MODES, SKIP_MODES, STAGES]
+REGISTRIES = [BN_MODES, SKIP_MODES, STAGES, TASK_TYPE_STRATEGIES, LOSS_KINDS]
 TASKS = ("seg", "depth")
 
 

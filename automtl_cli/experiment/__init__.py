@@ -22,6 +22,7 @@ from automtl_cli.experiment.datasets import (
     TASK_SETS,
     TASK_TYPES,
     DataSource,
+    TaskType,
 )
 from automtl_cli.experiment.reader import experiment_from_message, load_experiment
 from automtl_cli.experiment.resolve import (
@@ -54,6 +55,7 @@ __all__ = [
     "Resize",
     "SyntheticConfig",
     "TaskConfig",
+    "TaskType",
     "build_preview_experiment",
     "build_stage_experiment",
     "default_experiment",

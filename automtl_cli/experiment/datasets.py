@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+from automtl_cli.registry import Choice
+
 __all__ = [
     "DATASET_CLASSES",
     "DATASET_TASKS",
@@ -20,9 +22,22 @@ __all__ = [
     "TASK_SETS",
     "TASK_TYPES",
     "DataSource",
+    "TaskType",
 ]
 
-TASK_TYPES = ("seg", "depth", "normal", "edge", "edge2d", "keypoint")
+
+class TaskType(Choice):
+    """What a task predicts; each has its strategy in automtl_cli/tasks/types/."""
+
+    SEG = "seg"  # semantic segmentation
+    DEPTH = "depth"
+    NORMAL = "normal"  # surface normals
+    EDGE = "edge"  # occlusion edges
+    EDGE2D = "edge2d"  # texture edges
+    KEYPOINT = "keypoint"
+
+
+TASK_TYPES = TaskType.values()
 TASK_SETS: Mapping[str, tuple[str, ...]] = {
     "nyu3": ("seg", "depth", "normal"),
     "taskonomy5": ("seg", "normal", "depth", "keypoint", "edge2d"),

@@ -13,7 +13,9 @@ API for the engine:
                    {t.name: t.delta_metrics for t in tasks})          # Δ_t and Δ_T in %
 
 Task types: `seg`, `depth`, `normal`, `edge` (occlusion edges), `edge2d` (texture edges),
-`keypoint`; task sets `nyu3` and `taskonomy5` (automtl_cli/experiment/datasets.py).
+`keypoint`, one strategy each in `tasks/types/`, each choosing a loss kind
+(`tasks/loss_kinds.py`) per data source; task sets `nyu3` and `taskonomy5`
+(automtl_cli/experiment/datasets.py).
 """
 
 from automtl_cli.tasks.delta import REFERENCE_STL, DeltaResult, relative_score

@@ -14,7 +14,9 @@ Heads predict at the feature map's resolution. `align` brings prediction and lab
 Plain L1 on sparse targets learns nothing: its optimum is the median, zero. Cross-entropy's
 optimum is the mean, so on soft keypoint heatmaps it learns calibrated probabilities (pos_weight
 0 by default); on thin binary edges the positive weight trades calibration for recall (default
-10, see automtl_cli/tasks/registry.py).
+10, see automtl_cli/tasks/types/edge.py). Which pixels are valid is the task type's rule
+(`TaskTypeStrategy.valid`, automtl_cli/tasks/types/); which loss a task takes is its loss kind
+(automtl_cli/tasks/loss_kinds.py).
 
 Every loss is a mean over valid pixels, and 0 (with a gradient path) when a batch has none.
 """
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from automtl_cli.data.base import IGNORE_INDEX
-from automtl_cli.experiment import Resize
+from automtl_cli.experiment import Resize, TaskType
 
 __all__ = [
     "align",
@@ -60,14 +62,13 @@ def align(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None,
     return pred, label, mask
 
 
-def valid_mask(task: str, label: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """N×1×H×W boolean of the pixels a dense label counts at."""
-    if task == "depth":
-        valid = label > DEPTH_MIN
-    elif task == "normal":
-        valid = (label * label).sum(1, keepdim=True) > 0.25
-    else:
-        valid = torch.ones_like(label[:, :1], dtype=torch.bool)
+def valid_mask(task: TaskType | str, label: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+    """N×1×H×W boolean of the pixels a dense label counts at: its task type's rule and `mask`."""
+    # Imported here, not above: the task types build the metrics, which count pixels with this.
+    from automtl_cli.tasks.types import TASK_TYPE_STRATEGIES
+
+    valid = TASK_TYPE_STRATEGIES.get(task).valid(label)
     return valid & mask if mask is not None else valid
 
 
@@ -89,12 +90,12 @@ def ce_loss(pred: torch.Tensor, label: torch.Tensor,
 
 
 def depth_loss(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return _masked_mean((pred - label).abs(), valid_mask("depth", label, mask))
+    return _masked_mean((pred - label).abs(), valid_mask(TaskType.DEPTH, label, mask))
 
 
 def normal_loss(pred: torch.Tensor, label: torch.Tensor,
                 mask: torch.Tensor | None) -> torch.Tensor:
-    valid = valid_mask("normal", label, mask)
+    valid = valid_mask(TaskType.NORMAL, label, mask)
     cos = (F.normalize(pred, dim=1) * F.normalize(label, dim=1)).sum(1, keepdim=True)
     return 1.0 - _masked_mean(cos, valid)
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from automtl_cli.data.base import IGNORE_INDEX
+from automtl_cli.experiment import TaskType
 from automtl_cli.tasks.losses import valid_mask
 
 __all__ = ["DenseMapMetric", "DepthMetric", "Metric", "MetricVariant", "NormalMetric",
@@ -260,7 +261,7 @@ class DepthMetric(Metric):
         label = batch[self.task]
         p = self.decode(self._upsample(pred.detach(), label.shape[-2:])).double()
         g = label.double()
-        valid = valid_mask("depth", label, batch.get(f"{self.task}_mask"))
+        valid = valid_mask(TaskType.DEPTH, label, batch.get(f"{self.task}_mask"))
         err = (p - g).abs() * valid
         abs_sum, rel_sum = err.sum(), (err / g.clamp_min(1e-12)).sum()
         count = valid.sum().double()
@@ -292,7 +293,7 @@ class NormalMetric(Metric):
         label = batch[self.task]
         p = F.normalize(self._upsample(pred.detach(), label.shape[-2:]).double(), dim=1)
         g = F.normalize(label.double(), dim=1)
-        valid = valid_mask("normal", label, batch.get(f"{self.task}_mask"))[:, 0]
+        valid = valid_mask(TaskType.NORMAL, label, batch.get(f"{self.task}_mask"))[:, 0]
         cos = (p * g).sum(1).clamp(-1.0, 1.0)[valid]
         angle = torch.rad2deg(torch.acos(cos))
         bins = (angle * (_HIST_BINS / 180.0)).long().clamp(0, _HIST_BINS - 1)

@@ -9,16 +9,22 @@ edge      1         weighted BCE on logits   -                          err, bal
 edge2d    1         L1                       L1 (Taskonomy)             err
 keypoint  1         weighted BCE on logits   L1 (Taskonomy)             err (+ bal_err, synthetic)
 
+Each row is a task-type strategy (one module per `TaskType` in automtl_cli/tasks/types/), and
+each loss a loss-kind strategy (`LossKind`, automtl_cli/tasks/loss_kinds.py); the table's cells
+are their answers (docs/adding-a-strategy.md).
+
 `Task` is what the engine uses: `make_head`, `loss(pred, batch)` (a scalar, not yet multiplied
 by `loss_weight`), `decode(pred)` (label-space prediction), `metric(variant)` (a fresh
 accumulator), `higher_is_better`, `delta_metrics` (what Δ_T averages, matching the reference's
-single-task values where it has them) and `primary_metric`.
+single-task values where it has them) and `primary_metric`. It keeps its type and loss kind as
+names (plain data) and asks their strategies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -34,33 +40,22 @@ from automtl_cli.experiment import (
 )
 from automtl_cli.tasks import losses
 from automtl_cli.tasks.heads import build_head
-from automtl_cli.tasks.metrics import (
-    DenseMapMetric,
-    DepthMetric,
-    Metric,
-    MetricVariant,
-    NormalMetric,
-    SegMetric,
-)
+from automtl_cli.tasks.loss_kinds import LOSS_KINDS, LossKindStrategy
+from automtl_cli.tasks.metrics import Metric, MetricVariant
+from automtl_cli.tasks.types import TASK_TYPE_STRATEGIES, TaskType, TaskTypeStrategy
 
 __all__ = ["DEFAULT_POS_WEIGHT", "Task", "build_task", "build_tasks"]
 
-# Measured on synthetic data (32 px, 150 steps): occlusion edges (binary, ~7 % positive) need the
-# weight (F1 0.33 → 0.51 at 10); soft keypoint heatmaps learn best without it, since extra weight
-# on positives inflates every uncertain prediction (balanced L1 0.18 vs 0.17 at 0).
-DEFAULT_POS_WEIGHT = {"edge": 10.0, "keypoint": 0.0}
-_LOGIT_PRIOR = -4.0  # sigmoid ≈ 0.018: sparse maps start near their mostly-zero answer
-_CHANNELS = {"depth": 1, "normal": 3, "edge": 1, "edge2d": 1, "keypoint": 1}
-
-
-def _loss_kind(task: str, source: DataSource) -> str:
-    if task in ("edge", "keypoint") and source is DataSource.SYNTHETIC:
-        return "wbce"
-    return {"seg": "ce", "depth": "depth", "normal": "normal"}.get(task, "l1")
+# Each type's weighted-BCE positive weight when the experiment sets none (the types say why).
+DEFAULT_POS_WEIGHT: Mapping[str, float] = MappingProxyType(
+    {t.value: TASK_TYPE_STRATEGIES.get(t).default_pos_weight for t in TaskType})
 
 
 @dataclass(frozen=True)
 class Task:
+    """One task of an experiment on one data source, as plain data; the behaviour comes from
+    its type's and its loss kind's strategies, looked up by name."""
+
     name: str
     source: DataSource
     channels: int
@@ -71,54 +66,41 @@ class Task:
     pos_weight: float = 0.0
     class_weights: tuple[float, ...] | None = None
 
+    @property
+    def task_type(self) -> TaskTypeStrategy:
+        """The strategy of this task's type (`name` is the type)."""
+        return TASK_TYPE_STRATEGIES.get(self.name)
+
+    @property
+    def loss_strategy(self) -> LossKindStrategy:
+        """The strategy of `loss_kind`."""
+        return LOSS_KINDS.get(self.loss_kind)
+
     def make_head(self, in_channels: int, feature_hw: Sequence[int]) -> nn.Module:
         """A fresh head for a feature map of `in_channels` × `feature_hw`.
 
         ASPP rates scale with `feature_hw` (the reference's were set for 41×41 at 321 px
         input).
         """
-        bias = _LOGIT_PRIOR if self.loss_kind == "wbce" else None
-        return build_head(self.head, in_channels, self.channels, feature_hw, output_bias=bias)
+        return build_head(self.head, in_channels, self.channels, feature_hw,
+                          output_bias=self.loss_strategy.output_bias)
 
     def loss(self, pred: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         pred, label, mask = losses.align(pred, batch[self.name], batch.get(f"{self.name}_mask"),
                                          self.resize)
-        kind = self.loss_kind
-        if kind == "ce":
-            return losses.ce_loss(pred, label, self.class_weights)
-        if kind == "depth":
-            return losses.depth_loss(pred, label, mask)
-        if kind == "normal":
-            return losses.normal_loss(pred, label, mask)
-        if kind == "wbce":
-            return losses.weighted_bce_loss(self.name, pred, label, mask, self.pos_weight)
-        return losses.l1_loss(self.name, pred, label, mask)
+        return self.loss_strategy.loss(pred, label, mask, task=self.name,
+                                       class_weights=self.class_weights,
+                                       pos_weight=self.pos_weight)
 
     def decode(self, pred: torch.Tensor) -> torch.Tensor:
         """Raw head output → the label's space (class ids for seg, unit vectors for normals)."""
-        if self.name == "seg":
-            return pred.argmax(1)
-        if self.name == "normal":
-            return nn.functional.normalize(pred, dim=1)
-        if self.loss_kind == "wbce":
-            return torch.sigmoid(pred)
-        return pred
+        return self.task_type.decode(pred, self.loss_strategy.on_logits)
 
     def metric(self, variant: MetricVariant | str = MetricVariant.CORRECT) -> Metric:
         """A fresh accumulator for this task (see automtl_cli/tasks/metrics.py)."""
-        if self.name == "seg":
-            return SegMetric(self.name, self.channels, variant,
-                             class_weights=self.class_weights,
-                             report_err=self.source is DataSource.TASKONOMY,
-                             count_ignore_in_acc=self.source is DataSource.CITYSCAPES)
-        if self.name == "depth":
-            return DepthMetric(self.name, variant)
-        if self.name == "normal":
-            return NormalMetric(self.name, variant)
-        logits = self.loss_kind == "wbce"
-        return DenseMapMetric(self.name, variant, decode=torch.sigmoid if logits else None,
-                              balanced=logits, f1=self.name == "edge",
-                              threshold=0.5 if self.name == "edge" else 0.1)
+        return self.task_type.metric(variant, channels=self.channels, source=self.source,
+                                     class_weights=self.class_weights,
+                                     logits=self.loss_strategy.on_logits)
 
     @property
     def higher_is_better(self) -> dict[str, bool]:
@@ -126,16 +108,7 @@ class Task:
 
     @property
     def delta_metrics(self) -> tuple[str, ...]:
-        if self.source is DataSource.TASKONOMY:
-            return {"seg": ("err",), "normal": ("cos",), "depth": ("abs_err",)}.get(
-                self.name, ("err",))
-        return {
-            "seg": ("mIoU", "pixel_acc"),
-            "depth": ("abs_err", "rel_err", "delta1", "delta2", "delta3"),
-            "normal": ("mean", "median", "within_11.25", "within_22.5", "within_30"),
-            "edge": ("bal_err", "f1"),
-            "keypoint": ("bal_err",),
-        }.get(self.name, ("err",))
+        return self.task_type.delta_metrics(self.source)
 
     @property
     def primary_metric(self) -> str:
@@ -150,19 +123,19 @@ def build_task(cfg: TaskConfig, source: DataSource,
     classes = cfg.classes or DATASET_CLASSES[source]
     if class_weights is not None and len(class_weights) != classes:
         raise ValueError(f"{len(class_weights)} class weights for {classes} classes")
-    kind = _loss_kind(cfg.type, source)
-    pos_weight = cfg.pos_weight if cfg.pos_weight is not None \
-        else DEFAULT_POS_WEIGHT.get(cfg.type, 0.0)
+    task_type = TASK_TYPE_STRATEGIES.get(cfg.type)
+    pos_weight = cfg.pos_weight if cfg.pos_weight is not None else task_type.default_pos_weight
     return Task(
         name=cfg.type,
         source=source,
-        channels=classes if cfg.type == "seg" else _CHANNELS[cfg.type],
+        channels=task_type.channels(classes),
         loss_weight=cfg.loss_weight,
         head=cfg.head,
         resize=cfg.resize,
-        loss_kind=kind,
+        loss_kind=task_type.loss_kind(source).value,
         pos_weight=pos_weight,
-        class_weights=tuple(class_weights) if cfg.type == "seg" and class_weights else None,
+        class_weights=tuple(class_weights) if task_type.uses_class_weights and class_weights
+        else None,
     )
 
 
@@ -170,5 +143,6 @@ def build_tasks(experiment: ExperimentConfig,
                 seg_class_weights: Sequence[float] | None = None) -> tuple[Task, ...]:
     """Every task of an experiment, in its order; pass `dataset.info.seg_class_weights`."""
     return tuple(build_task(t, experiment.data.source,
-                            seg_class_weights if t.type == "seg" else None)
+                            seg_class_weights
+                            if TASK_TYPE_STRATEGIES.get(t.type).uses_class_weights else None)
                  for t in experiment.tasks)
