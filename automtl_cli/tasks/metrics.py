@@ -28,7 +28,6 @@ fractions, δ and the "within" angles in percent, angles in degrees. The median 
 from __future__ import annotations
 
 import abc
-import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 from automtl_cli.data.base import IGNORE_INDEX
 from automtl_cli.experiment import TaskType
+from automtl_cli.registry import Choice, parse_choice
 from automtl_cli.tasks.losses import valid_mask
 
 __all__ = ["DenseMapMetric", "DepthMetric", "Metric", "MetricVariant", "NormalMetric",
@@ -45,7 +45,7 @@ __all__ = ["DenseMapMetric", "DepthMetric", "Metric", "MetricVariant", "NormalMe
 _HIST_BINS = 18000  # 0.01° bins over [0°, 180°]
 
 
-class MetricVariant(enum.Enum):
+class MetricVariant(Choice):
     """Which evaluation rules a metric follows (module docstring, docs/method.md §6)."""
 
     CORRECT = "correct"
@@ -54,11 +54,7 @@ class MetricVariant(enum.Enum):
     @classmethod
     def parse(cls, value: MetricVariant | str) -> MetricVariant:
         """A variant from its name (a flag or a stored config); unknown names list the known."""
-        try:
-            return cls(value)
-        except ValueError:
-            known = ", ".join(v.value for v in cls)
-            raise ValueError(f"metric variant {value!r} is not one of {known}") from None
+        return parse_choice("metric variant", cls, value)
 
 
 class _Rules(abc.ABC):
