@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -17,7 +18,7 @@ from automtl_cli.engine.schedule import Alternation, TauSchedule
 from automtl_cli.tasks import Task
 
 from conftest import ROOT
-from conftest_proc import FOREVER, finish, launch, wait_for
+from conftest_proc import FOREVER, finish, kill_group, launch, wait_for
 
 SHORT = ["--warmup-iters", "4", "--iters", "12", "--policy-steps", "3", "--weight-steps", "1",
          "--checkpoint-every", "4", "--log-every", "2"]
@@ -100,6 +101,42 @@ def test_sigterm_checkpoints_and_exits_75(tiny_run):
     assert rc == 75, err
     steps = [r["step"] for r in _log(tiny_run)]
     assert steps == sorted(set(steps)) and steps[-1] > stopped["step"]
+
+
+def _group_gone(pgid: int, timeout: float = 120.0) -> bool:
+    """Whether every process of the group has exited (polled, up to a generous timeout)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("stage", ["search", "finetune"])
+def test_sigterm_to_the_process_group_with_workers(tiny_run, run_cli, stage):
+    """What `scancel` and a terminal do: SIGTERM to every process of the job, data workers
+    included. The main process checkpoints and exits 75; no worker is left behind."""
+    if stage == "finetune":
+        assert _search(run_cli, tiny_run, "--warmup-iters", "2", "--iters", "0")[0] == 0
+        assert run_cli("-q", "derive", tiny_run, "--mode", "argmax")[0] == 0
+        proc = launch("finetune", tiny_run, "--iters", FOREVER, "--checkpoint-every", "4",
+                      "--workers", "2")
+    else:
+        proc = _search_process(tiny_run, *LONG, "--workers", "2")
+    wait_for(tiny_run / stage / ("step-8.pt" if stage == "search" else "step-4.pt"), proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        rc, _, err = finish(proc)
+        assert rc == 75, err
+        assert "Traceback" not in err and "killed by signal" not in err, err
+        assert _group_gone(proc.pid), "a data worker outlived the run"
+    finally:
+        kill_group(proc)
 
 
 def test_resume_refuses_another_run(tiny_run, run_cli, tmp_path):

@@ -12,7 +12,9 @@ changes a model's random stream. An error in a worker reaches the caller as the 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -45,8 +47,34 @@ def build_dataset(data: DataConfig, tasks: Sequence[str], split: str, *,
     return build_real_dataset(data, tasks, split)
 
 
+_STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, n)}
+
+
+@contextmanager
+def _stop_signals_held(hold: bool) -> Iterator[None]:
+    """Hold (block) the stop signals while workers are forked, so that a signal sent to the
+    whole process group in that instant waits, instead of killing a worker before it could
+    ignore it; the main process receives it when the block ends."""
+    if not hold or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _worker_init(_: int) -> None:
+    """A data worker: one thread, and deaf to the signals a terminal or a scheduler sends the
+    whole process group (Ctrl-C, `scancel`). The main process hears them, checkpoints, and
+    shuts its workers down itself; a worker killed first would turn a clean stop into a crash.
+    It starts with them held (see `_stop_signals_held`): ignored first, then released."""
     torch.set_num_threads(1)
+    for s in _STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 class BatchLoader:
@@ -99,7 +127,9 @@ class BatchLoader:
                             worker_init_fn=_worker_init if self.num_workers else None,
                             generator=torch.Generator().manual_seed(
                                 derive_seed(self.seed, epoch)))
-        for batch in loader:
+        with _stop_signals_held(self.num_workers > 0):
+            batches = iter(loader)  # forks the workers, which inherit the held signals
+        for batch in batches:
             if isinstance(batch, LoadFailure):
                 batch.raise_()
             yield batch
