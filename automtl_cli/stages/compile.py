@@ -1,13 +1,13 @@
-"""The compile stage: a backbone → RUN/supermodel.pt (the IR and its search space) and
-RUN/compile.json (the summary and layer table)."""
+"""The compile stage: a backbone (a prototxt or a PyTorch module, `automtl_cli.frontend.sources`)
+→ RUN/supermodel.pt (the IR, its source and its search space) and RUN/compile.json (the summary
+and layer table)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,9 @@ from automtl_cli.artifacts import SupermodelArtifact, load, write_json
 from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.errors import BadInput
-from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
+from automtl_cli.frontend.build import CompileOptions, FrontEndResult
 from automtl_cli.frontend.ir import Graph
+from automtl_cli.frontend.sources import build_source
 
 __all__ = ["CompileResult", "compile_backbone", "compile_stage", "layer_table",
            "load_supermodel"]
@@ -32,6 +33,7 @@ class CompileResult:
     skip: str = SkipMode.REFERENCE.value
     seed: int = 0
     space_info: dict[str, Any] | None = None
+    source: dict[str, str] = field(default_factory=dict)  # what the run keeps of its source
 
     @property
     def graph(self) -> Graph:
@@ -77,7 +79,7 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
                      seed: int = 0, warn: Callable[[str], None] | None = None) -> CompileResult:
     """Front end plus, when tasks are given, the search space's size (no weights are built)."""
     options = options or CompileOptions()
-    front = build_graph(path, options, warn=warn)
+    front, source = build_source(os.fspath(path), options, warn=warn)
     t0 = time.perf_counter()
     space = info = None
     if tasks:
@@ -94,18 +96,16 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
                            "with --feature-blob")
         info = space_summary(front.graph, space)
     elapsed = front.elapsed_ms + (time.perf_counter() - t0) * 1e3
-    return CompileResult(front, options, elapsed, space, bn, skip, seed, info)
+    return CompileResult(front, options, elapsed, space, bn, skip, seed, info, source)
 
 
 def compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
     """Write RUN/supermodel.pt (graph and search space; no weights) and RUN/compile.json."""
     run = Path(run_dir)
     summary = result.summary()
-    text = result.front.text
     artifact = SupermodelArtifact(
         graph=result.graph,
-        source={"path": os.path.abspath(result.graph.file), "text": text,
-                "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+        source=dict(result.source),
         dialect=result.front.dialect.name,
         options={
             "dialect": result.options.dialect,

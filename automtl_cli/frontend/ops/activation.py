@@ -1,8 +1,11 @@
 """Activations and other one-input, same-shape layers: ReLU (and leaky), ReLU6, Sigmoid, TanH,
-Dropout, Softmax.
+SiLU, GELU, Hardswish, Hardsigmoid, Dropout, Softmax.
 
 All but Softmax act on each value alone (`elementwise`), so the supermodel runs them on the tasks'
 stacked activations without reshaping; Softmax normalises along an axis, which stacking changes.
+SiLU, GELU (the exact, erf form), Hardswish and Hardsigmoid are not Caffe types: they come from
+PyTorch trunks, and their prototxt form is a bare `layer { type: "SiLU" }`, which automtl reads
+back (Caffe itself does not).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from automtl_cli.frontend.ops.base import (
     register_layer,
 )
 
-__all__ = ["Dropout", "ReLU", "ReLU6", "Sigmoid", "Softmax", "TanH"]
+__all__ = ["GELU", "Dropout", "Hardsigmoid", "Hardswish", "ReLU", "ReLU6", "SiLU", "Sigmoid",
+           "Softmax", "TanH"]
 
 
 @register_layer
@@ -70,6 +74,30 @@ class TanH(_Pointwise):
     type = "TanH"
     param_field = "tanh_param"
     module = nn.Tanh
+
+
+@register_layer
+class SiLU(_Pointwise):
+    type = "SiLU"
+    module = nn.SiLU
+
+
+@register_layer
+class GELU(_Pointwise):
+    type = "GELU"
+    module = nn.GELU
+
+
+@register_layer
+class Hardswish(_Pointwise):
+    type = "Hardswish"
+    module = nn.Hardswish
+
+
+@register_layer
+class Hardsigmoid(_Pointwise):
+    type = "Hardsigmoid"
+    module = nn.Hardsigmoid
 
 
 @register_layer
