@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from automtl_cli.compiler.backbone import backbone_state, build_backbone
+from automtl_cli.compiler.space import SearchSpace
+from automtl_cli.compiler.supermodel import build_supermodel, extract_backbone_state
 from automtl_cli.compiler.writer import graph_layers, render
 from automtl_cli.errors import BadInput, SourceError
 from automtl_cli.frontend.build import CompileOptions, build_graph
@@ -173,6 +175,21 @@ def test_backbone_with_the_module_weights_computes_the_module(cls):
         assert torch.allclose(backbone.eval()(x), module(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("cls", TRUNKS, ids=lambda c: c.__name__)
+def test_the_supermodel_all_shared_equals_the_backbone(cls):
+    """Every traced op, the broadcasting SE multiply included, runs on the tasks' stacked batch."""
+    graph = _trace(cls(), feature="layer1" if cls is TinyResNet else None)
+    model = build_supermodel(graph, SearchSpace(("seg", "depth")), seed=0).eval()
+    backbone = build_backbone(graph).eval()
+    backbone.load_state_dict(extract_backbone_state(model, 0))
+    x = torch.randn(SHAPE)
+    with torch.no_grad():
+        ours = model(x, "hard", policy=torch.zeros(len(graph.searchable), 2, dtype=torch.long))
+        plain = backbone(x)
+    for t in range(2):
+        torch.testing.assert_close(ours[:, t], plain, rtol=1e-5, atol=1e-5)
+
+
 def test_node_names_are_module_paths():
     graph = _trace(TinyResNet())
     names = [n.name for n in graph.nodes]
@@ -288,3 +305,9 @@ def test_cli_compiles_a_module_and_searches_from_it(run_cli, tmp_path):
     rc, out, err = run_cli("-q", "search", run, "--iters", "2", "--warmup-iters", "1",
                            "--json")
     assert rc == 0, err
+    rc, _, err = run_cli("-q", "derive", run, "--mode", "argmax")
+    assert rc == 0, err
+    rc, _, err = run_cli("-q", "finetune", run, "--iters", "2")
+    assert rc == 0, err
+    rc, _, err = run_cli("compile", run / "derived" / "model.prototxt", "-o", tmp_path / "re")
+    assert rc == 0, err  # the derived network (trunk copies and heads) reads back as prototxt
