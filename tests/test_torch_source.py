@@ -272,6 +272,29 @@ def test_python_control_flow_on_a_tensor_names_the_line():
                                    "(trace): torch.fx cannot trace this: symbolically traced")
 
 
+class ViewHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4 * 16 * 16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_cut_leaves_the_ops_after_it_alone():
+    graph = _trace(ViewHead(), feature="body")
+    assert [n.name for n in graph.nodes] == ["body.0", "body.1"]
+
+
+def test_a_forward_that_fails_at_the_input_shape_names_the_line():
+    with pytest.raises(SourceError) as e:
+        _trace(ViewHead(), shape=(1, 3, 8, 8))
+    assert str(e.value).startswith(f'{HERE}:{_line_of("return self.fc(x.view")}: layer "fc" '
+                                   "(call_module): the forward pass fails at this input shape")
+
+
 def test_source_kinds():
     assert source_kind(f"{HERE}:TinyResNet") is SourceKind.TORCH
     assert source_kind("torchvision.models:resnet18") is SourceKind.TORCH

@@ -56,48 +56,21 @@ class _Pointwise(LayerKind):
         return self.module()
 
 
-@register_layer
-class ReLU6(_Pointwise):
-    type = "ReLU6"
-    module = nn.ReLU6
+def _pointwise(name: str, module: type[nn.Module], param_field: str | None = None
+               ) -> type[LayerKind]:
+    """Register the option-free activation kind `name`, which builds `module`."""
+    return register_layer(type(name, (_Pointwise,), {
+        "type": name, "module": module, "param_field": param_field,
+        "__doc__": f"{name}: `torch.nn.{module.__name__}` on each value."}))
 
 
-@register_layer
-class Sigmoid(_Pointwise):
-    type = "Sigmoid"
-    param_field = "sigmoid_param"
-    module = nn.Sigmoid
-
-
-@register_layer
-class TanH(_Pointwise):
-    type = "TanH"
-    param_field = "tanh_param"
-    module = nn.Tanh
-
-
-@register_layer
-class SiLU(_Pointwise):
-    type = "SiLU"
-    module = nn.SiLU
-
-
-@register_layer
-class GELU(_Pointwise):
-    type = "GELU"
-    module = nn.GELU
-
-
-@register_layer
-class Hardswish(_Pointwise):
-    type = "Hardswish"
-    module = nn.Hardswish
-
-
-@register_layer
-class Hardsigmoid(_Pointwise):
-    type = "Hardsigmoid"
-    module = nn.Hardsigmoid
+ReLU6 = _pointwise("ReLU6", nn.ReLU6)
+Sigmoid = _pointwise("Sigmoid", nn.Sigmoid, "sigmoid_param")
+TanH = _pointwise("TanH", nn.Tanh, "tanh_param")
+SiLU = _pointwise("SiLU", nn.SiLU)
+GELU = _pointwise("GELU", nn.GELU)  # the exact (erf) form, torch's default
+Hardswish = _pointwise("Hardswish", nn.Hardswish)
+Hardsigmoid = _pointwise("Hardsigmoid", nn.Hardsigmoid)
 
 
 @register_layer

@@ -209,14 +209,15 @@ class _Builder:
                                              layer=self.name_of(n),
                                              layer_type=op_name(n, module)))
             return
+        inputs = [mapped] if isinstance(mapped, fx.Node) else mapped.inputs
+        if any(i not in self.value for i in inputs):  # an input was refused: reported there
+            return
         if isinstance(mapped, fx.Node):  # passes its input through
             self.value[n] = self.value[mapped]
             return
-        if any(i not in self.value for i in mapped.inputs):  # an input was refused
-            return
-        self.value[n] = self._layer(n, mapped)
+        self.value[n] = self._layer(n, mapped, module)
 
-    def _layer(self, n: fx.Node, layer: Layer) -> str:
+    def _layer(self, n: fx.Node, layer: Layer, module: nn.Module | None) -> str:
         name = self.name_of(n)
         kind = LAYER_KINDS[layer.type]
         inputs = [self.value[i] for i in layer.inputs]
@@ -226,15 +227,14 @@ class _Builder:
             (shape,) = kind.infer(attrs, in_shapes)
             params = kind.count_params(attrs, in_shapes)
         except ShapeError as e:
-            raise e.located(file=self.file, line=self.line_of(n), layer=name,
-                            layer_type=layer.type) from None
+            raise e.located(file=_shown(self.file), line=self.line_of(n), layer=name,
+                            layer_type=op_name(n, module)) from None
         want = self.torch_shapes.get(n)
         if want is None or tuple(want[1:]) != tuple(shape[1:]):
             raise SourceError(f"{layer.type}'s shape rule gives {list(shape)} where torch "
                               f"computes {list(want) if want else 'no tensor'} (at batch 1)",
-                              file=self.file, line=self.line_of(n), layer=name,
-                              layer_type=op_name(n, self.gm.get_submodule(n.target)
-                                                 if n.op == "call_module" else None))
+                              file=_shown(self.file), line=self.line_of(n), layer=name,
+                              layer_type=op_name(n, module))
         if n.op == "call_module" and params:
             owner = self.calls.setdefault(str(n.target), name)
             if owner != name:  # the same module called again: its weights, once
