@@ -259,7 +259,8 @@ def test_every_unsupported_op_is_listed_with_its_line():
     assert lines[1] == (f'{HERE}:{_line_of("y = F.interpolate(self.body")}: layer "conv" '
                         '(call_module torch.nn.Conv2d): padding_mode=\'reflect\' (only zeros)')
     assert lines[2] == (f'{HERE}:{line}: layer "interpolate" (call_function '
-                        'torch.nn.functional.interpolate): not in the table')
+                        "torch.nn.functional.interpolate): no layer kind for this op (the "
+                        'README\'s "PyTorch modules" lists the supported ones)')
     view = _line_of("return y.view(")
     assert lines[3].startswith(f'{HERE}:{view}: layer "size" (call_method size)')
     assert lines[4].startswith(f'{HERE}:{view}: layer "view" (call_method view)')

@@ -24,6 +24,10 @@ from automtl_cli.frontend.ops import Attrs
 __all__ = ["Layer", "Unsupported", "map_node", "op_name"]
 
 
+_NOT_IN_TABLE = ("no layer kind for this op (the README's \"PyTorch modules\" lists the "
+                 "supported ones)")
+
+
 class Unsupported(Exception):
     """An op outside the table, or an argument its kind cannot express (the message says which)."""
 
@@ -170,7 +174,7 @@ def _map_module(m: nn.Module, node: fx.Node, rank: int) -> Layer | fx.Node:
                                       "axis": rank - 1}, (x,))
     rule = _MODULES.get(type(m))
     if rule is None:
-        raise Unsupported("not in the table")
+        raise Unsupported(_NOT_IN_TABLE)
     kind, attrs = rule
     return Layer(kind, attrs(m, node), (x,))
 
@@ -271,4 +275,4 @@ def map_node(node: fx.Node, module: nn.Module | None, rank: int) -> Layer | fx.N
         return _FUNCTIONS[node.target](node, rank)
     if node.op == "call_method" and node.target in _METHODS:
         return _METHODS[node.target](node, rank)
-    raise Unsupported("not in the table")
+    raise Unsupported(_NOT_IN_TABLE)
