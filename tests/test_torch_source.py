@@ -306,6 +306,9 @@ def test_source_kinds():
                                  CompileOptions(input_shapes={None: (1, 3, 16, 16)}))
     assert record["kind"] == "torch" and record["spec"] == f"{HERE}:tiny_resnet"
     assert front.graph.params == sum(p.numel() for p in TinyResNet().parameters())
+    front, record = build_source("tests.test_torch_source:InvertedResidual",
+                                 CompileOptions(input_shapes={None: (1, 3, 16, 16)}))
+    assert record["path"].endswith(HERE) and len(front.graph.searchable) == 4
     with pytest.raises(BadInput, match="defines no 'Nope'"):
         build_source(f"{HERE}:Nope", CompileOptions(input_shapes={None: (1, 3, 16, 16)}))
 
