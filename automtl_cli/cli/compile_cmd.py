@@ -29,9 +29,12 @@ def frontend_config(dialect, input_shapes, feature_blob, lenient) -> CompileOpti
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def compile_(backbone, run_dir, dialect, input_shapes, feature_blob, lenient, tasks, bn, skip,
              seed, as_json):
-    """Compile a backbone prototxt into RUN/supermodel.pt and RUN/compile.json.
+    """Compile a backbone into RUN/supermodel.pt and RUN/compile.json.
 
-    With --tasks, the JSON summary also carries the supermodel's parameter breakdown.
+    BACKBONE is a prototxt file, or a PyTorch module as FILE.py:NAME or package.module:NAME
+    (NAME a Module subclass built with no arguments, a function returning a module, or a module
+    object), which needs --input-shape N,C,H,W. With --tasks, the JSON summary also carries the
+    supermodel's parameter breakdown.
     """
     options = frontend_config(dialect, input_shapes, feature_blob, lenient)
     result = compile_backbone(backbone, options, tasks=tasks or (), bn=bn, skip=skip, seed=seed,

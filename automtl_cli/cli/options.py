@@ -40,12 +40,13 @@ class InputShape(click.ParamType):
 
 
 def frontend_options(f: Callable) -> Callable:
-    """The options that change how a prototxt is read (compile and inspect share them)."""
+    """The options that change how a backbone is read (compile and inspect share them)."""
     f = click.option("--lenient", is_flag=True,
                      help="Warn about unknown fields (once per field) instead of failing.")(f)
-    f = click.option("--feature-blob", metavar="NAME",
-                     help="Cut the network after the last layer writing this blob "
-                          "(default: the last layer's output).")(f)
+    f = click.option("--feature-blob", "--feature", "feature_blob", metavar="NAME",
+                     help="Cut the network after the last layer writing this blob, or for a "
+                          "PyTorch module after the module at this path (layer4, features.16; "
+                          "default: the network's output).")(f)
     f = click.option("--input-shape", "input_shapes", type=InputShape(), multiple=True,
                      help="Set or override the input shape (NAME=N,C,H,W for several inputs).")(f)
     f = click.option("--dialect", type=click.Choice(DIALECTS),

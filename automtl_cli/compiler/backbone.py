@@ -13,13 +13,28 @@ from torch import fx, nn
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.frontend.ops import LAYER_KINDS
 
-__all__ = ["build_backbone", "module_name"]
+__all__ = ["backbone_state", "build_backbone", "module_name", "module_names"]
 
 
 def module_name(layer_name: str) -> str:
     """A submodule name for a layer: prototxt names may hold '/', '.', '-' and the like."""
     safe = "".join(c if c.isalnum() or c == "_" else "_" for c in layer_name)
     return safe if safe and not safe[0].isdigit() else f"l_{safe}"
+
+
+def module_names(graph: Graph) -> dict[str, str]:
+    """The submodule name of each node that owns a module (not those sharing another's)."""
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for node in graph.nodes:
+        if node.attrs.get("shares") is not None:
+            continue
+        name = module_name(node.name)
+        while name in used:
+            name += "_"
+        used.add(name)
+        names[node.name] = name
+    return names
 
 
 def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
@@ -32,24 +47,25 @@ def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
     env: dict[str, fx.Node] = {}
     for value in graph.inputs:
         env[value] = fx_graph.placeholder(module_name(value))
-    used: set[str] = set()
-    names: dict[str, str] = {}
+    names = module_names(graph)
     for node in graph.nodes:
         owner = node.attrs.get("shares")
-        if owner is not None:  # weights shared with an earlier layer: call its module again
-            out = fx_graph.call_module(names[owner], tuple(env[v] for v in node.inputs))
-            env[node.outputs[0]] = out
-            continue
-        kind = LAYER_KINDS[node.type]
-        module = kind.build(node.attrs, [shapes[v] for v in node.inputs])
-        name = module_name(node.name)
-        while name in used:
-            name += "_"
-        used.add(name)
-        names[node.name] = name
-        root.add_module(name, module)
-        out = fx_graph.call_module(name, tuple(env[v] for v in node.inputs))
-        env[node.outputs[0]] = out
+        if owner is None:
+            kind = LAYER_KINDS[node.type]
+            root.add_module(names[node.name], kind.build(node.attrs,
+                                                         [shapes[v] for v in node.inputs]))
+        # weights shared with an earlier layer: call its module again
+        name = names[owner if owner is not None else node.name]
+        env[node.outputs[0]] = fx_graph.call_module(name, tuple(env[v] for v in node.inputs))
     outs = [env[v] for v in graph.outputs]
     fx_graph.output(outs[0] if len(outs) == 1 else tuple(outs))
     return fx.GraphModule(root, fx_graph, class_name=f"Backbone_{module_name(graph.name)}")
+
+
+def backbone_state(graph: Graph, node_states: dict[str, dict[str, torch.Tensor]]
+                   ) -> dict[str, torch.Tensor]:
+    """Per-node state dicts (a front end's weights, `node_weights`) as one state dict for
+    `build_backbone(graph)`."""
+    names = module_names(graph)
+    return {f"{names[node]}.{key}": tensor for node, state in node_states.items()
+            for key, tensor in state.items()}

@@ -13,8 +13,9 @@ from automtl_cli.artifacts import SupermodelArtifact, load
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import DataSource, ExperimentConfig
-from automtl_cli.frontend.build import CompileOptions, build_graph
+from automtl_cli.frontend.build import CompileOptions
 from automtl_cli.frontend.ir import Graph
+from automtl_cli.frontend.sources import rebuild_graph
 
 __all__ = ["RunSetup", "read_supermodel", "setup_run"]
 
@@ -72,5 +73,5 @@ def setup_run(run_dir: str | os.PathLike, experiment: ExperimentConfig,
                           input_shapes={None: (batch_size, channels, h, w)},
                           feature_blob=data.options.get("feature_blob"),
                           lenient=bool(data.options.get("lenient")))
-    graph = build_graph(data.source["path"], opts, text=data.source["text"]).graph
+    graph = rebuild_graph(data.source, opts).graph
     return RunSetup(run, data, graph, space, experiment)

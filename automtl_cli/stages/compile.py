@@ -1,14 +1,14 @@
-"""The compile stage: a backbone → RUN/supermodel.pt (the IR and its search space) and
-RUN/compile.json (the summary and layer table)."""
+"""The compile stage: a backbone (a prototxt or a PyTorch module, `automtl_cli.frontend.sources`)
+→ RUN/supermodel.pt (the IR, its source and its search space) and RUN/compile.json (the summary
+and layer table)."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,10 @@ from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.compiler.space import SearchSpace, space_summary
 from automtl_cli.compiler.strategies import BnMode, SkipMode
 from automtl_cli.errors import BadInput, SourceError
-from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph
+from automtl_cli.frontend.build import CompileOptions, FrontEndResult
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.frontend.ops import LAYER_KINDS
+from automtl_cli.frontend.sources import build_source
 
 __all__ = ["CompileResult", "compile_backbone", "compile_stage", "layer_table",
            "load_supermodel"]
@@ -35,6 +36,7 @@ class CompileResult:
     skip: str = SkipMode.REFERENCE.value
     seed: int = 0
     space_info: dict[str, Any] | None = None
+    source: dict[str, str] = field(default_factory=dict)  # what the run keeps of its source
 
     @property
     def graph(self) -> Graph:
@@ -80,7 +82,7 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
                      seed: int = 0, warn: Callable[[str], None] | None = None) -> CompileResult:
     """Front end plus, when tasks are given, the search space's size (no weights are built)."""
     options = options or CompileOptions()
-    front = build_graph(path, options, warn=warn)
+    front, source = build_source(os.fspath(path), options, warn=warn)
     t0 = time.perf_counter()
     space = info = None
     if tasks:
@@ -98,7 +100,7 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
         check_searchable(front.graph)
         info = space_summary(front.graph, space)
     elapsed = front.elapsed_ms + (time.perf_counter() - t0) * 1e3
-    return CompileResult(front, options, elapsed, space, bn, skip, seed, info)
+    return CompileResult(front, options, elapsed, space, bn, skip, seed, info, source)
 
 
 # The largest blob a supermodel is built for, per image: 2²⁸ values (1 GiB in float32). A
@@ -148,11 +150,9 @@ def _compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[st
     for name in ("supermodel.pt", "compile.json"):
         check_writable(run / name)
     summary = result.summary()
-    text = result.front.text
     artifact = SupermodelArtifact(
         graph=result.graph,
-        source={"path": os.path.abspath(result.graph.file), "text": text,
-                "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+        source=dict(result.source),
         dialect=result.front.dialect.name,
         options={
             "dialect": result.options.dialect,

@@ -1,8 +1,11 @@
 """Activations and other one-input, same-shape layers: ReLU (and leaky), ReLU6, Sigmoid, TanH,
-Dropout, Softmax.
+SiLU, GELU, Hardswish, Hardsigmoid, Dropout, Softmax.
 
 All but Softmax act on each value alone (`elementwise`), so the supermodel runs them on the tasks'
 stacked activations without reshaping; Softmax normalises along an axis, which stacking changes.
+SiLU, GELU (the exact, erf form), Hardswish and Hardsigmoid are not Caffe types: they come from
+PyTorch trunks, and their prototxt form is a bare `layer { type: "SiLU" }`, which automtl reads
+back (Caffe itself does not).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from automtl_cli.frontend.ops.base import (
     register_layer,
 )
 
-__all__ = ["Dropout", "ReLU", "ReLU6", "Sigmoid", "Softmax", "TanH"]
+__all__ = ["GELU", "Dropout", "Hardsigmoid", "Hardswish", "ReLU", "ReLU6", "SiLU", "Sigmoid",
+           "Softmax", "TanH"]
 
 
 @register_layer
@@ -52,24 +56,21 @@ class _Pointwise(LayerKind):
         return self.module()
 
 
-@register_layer
-class ReLU6(_Pointwise):
-    type = "ReLU6"
-    module = nn.ReLU6
+def _pointwise(name: str, module: type[nn.Module], param_field: str | None = None
+               ) -> type[LayerKind]:
+    """Register the option-free activation kind `name`, which builds `module`."""
+    return register_layer(type(name, (_Pointwise,), {
+        "type": name, "module": module, "param_field": param_field,
+        "__doc__": f"{name}: `torch.nn.{module.__name__}` on each value."}))
 
 
-@register_layer
-class Sigmoid(_Pointwise):
-    type = "Sigmoid"
-    param_field = "sigmoid_param"
-    module = nn.Sigmoid
-
-
-@register_layer
-class TanH(_Pointwise):
-    type = "TanH"
-    param_field = "tanh_param"
-    module = nn.Tanh
+ReLU6 = _pointwise("ReLU6", nn.ReLU6)
+Sigmoid = _pointwise("Sigmoid", nn.Sigmoid, "sigmoid_param")
+TanH = _pointwise("TanH", nn.Tanh, "tanh_param")
+SiLU = _pointwise("SiLU", nn.SiLU)
+GELU = _pointwise("GELU", nn.GELU)  # the exact (erf) form, torch's default
+Hardswish = _pointwise("Hardswish", nn.Hardswish)
+Hardsigmoid = _pointwise("Hardsigmoid", nn.Hardsigmoid)
 
 
 @register_layer

@@ -69,10 +69,16 @@ class Eltwise(LayerKind):
         return {"operation": op, "coeff": coeff}
 
     def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        """Equal shapes, as in Caffe; or, automtl's extension for squeeze-and-excitation gates,
+        a spatial axis of size 1 broadcast over the other input's (`[N, C, 1, 1] * [N, C, H, W]`),
+        which keeps each channel's values apart, so the op stays `elementwise`."""
+        out = list(shapes[0])
         for s in shapes[1:]:
-            if s != shapes[0]:
+            if len(s) != len(out) or s[:2] != tuple(out[:2]) or any(
+                    x != y and 1 not in (x, y) for x, y in zip(s[2:], out[2:])):
                 raise ShapeError("inputs differ in shape: " + format_shapes(shapes))
-        return [shapes[0]]
+            out[2:] = [max(x, y) for x, y in zip(s[2:], out[2:])]
+        return [tuple(out)]
 
     def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
         return EltwiseModule(a["operation"], a["coeff"])

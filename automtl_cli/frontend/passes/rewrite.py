@@ -6,10 +6,12 @@ keeps.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from automtl_cli.frontend.ir import Node
 from automtl_cli.frontend.passes.state import BuildState
 
-__all__ = ["fold_batchnorm_scale", "number_depths", "share_named_params"]
+__all__ = ["assign_depths", "fold_batchnorm_scale", "number_depths", "share_named_params"]
 
 
 def fold_batchnorm_scale(state: BuildState) -> bool:
@@ -67,8 +69,13 @@ def share_named_params(state: BuildState) -> bool:
 def number_depths(state: BuildState) -> None:
     """Depth as the reference defines it: searchable convolutions on the longest input path
     (the sharing regulariser weighs a node by it, `docs/method.md`)."""
-    depth: dict[str, int] = dict.fromkeys(state.inputs, 0)
-    for n in state.nodes:
+    assign_depths(state.inputs, state.nodes)
+
+
+def assign_depths(inputs: Iterable[str], nodes: list[Node]) -> None:
+    """`number_depths` on any graph's nodes (the torch front end has no `BuildState`)."""
+    depth: dict[str, int] = dict.fromkeys(inputs, 0)
+    for n in nodes:
         d = max((depth.get(v, 0) for v in n.inputs), default=0) + (1 if n.searchable else 0)
         n.depth = d
         for v in n.outputs:
