@@ -109,3 +109,21 @@ def test_bad_data_exit_codes(run, tmp_path):
         code, _, err = run("data", "preview", *bad, "-o", tmp_path / "x.png")
         assert code == 65, bad
         assert err.count("\n") == 1
+
+
+def test_commands_start_without_pillow_and_preview_names_the_extra(tmp_path):
+    """A core-only install has no Pillow: every command still starts, and the one that needs
+    it exits 69 with the line that installs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['PIL'] = None; from automtl_cli.cli.main import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    version = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True,
+                             text=True, timeout=300)
+    assert version.returncode == 0, version.stderr
+    preview = subprocess.run([sys.executable, "-c", code, "-q", "data", "preview", "-o",
+                              str(tmp_path / "p.png"), "-n", "1"], capture_output=True,
+                             text=True, timeout=300)
+    assert preview.returncode == 69, preview.stderr
+    assert "pip install 'automtl[images]'" in preview.stderr

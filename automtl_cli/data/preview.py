@@ -12,11 +12,10 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from automtl_cli.artifacts import atomic_write
 from automtl_cli.data.base import IGNORE_INDEX, LoadFailure, MultiTaskDataset
@@ -24,6 +23,14 @@ from automtl_cli.data.loader import build_dataset
 from automtl_cli.data.synthetic import CLASS_NAMES
 from automtl_cli.errors import BadInput
 from automtl_cli.experiment import DataSource, ExperimentConfig
+from automtl_cli.extras import require
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def _pil() -> Any:
+    return require("PIL.Image", "images", "data preview")
 
 __all__ = ["preview_experiment", "render_preview", "write_preview"]
 
@@ -89,9 +96,10 @@ def _label_rgb(task: str, sample: dict[str, torch.Tensor], rgb: np.ndarray, clas
 
 
 def _tile(array: np.ndarray, size: tuple[int, int], smooth: bool) -> Image.Image:
-    image = Image.fromarray(array)
+    pil = _pil()
+    image = pil.fromarray(array)
     if image.size != size:
-        image = image.resize(size, Image.BILINEAR if smooth else Image.NEAREST)
+        image = image.resize(size, pil.BILINEAR if smooth else pil.NEAREST)
     return image
 
 
@@ -111,9 +119,9 @@ def render_preview(dataset: MultiTaskDataset, indices: Sequence[int], *,
     legend = dataset.info.source is DataSource.SYNTHETIC and "seg" in dataset.tasks
     width = len(columns) * (tw + _GAP) - _GAP
     height = _HEADER + len(samples) * (th + _GAP) + (_HEADER if legend else 0)
-    canvas = Image.new("RGB", (width, height), (24, 24, 24))
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
+    canvas = _pil().new("RGB", (width, height), (24, 24, 24))
+    draw = require("PIL.ImageDraw", "images", "data preview").Draw(canvas)
+    font = require("PIL.ImageFont", "images", "data preview").load_default()
     for c, name in enumerate(columns):
         draw.text((c * (tw + _GAP) + 4, 3), _TITLES.get(name, name), fill=(235, 235, 235),
                   font=font)

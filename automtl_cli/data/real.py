@@ -53,6 +53,7 @@ from automtl_cli.experiment import (
     DataConfig,
     DataSource,
 )
+from automtl_cli.extras import require
 
 __all__ = ["BGR_MEAN", "CityscapesDataset", "NYUv2Dataset", "TaskonomyDataset",
            "build_real_dataset"]
@@ -67,16 +68,16 @@ TRAIN_SPLITS = ("train", "train1", "train2")
 
 def _read_image(path: Path) -> np.ndarray:
     """H×W×C array of an image file, via Pillow (8- or 16-bit)."""
-    from PIL import Image, UnidentifiedImageError
+    pil = require("PIL.Image", "images", "reading dataset images")
 
     if not path.is_file():
         raise BadInput(f"{path}: missing (listed in the split list)")
     try:
-        with Image.open(path) as im:
+        with pil.open(path) as im:
             im.load()
             mode = im.mode
             array = np.array(im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (pil.UnidentifiedImageError, OSError, ValueError) as e:
         raise BadInput(f"{path}: not a readable image ({e})") from e
     if mode in ("RGBA", "LA", "CMYK", "YCbCr", "HSV", "1"):
         raise BadInput(f"{path}: unsupported image mode {mode}")
