@@ -143,7 +143,7 @@ def build_tree(graph: Graph, space: SearchSpace, choices: dict[str, Sequence[int
                         op = Op(node.name, Variant.SKIP_FREE)
                         flops = 0
                     params = plan.params
-            elif node.type == "BatchNorm":
+            elif LAYER_KINDS[node.type].batch_statistics:
                 src = follows.get(node.name)
                 own = space.bn_strategy.uses_task_copy(None if src is None else choices[src][t])
                 op = Op(node.name, Variant.TASK, task) if own else Op(node.name, Variant.SHARED)

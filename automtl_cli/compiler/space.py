@@ -13,6 +13,7 @@ from typing import Any
 from automtl_cli.compiler.strategies.bn import BN_MODES, BnMode, BnStrategy
 from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipKind, SkipMode, SkipStrategy
 from automtl_cli.frontend.ir import Graph, Node
+from automtl_cli.frontend.ops import LAYER_KINDS
 
 __all__ = ["SearchSpace", "SkipPlan", "follows_searchable", "skip_plan", "space_summary"]
 
@@ -119,7 +120,7 @@ def follows_searchable(graph: Graph) -> dict[str, str]:
             consumers[v] = consumers.get(v, 0) + 1
     out = {}
     for n in graph.nodes:
-        if n.type == "BatchNorm":
+        if LAYER_KINDS[n.type].batch_statistics:
             src = producers.get(n.inputs[0])
             if src is not None and src.searchable and consumers[n.inputs[0]] == 1 and \
                     src.outputs[0] != graph.output:
@@ -145,7 +146,7 @@ def space_summary(graph: Graph, space: SearchSpace) -> dict[str, Any]:
             nodes.append({"name": n.name, "depth": n.depth, "shared": n.params,
                           "specific": n.params, "skip": plan.params, "skip_kind": plan.kind,
                           "output_shape": list(n.shapes[0])})
-        elif n.type == "BatchNorm":
+        elif LAYER_KINDS[n.type].batch_statistics:
             counts["shared_bn"] += n.params
             if space.bn_strategy.has_task_copies(n.name in follows):
                 counts["task_bn"] += t * n.params

@@ -28,6 +28,7 @@ from automtl_cli.experiment.datasets import (
     SPLITS,
     TASK_TYPES,
     DataSource,
+    TaskType,
 )
 
 __all__ = [
@@ -91,7 +92,7 @@ class TaskConfig:
         if self.type not in TASK_TYPES:
             raise ValueError(f"task.type {self.type!r} is not one of {', '.join(TASK_TYPES)}")
         if self.classes is not None:
-            if self.type != "seg":
+            if self.type != TaskType.SEG:
                 raise ValueError(f"task.classes applies to seg only, not {self.type}")
             if self.classes < 2:
                 raise ValueError(f"task.classes must be at least 2, got {self.classes}")
@@ -228,8 +229,8 @@ class ExperimentConfig:
     def resolve(self) -> ExperimentConfig:
         """Fill dataset-dependent defaults: seg classes, crop and test sizes."""
         classes = DATASET_CLASSES[self.data.source]
-        tasks = tuple(dataclasses.replace(t, classes=t.classes or classes) if t.type == "seg"
-                      else t for t in self.tasks)
+        tasks = tuple(dataclasses.replace(t, classes=t.classes or classes)
+                      if t.type == TaskType.SEG else t for t in self.tasks)
         return dataclasses.replace(self, tasks=tasks, data=self.data.resolve())
 
     def override(self, *, tasks: Sequence[str] | None = None, source: DataSource | None = None,
@@ -243,8 +244,8 @@ class ExperimentConfig:
         if source is not None and (source is not data.source or root != data.root):
             data = dataclasses.replace(data, source=source, root=root, crop_size=None,
                                        test_size=None)
-            configured = tuple(dataclasses.replace(t, classes=None) if t.type == "seg" else t
-                               for t in configured)
+            configured = tuple(dataclasses.replace(t, classes=None)
+                               if t.type == TaskType.SEG else t for t in configured)
         if tasks is not None:
             known = {t.type: t for t in configured}
             configured = tuple(known.get(n) or TaskConfig(type=n) for n in tasks)

@@ -57,7 +57,7 @@ class Supermodel(nn.Module):
                 index_of[node.name] = len(index_of)
                 module = SearchConv(node, in_shapes[0], index_of[node.name], space)
                 args = (env[node.inputs[0]], pi, stage)
-            elif node.type == "BatchNorm":
+            elif LAYER_KINDS[node.type].batch_statistics:
                 src = follows.get(node.name)
                 module = SearchBatchNorm(node, space, index_of[src] if src else None)
                 args = (env[node.inputs[0]], pi, stage)

@@ -87,6 +87,8 @@ class LayerKind:
     # Acts on each value alone, so it runs on the tasks' stacked `[N, T*C, ...]` tensor as it is
     # (no reshaping to `[N*T, C, ...]`, which every other shared layer needs).
     elementwise: ClassVar[bool] = False
+    # normalises with batch statistics: under `--bn` each task may keep its own (BatchNorm)
+    batch_statistics: ClassVar[bool] = False
 
     def read(self, layer: Message, ctx: ReadContext) -> Attrs:
         return {}

@@ -68,6 +68,7 @@ _SCALE = Scale()
 @register_layer
 class BatchNorm(LayerKind):
     type = "BatchNorm"
+    batch_statistics = True
     param_field = "batch_norm_param"
 
     def read(self, layer: Message, ctx: ReadContext) -> Attrs:
