@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -307,3 +308,20 @@ def test_derive_reads_the_policy_tensor_and_refuses_a_wrong_one(tiny_run, run_cl
     torch.save(state, tiny_run / "search" / "last.pt")
     rc, _, err = run_cli("-q", "derive", tiny_run, "--mode", "argmax")
     assert rc == 65 and "policy_logits should be a tensor of shape [20, 3, 3]" in err, err
+
+
+def test_a_process_exits_with_its_data_workers_still_running(tmp_path):
+    """Workers ignore SIGTERM (above), so multiprocessing's own exit handler, which terminates
+    and then joins them, would wait forever; the process must still exit, and cleanly."""
+    script = tmp_path / "leave_workers.py"
+    script.write_text(
+        "from automtl_cli.data.loader import build_loader\n"
+        "from automtl_cli.experiment import default_experiment\n"
+        "data = default_experiment().resolve().data\n"
+        "batches = build_loader(data, ('seg',), 'train', batch_size=4, num_workers=2,\n"
+        "                       count=16).forever()\n"
+        "next(batches)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env=env)  # a hang fails here
+    assert done.returncode == 0, done.stderr

@@ -11,8 +11,11 @@ changes a model's random stream. An error in a worker reaches the caller as the 
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
 import signal
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -63,6 +66,20 @@ def _stop_signals_held(hold: bool) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+# The workers this process started. They ignore SIGTERM, so multiprocessing's exit handler
+# (SIGTERM, then join) would wait forever for any still running when the interpreter exits;
+# this handler, registered later and so run first, kills them.
+_WORKERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_workers() -> None:
+    for process in list(_WORKERS):
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _worker_init(_: int) -> None:
@@ -128,7 +145,9 @@ class BatchLoader:
                             generator=torch.Generator().manual_seed(
                                 derive_seed(self.seed, epoch)))
         with _stop_signals_held(self.num_workers > 0):
+            before = set(multiprocessing.active_children())
             batches = iter(loader)  # forks the workers, which inherit the held signals
+            _WORKERS.update(set(multiprocessing.active_children()) - before)
         for batch in batches:
             if isinstance(batch, LoadFailure):
                 batch.raise_()
