@@ -11,8 +11,8 @@ on a type name:
 * `build`: the torch module it becomes;
 * `prototxt_layers`: the `layer { }` blocks the writer emits for it (Caffe dialect);
 * `searchable`, `elementwise`, `task_stacking_conflict`: what the supermodel needs to know;
-* `role`: "op" (a layer of the network), "input" (declares graph inputs), "data" (a train-time
-  data source, replaced by a graph input), or "drop" (loss and accuracy layers, removed).
+* `role` (`Role`): op (a layer of the network), input (declares graph inputs), data (a train-time
+  data source, replaced by a graph input), or drop (loss and accuracy layers, removed).
 
 `docs/adding-an-op.md` says how to add one. The helpers at the end are the geometry that several
 families share (spatial pairs, axes, sliding windows).
@@ -28,8 +28,10 @@ from google.protobuf.message import Message
 from torch import nn
 
 from automtl_cli.errors import SourceError
+from automtl_cli.registry import Choice
 
-__all__ = ["LAYER_KINDS", "Attrs", "LayerKind", "LayerText", "ReadContext", "Shape", "ShapeError",
+__all__ = ["LAYER_KINDS", "Attrs", "LayerKind", "LayerText", "ReadContext", "Role", "Shape",
+           "ShapeError",
            "get_kind", "register_layer"]
 
 Shape = tuple[int, ...]
@@ -76,10 +78,19 @@ def get_kind(type_name: str) -> LayerKind | None:
     return LAYER_KINDS.get(type_name)
 
 
+class Role(Choice):
+    """What a layer type is to the graph builder."""
+
+    OP = "op"  # a layer of the network
+    INPUT = "input"  # declares graph inputs
+    DATA = "data"  # a train-time data source, replaced by a graph input
+    DROP = "drop"  # loss and accuracy layers, removed
+
+
 class LayerKind:
     type: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
-    role: ClassVar[str] = "op"
+    role: ClassVar[Role] = Role.OP
     param_field: ClassVar[str | None] = None  # the LayerParameter field holding its options
     bottoms: ClassVar[tuple[int, int | None]] = (1, 1)  # (min, max); None: no maximum
     tops: ClassVar[tuple[int, int | None]] = (1, 1)

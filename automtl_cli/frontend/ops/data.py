@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from automtl_cli.frontend.ops.base import Attrs, LayerKind, ReadContext, register_layer
+from automtl_cli.frontend.ops.base import Attrs, LayerKind, ReadContext, Role, register_layer
 
 __all__ = ["DROPPED_TYPES", "Data", "DummyData", "HDF5Data", "ImageData", "Input", "MemoryData",
            "WindowData"]
@@ -23,7 +23,7 @@ DROPPED_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", 
 @register_layer
 class Input(LayerKind):
     type = "Input"
-    role = "input"
+    role = Role.INPUT
     param_field = "input_param"
     bottoms = (0, 0)
     tops = (1, None)
@@ -45,7 +45,7 @@ class Input(LayerKind):
 class _DataSource(LayerKind):
     """A train-time data layer: its first top becomes a graph input, its label is unused."""
 
-    role = "data"
+    role = Role.DATA
     bottoms = (0, 0)
     tops = (1, None)
 
@@ -120,7 +120,7 @@ class DummyData(_DataSource):
 class _Dropped(LayerKind):
     """Losses, accuracy and sinks: train-time only, removed from the graph."""
 
-    role = "drop"
+    role = Role.DROP
     bottoms = (0, None)
     tops = (0, None)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from automtl_cli.errors import SourceError
 from automtl_cli.frontend.ir import Node
 from automtl_cli.frontend.ops import LAYER_KINDS, Attrs, LayerKind, ReadContext, ShapeError
+from automtl_cli.frontend.ops.base import Role
 from automtl_cli.frontend.passes.state import BuildState, SourceLayer
 from automtl_cli.frontend.passes.values import declare_input, new_value, resolve_bottoms
 
@@ -19,17 +20,17 @@ def infer_shapes(state: BuildState) -> None:
     that the result is a network: it has inputs, layers, and used every `--input-shape`."""
     for la in state.layers:
         kind = LAYER_KINDS[la.type]
-        if kind.role == "drop":
+        if kind.role is Role.DROP:
             state.dropped.append(la.name)
             continue
         _check_arity(state, la, kind)
         attrs = _read(state, la, kind)
         state.source_layers += 1
-        if kind.role == "input":
+        if kind.role is Role.INPUT:
             declared = attrs["shapes"]
             for i, top in enumerate(la.message.top):
                 declare_input(state, top, tuple(declared[i]) if declared else None, la)
-        elif kind.role == "data":
+        elif kind.role is Role.DATA:
             _declare_data_layer(state, la, attrs)
         else:
             state.nodes.append(_shaped_node(state, la, kind, attrs))
