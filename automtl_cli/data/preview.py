@@ -22,7 +22,7 @@ from automtl_cli.data.base import IGNORE_INDEX, LoadFailure, MultiTaskDataset
 from automtl_cli.data.loader import build_dataset
 from automtl_cli.data.synthetic import CLASS_NAMES
 from automtl_cli.errors import BadInput
-from automtl_cli.experiment import DataSource, ExperimentConfig
+from automtl_cli.experiment import DataSource, ExperimentConfig, TaskType
 from automtl_cli.extras import require
 
 if TYPE_CHECKING:
@@ -68,30 +68,47 @@ def _to_unit(x: np.ndarray, source: DataSource) -> np.ndarray:
     return (x + 1) / 2 if source is DataSource.TASKONOMY else x
 
 
+def _seg_rgb(label, valid, rgb, classes, source):
+    out = _palette(classes)[np.clip(label, 0, classes - 1)]
+    return out, valid & (label != IGNORE_INDEX)
+
+
+def _depth_rgb(label, valid, rgb, classes, source):
+    d = label[0]
+    valid = valid & (d > 3e-5)
+    lo, hi = (np.percentile(d[valid], [1, 99]) if valid.any() else (0.0, 1.0))
+    return _ramp(1.0 - (d - lo) / max(hi - lo, 1e-6)), valid  # near is bright
+
+
+def _normal_rgb(label, valid, rgb, classes, source):
+    valid = valid & ((label * label).sum(0) > 0.25)
+    out = np.round((np.clip(label.transpose(1, 2, 0), -1, 1) + 1) * 127.5).astype(np.uint8)
+    return out, valid
+
+
+def _keypoint_rgb(label, valid, rgb, classes, source):
+    heat = np.clip(_to_unit(label[0], source), 0, 1)[..., None]
+    hot = np.array([255.0, 220.0, 40.0])
+    return (rgb * 0.35 * (1 - heat) + hot * heat).round().astype(np.uint8), valid
+
+
+def _map_rgb(label, valid, rgb, classes, source):
+    v = np.clip(_to_unit(label[0], source), 0, 1)
+    return np.repeat(np.round(v * 255).astype(np.uint8)[..., None], 3, -1), valid
+
+
+# How each task's label is drawn: (label, valid, image, classes, source) → (RGB, valid pixels).
+_DRAW = {TaskType.SEG: _seg_rgb, TaskType.DEPTH: _depth_rgb, TaskType.NORMAL: _normal_rgb,
+         TaskType.KEYPOINT: _keypoint_rgb, TaskType.EDGE: _map_rgb, TaskType.EDGE2D: _map_rgb}
+_SMOOTH = {TaskType.DEPTH}  # tiles scaled bilinearly; the others keep their pixels
+
+
 def _label_rgb(task: str, sample: dict[str, torch.Tensor], rgb: np.ndarray, classes: int,
                source: DataSource) -> np.ndarray:
     label = sample[task].detach().cpu().numpy()
     mask = sample.get(f"{task}_mask")
     valid = np.ones(label.shape[-2:], bool) if mask is None else mask[0].cpu().numpy()
-    if task == "seg":
-        palette = _palette(classes)
-        out = palette[np.clip(label, 0, classes - 1)]
-        valid = valid & (label != IGNORE_INDEX)
-    elif task == "depth":
-        d = label[0]
-        valid = valid & (d > 3e-5)
-        lo, hi = (np.percentile(d[valid], [1, 99]) if valid.any() else (0.0, 1.0))
-        out = _ramp(1.0 - (d - lo) / max(hi - lo, 1e-6))  # near is bright
-    elif task == "normal":
-        valid = valid & ((label * label).sum(0) > 0.25)
-        out = np.round((np.clip(label.transpose(1, 2, 0), -1, 1) + 1) * 127.5).astype(np.uint8)
-    elif task == "keypoint":
-        heat = np.clip(_to_unit(label[0], source), 0, 1)[..., None]
-        hot = np.array([255.0, 220.0, 40.0])
-        out = (rgb * 0.35 * (1 - heat) + hot * heat).round().astype(np.uint8)
-    else:
-        v = np.clip(_to_unit(label[0], source), 0, 1)
-        out = np.repeat(np.round(v * 255).astype(np.uint8)[..., None], 3, -1)
+    out, valid = _DRAW[TaskType(task)](label, valid, rgb, classes, source)
     return np.where(valid[..., None], out, 0).astype(np.uint8)
 
 
@@ -132,7 +149,7 @@ def render_preview(dataset: MultiTaskDataset, indices: Sequence[int], *,
         for c, task in enumerate(dataset.tasks, start=1):
             array = _label_rgb(task, sample, rgb.astype(np.float64), dataset.info.seg_classes,
                                dataset.info.source)
-            canvas.paste(_tile(array, (tw, th), task == "depth"), (c * (tw + _GAP), top))
+            canvas.paste(_tile(array, (tw, th), task in _SMOOTH), (c * (tw + _GAP), top))
     if legend:
         x, y = 4, height - _HEADER + 3
         for name, color in zip(CLASS_NAMES, _palette(len(CLASS_NAMES))):

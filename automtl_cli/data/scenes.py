@@ -18,7 +18,13 @@ import torch
 
 from automtl_cli.data.base import DatasetInfo, MultiTaskDataset
 from automtl_cli.data.cache import SceneCache
-from automtl_cli.experiment import DATASET_CLASSES, DATASET_TASKS, DataSource, SyntheticConfig
+from automtl_cli.experiment import (
+    DATASET_CLASSES,
+    DATASET_TASKS,
+    DataSource,
+    SyntheticConfig,
+    TaskType,
+)
 
 __all__ = ["IMAGE_MEAN", "IMAGE_STD", "SyntheticDataset"]
 
@@ -55,13 +61,21 @@ class SyntheticDataset(MultiTaskDataset):
         return rgb.round().byte().permute(1, 2, 0).numpy()
 
 
+def _decode_normal(stored: np.ndarray) -> torch.Tensor:
+    n = torch.from_numpy(stored.astype(np.float32) / 127.0).permute(2, 0, 1)
+    return n / n.norm(dim=0, keepdim=True).clamp_min(1e-6)
+
+
+# How each task's label is stored in the cache (quantised: synthetic/generate.py) and read back.
+_DECODE = {
+    TaskType.SEG: lambda a: torch.from_numpy(a.astype(np.int64)),
+    TaskType.DEPTH: lambda a: torch.from_numpy(a.astype(np.float32) / DEPTH_UNIT)[None],
+    TaskType.NORMAL: _decode_normal,
+    TaskType.EDGE: lambda a: torch.from_numpy(a.astype(np.float32))[None],  # stored as 0/1
+    TaskType.EDGE2D: lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[None],
+    TaskType.KEYPOINT: lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[None],
+}
+
+
 def _decode(task: str, stored: np.ndarray) -> torch.Tensor:
-    if task == "seg":
-        return torch.from_numpy(stored.astype(np.int64))
-    if task == "depth":
-        return torch.from_numpy(stored.astype(np.float32) / DEPTH_UNIT)[None]
-    if task == "normal":
-        n = torch.from_numpy(stored.astype(np.float32) / 127.0).permute(2, 0, 1)
-        return n / n.norm(dim=0, keepdim=True).clamp_min(1e-6)
-    scale = 1.0 if task == "edge" else 255.0
-    return torch.from_numpy(stored.astype(np.float32) / scale)[None]
+    return _DECODE[TaskType(task)](stored)

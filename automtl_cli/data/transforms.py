@@ -15,8 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from automtl_cli.data.base import IGNORE_INDEX
+from automtl_cli.experiment import TaskType
 
 __all__ = ["augment", "resize_sample"]
+
+
+CATEGORICAL = frozenset({TaskType.SEG})  # class-id labels: nearest resizing, padded with ignore
 
 
 def _resize(name: str, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -24,7 +28,7 @@ def _resize(name: str, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return x
     if name == "image":
         return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
-    if name == "seg":
+    if name in CATEGORICAL:
         return F.interpolate(x[None, None].float(), size=size, mode="nearest")[0, 0].long()
     if x.dtype == torch.bool:
         return F.interpolate(x[None].float(), size=size, mode="nearest")[0] > 0.5
@@ -36,7 +40,7 @@ def resize_sample(sample: dict[str, torch.Tensor], size: tuple[int, int]) -> dic
 
 
 def _pad_value(name: str, x: torch.Tensor) -> float:
-    if name == "seg":
+    if name in CATEGORICAL:
         return float(IGNORE_INDEX)
     return 0.0  # image (the mean after subtraction), masks (false), regression labels
 
@@ -51,7 +55,7 @@ def _pad_to(sample: dict, crop: tuple[int, int]) -> dict:
     for k, v in sample.items():
         if v.dtype == torch.bool:
             out[k] = F.pad(v.float(), pad, value=0.0) > 0.5
-        elif k == "seg":
+        elif k in CATEGORICAL:
             out[k] = F.pad(v, pad, value=int(_pad_value(k, v)))
         else:
             out[k] = F.pad(v, pad, value=_pad_value(k, v))
