@@ -182,3 +182,24 @@ def test_compile_with_tasks_checks_what_search_needs(run_cli, tmp_path, c, pad, 
     rc, _, err = run_cli("-q", "compile", path, "-o", tmp_path / "run", "--tasks", "seg,depth")
     assert rc == 65 and says in err and err.count("\n") == 1, err
     assert not (tmp_path / "run" / "supermodel.pt").exists()
+
+
+def test_version_and_help_answer_without_importing_torch():
+    import subprocess
+
+    code = ("import sys; from automtl_cli.cli.main import main; rc = main(sys.argv[1:]); "
+            "print('torch' in sys.modules, file=sys.stderr); sys.exit(rc)")
+    for args in (["--version"], ["--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0 and done.stderr.strip() == "False", (args, done.stderr)
+
+
+def test_every_listed_command_loads_under_its_name():
+    import click
+
+    from automtl_cli.cli.main import COMMANDS, cli
+
+    for name in COMMANDS:
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None and command.name == name

@@ -65,7 +65,7 @@ def test_an_unknown_name_lists_the_choices(registry):
 def test_cli_choices_come_from_the_enums(command):
     from automtl_cli.cli.main import cli
 
-    params = {p.name: p for p in cli.commands[command].params}
+    params = {p.name: p for p in cli.get_command(None, command).params}
     assert tuple(params["bn"].type.choices) == BnMode.values()
     assert tuple(params["skip"].type.choices) == SkipMode.values()
 

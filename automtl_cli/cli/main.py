@@ -13,6 +13,7 @@ import os
 # slower as soon as another process (a data worker, a second job) wants the same cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import importlib
 import logging
 import sys
 import traceback
@@ -45,7 +46,48 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     root.propagate = False
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+# Each command's module imports torch (through the stages it calls); importing only the one a
+# command line names keeps `automtl --version` and `automtl --help` from loading it at all.
+COMMANDS: dict[str, tuple[str, str, str]] = {  # name → (module, attribute, one-line help)
+    "compile": ("compile_cmd", "compile_", "Compile a backbone prototxt into RUN/supermodel.pt "
+                                           "and RUN/compile.json."),
+    "inspect": ("inspect_cmd", "inspect", "Print the per-layer table of a prototxt, or the "
+                                          "summary of an artifact."),
+    "search": ("search_cmd", "search", "Search the sharing policy of RUN/supermodel.pt."),
+    "derive": ("derive_cmd", "derive", "Derive a compact multi-task network from the search "
+                                       "(or a fixed plan)."),
+    "finetune": ("finetune_cmd", "finetune", "Train the derived network of RUN; write "
+                                             "RUN/final.pt and RUN/metrics.json."),
+    "eval": ("finetune_cmd", "eval_", "Metrics of a final (or derived) model on a split."),
+    "run": ("run_cmd", "run", "Compile, search, derive and fine-tune, with the baselines; "
+                              "print the table."),
+    "export": ("export_cmd", "export", "Export RUN's model as one ONNX or TorchScript graph, "
+                                       "verified."),
+    "data": ("data_cmd", "data", "Look at the datasets automtl reads."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when the command line names them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context | None, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            module, attribute, _ = COMMANDS[name]
+            command = getattr(importlib.import_module(f"automtl_cli.cli.{module}"), attribute)
+            self.add_command(command, name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list in `--help`, from the table: listing must not import every command."""
+        rows = [(name, COMMANDS[name][2]) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="automtl")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
@@ -54,32 +96,6 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Build compact multi-task vision models from a Caffe-style backbone (AutoMTL)."""
     ctx.obj = {"debug": debug, "quiet": quiet}
     _setup_logging(quiet, debug)
-
-
-def _register_commands() -> None:
-    from automtl_cli.cli import (
-        compile_cmd,
-        data_cmd,
-        derive_cmd,
-        export_cmd,
-        finetune_cmd,
-        inspect_cmd,
-        run_cmd,
-        search_cmd,
-    )
-
-    cli.add_command(compile_cmd.compile_)
-    cli.add_command(inspect_cmd.inspect)
-    cli.add_command(search_cmd.search)
-    cli.add_command(derive_cmd.derive)
-    cli.add_command(finetune_cmd.finetune)
-    cli.add_command(finetune_cmd.eval_)
-    cli.add_command(run_cmd.run)
-    cli.add_command(export_cmd.export)
-    cli.add_command(data_cmd.data)
-
-
-_register_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
