@@ -9,6 +9,7 @@ refusing a malformed file with one line that names it. docs/artifacts.md lists e
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -233,8 +234,6 @@ class ExportManifest:
     automtl_version: str = field(default=__version__)
 
     def to_metadata(self) -> dict[str, str]:
-        import json
-
         return {"kind": self.KIND.value, "format_version": str(self.FORMAT),
                 "automtl_version": self.automtl_version, "format": self.format,
                 "source": self.source, "source_kind": self.source_kind,

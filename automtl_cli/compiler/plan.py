@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from automtl_cli.compiler.derived import CHOICES
 
 __all__ = ["Plan"]
@@ -21,9 +19,6 @@ class Plan:
     def to_json_choices(self) -> dict[str, dict[str, str]]:
         return {node: {t: CHOICES[c] for t, c in zip(self.tasks, row)}
                 for node, row in self.choices.items()}
-
-    def tensor(self, nodes: list[str]) -> torch.Tensor:
-        return torch.tensor([self.choices[n] for n in nodes], dtype=torch.long)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": list(self.tasks), "choices": self.choices, "source": self.source}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from automtl_cli.compiler.strategies.bn import BN_MODES, BnMode, BnStrategy
-from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipKind, SkipMode, SkipStrategy
+from automtl_cli.compiler.strategies.skip import SKIP_MODES, SkipKind, SkipMode
 from automtl_cli.frontend.ir import Graph, Node
 from automtl_cli.frontend.ops import LAYER_KINDS
 
@@ -44,10 +44,6 @@ class SearchSpace:
     @property
     def bn_strategy(self) -> BnStrategy:
         return BN_MODES.get(self.bn)
-
-    @property
-    def skip_strategy(self) -> SkipStrategy:
-        return SKIP_MODES.get(self.skip)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": list(self.tasks), "bn": self.bn, "skip": self.skip}

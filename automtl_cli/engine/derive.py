@@ -36,7 +36,7 @@ from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.tasks import build_tasks
 
-__all__ = ["build_derived_network", "count_head", "plan_report", "search_logits",
+__all__ = ["build_derived_network", "count_head", "network_of", "plan_report", "search_logits",
            "write_derived"]
 
 PLAN_FORMAT = 1
@@ -130,6 +130,17 @@ def build_derived_network(graph: Graph, space: SearchSpace, plan: Plan,
         search.load_state_dict(weights)
     backbone = DerivedBackbone(tree, graph, space, search.backbone)
     return DerivedNetwork(backbone, search.heads), tree
+
+
+def network_of(derived: DerivedModel, state: dict[str, torch.Tensor] | None = None, *,
+               class_weights=None) -> DerivedNetwork:
+    """A stored derived model's network, fresh from its seed or with `state` loaded."""
+    network, _ = build_derived_network(derived.graph, derived.space, derived.plan,
+                                       derived.experiment, derived.seed,
+                                       class_weights=class_weights)
+    if state is not None:
+        network.load_state_dict(state)
+    return network
 
 
 def derived_prototxt(tree: Tree, graph: Graph, space: SearchSpace, heads: nn.ModuleDict,

@@ -21,7 +21,7 @@ from automtl_cli.artifacts import DerivedModel, FinetuneCheckpoint
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine import optimizers
 from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
-from automtl_cli.engine.derive import build_derived_network
+from automtl_cli.engine.derive import network_of
 from automtl_cli.engine.distributed import Dist, convert_sync_batchnorm, digest
 from automtl_cli.engine.inits import INITS
 from automtl_cli.engine.loop import TrainLoop
@@ -91,12 +91,8 @@ class Finetuner(TrainLoop):
         self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
                                    batch_size=config.batch_size, num_workers=config.num_workers,
                                    rank=self.dist.rank, world_size=self.dist.world)
-        weights = INITS.get(config.init).weights(derived)
-        self.network, self.tree = build_derived_network(
-            derived.graph, derived.space, derived.plan, experiment, derived.seed,
-            class_weights=class_weights(self.loader))
-        if weights is not None:
-            self.network.load_state_dict(weights)
+        self.network = network_of(derived, INITS.get(config.init).weights(derived),
+                                  class_weights=class_weights(self.loader))
         if config.sync_bn:
             self.network = convert_sync_batchnorm(self.network, torch.device(config.device))
         self.network.to(self.device)

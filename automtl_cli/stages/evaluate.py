@@ -11,7 +11,7 @@ import torch
 
 from automtl_cli.artifacts import DerivedModel, FinalModel, load
 from automtl_cli.data.loader import build_loader
-from automtl_cli.engine.derive import build_derived_network
+from automtl_cli.engine.derive import network_of
 from automtl_cli.engine.distributed import Dist
 from automtl_cli.engine.finetune import class_weights, evaluate
 from automtl_cli.experiment import parse_data_arg
@@ -24,10 +24,7 @@ def load_model(path: str | os.PathLike) -> tuple[DerivedModel, torch.nn.Module]:
     """A final model (or a derived model.pt) and its network, weights loaded."""
     artifact = load(path, (FinalModel, DerivedModel))
     derived = artifact.derived if isinstance(artifact, FinalModel) else artifact
-    network, _ = build_derived_network(derived.graph, derived.space, derived.plan,
-                                       derived.experiment, derived.seed)
-    network.load_state_dict(derived.state_dict)
-    return derived, network
+    return derived, network_of(derived, derived.state_dict)
 
 
 def evaluate_model(path: str | os.PathLike, split: str, *, data: str | None = None,

@@ -23,7 +23,7 @@ from automtl_cli.artifacts import (
 )
 from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.data.loader import build_loader
-from automtl_cli.engine.derive import build_derived_network
+from automtl_cli.engine.derive import network_of
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
 from automtl_cli.engine.finetune import (
     FinetuneConfig,
@@ -190,9 +190,6 @@ def _finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: boo
 def _plain_state(derived: DerivedModel, state: dict[str, torch.Tensor]
                  ) -> dict[str, torch.Tensor]:
     """SyncBatchNorm and BatchNorm2d share their state keys; check, and return it as is."""
-    network, _ = build_derived_network(derived.graph, derived.space, derived.plan,
-                                       derived.experiment, derived.seed)
-    network.load_state_dict(state)
-    return network.state_dict()
+    return network_of(derived, state).state_dict()
 
 

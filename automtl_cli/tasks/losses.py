@@ -23,7 +23,8 @@ Every loss is a mean over valid pixels, and 0 (with a gradient path) when a batc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,13 +63,19 @@ def align(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None,
     return pred, label, mask
 
 
-def valid_mask(task: TaskType | str, label: torch.Tensor,
-               mask: torch.Tensor | None) -> torch.Tensor:
-    """N×1×H×W boolean of the pixels a dense label counts at: its task type's rule and `mask`."""
+@functools.cache
+def _valid_rule(task: TaskType | str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A task type's valid-pixel rule, looked up once per type (this runs every step)."""
     # Imported here, not above: the task types build the metrics, which count pixels with this.
     from automtl_cli.tasks.types import TASK_TYPE_STRATEGIES
 
-    valid = TASK_TYPE_STRATEGIES.get(task).valid(label)
+    return TASK_TYPE_STRATEGIES.get(task).valid
+
+
+def valid_mask(task: TaskType | str, label: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+    """N×1×H×W boolean of the pixels a dense label counts at: its task type's rule and `mask`."""
+    valid = _valid_rule(task)(label)
     return valid & mask if mask is not None else valid
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 import torch
@@ -66,12 +67,12 @@ class Task:
     pos_weight: float = 0.0
     class_weights: tuple[float, ...] | None = None
 
-    @property
+    @cached_property  # looked up once, not on every loss call
     def task_type(self) -> TaskTypeStrategy:
         """The strategy of this task's type (`name` is the type)."""
         return TASK_TYPE_STRATEGIES.get(self.name)
 
-    @property
+    @cached_property
     def loss_strategy(self) -> LossKindStrategy:
         """The strategy of `loss_kind`."""
         return LOSS_KINDS.get(self.loss_kind)

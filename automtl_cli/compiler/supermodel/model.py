@@ -125,7 +125,8 @@ class Supermodel(nn.Module):
                 ) -> torch.Tensor:
         stage = STAGES.get(stage)
         if pi is None:
-            pi = self.branch_weights(stage, tau=tau, noise=noise, policy=policy)
+            pi = stage.branch_weights(self, tau=tau, noise=noise, policy=policy,
+                                      generator=None)
         if stage.sampled_only:  # one host copy per step decides which branches run at all
             chosen = pi.detach().argmax(-1).cpu()
             for i, node in enumerate(self.search_nodes):
@@ -146,7 +147,8 @@ class Supermodel(nn.Module):
         """
         stage = STAGES.get(stage)
         if pi is None:
-            pi = self.branch_weights(stage, tau=tau, noise=noise, policy=policy)
+            pi = stage.branch_weights(self, tau=tau, noise=noise, policy=policy,
+                                      generator=None)
         outs = []
         start = next(iter(self.graph.inputs))
         for t in range(len(self.tasks)) if only is None else (only,):

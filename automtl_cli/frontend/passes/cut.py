@@ -14,15 +14,14 @@ from automtl_cli.frontend.passes.state import BuildState
 __all__ = ["cut_at_feature"]
 
 
-def cut_at_feature(state: BuildState) -> bool:
-    """Set `state.outputs` and prune to them; True when something was removed."""
+def cut_at_feature(state: BuildState) -> None:
+    """Set `state.outputs` and prune to them."""
     state.outputs = _outputs(state)
-    removed = _prune(state)
+    _prune(state)
     unused = [v for v in state.inputs if not any(v in n.inputs for n in state.nodes)]
     for v in unused:
         state.notes.append(f'input "{state.value_blob[v]}" does not feed the output; removed')
         del state.inputs[v]
-    return bool(removed or unused)
 
 
 def _outputs(state: BuildState) -> list[str]:
@@ -49,8 +48,8 @@ def _outputs(state: BuildState) -> list[str]:
     raise state.err(f'--feature-blob "{name}": no layer writes this blob{hint}')
 
 
-def _prune(state: BuildState) -> int:
-    """Keep the layers the outputs depend on; returns how many were removed."""
+def _prune(state: BuildState) -> None:
+    """Keep the layers the outputs depend on."""
     nodes, outputs, inputs = state.nodes, state.outputs, state.inputs
     needed = set(outputs)
     kept = []
@@ -72,4 +71,3 @@ def _prune(state: BuildState) -> int:
             f"({after} after it, {removed - after} that do not feed it)")
     state.nodes = kept
     state.source_layers -= removed
-    return removed

@@ -14,9 +14,9 @@ from automtl_cli.frontend.passes.state import BuildState
 __all__ = ["assign_depths", "fold_batchnorm_scale", "number_depths", "share_named_params"]
 
 
-def fold_batchnorm_scale(state: BuildState) -> bool:
+def fold_batchnorm_scale(state: BuildState) -> None:
     """Caffe writes a normalisation as BatchNorm (statistics) + Scale (γ, β): make it one node,
-    the affine BatchNorm the supermodel searches over. True when a pair was folded."""
+    the affine BatchNorm the supermodel searches over."""
     nodes = state.nodes
     consumers: dict[str, int] = {}
     for n in nodes:
@@ -41,10 +41,9 @@ def fold_batchnorm_scale(state: BuildState) -> bool:
     if removed:
         state.notes.append(f"folded {len(removed)} BatchNorm + Scale pairs into affine BatchNorm")
     state.nodes = [n for n in nodes if n.name not in removed]
-    return bool(removed)
 
 
-def share_named_params(state: BuildState) -> bool:
+def share_named_params(state: BuildState) -> None:
     """Layers naming the same parameters (Caffe's `param { name }`) hold them once: the later
     ones point at the first (`attrs["shares"]`) and count no parameters of their own."""
     owner: dict[tuple, Node] = {}
@@ -63,7 +62,6 @@ def share_named_params(state: BuildState) -> bool:
             shared += 1
     if shared:
         state.notes.append(f"{shared} layers share the weights of an earlier layer (param names)")
-    return bool(shared)
 
 
 def number_depths(state: BuildState) -> None:

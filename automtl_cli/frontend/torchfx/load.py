@@ -100,7 +100,7 @@ def load_module(spec: TorchSpec, path: str, text: str) -> nn.Module:
         module = _exec_file(path, text)
     else:
         module = _import(spec.where)
-        if source_text(spec)[1] != text:
+        if read_source(path) != text:  # the file it was compiled from, read again
             raise BadInput(f"{spec}: {path} changed since the run was compiled; compile again")
     obj = getattr(module, spec.name, None)
     if obj is None:

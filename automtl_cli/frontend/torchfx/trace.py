@@ -170,7 +170,6 @@ class _Builder:
 
     gm: fx.GraphModule
     file: str
-    batch: int
     torch_shapes: dict[fx.Node, Shape]
     value: dict[fx.Node, str] = field(default_factory=dict)
     shapes: dict[str, Shape] = field(default_factory=dict)
@@ -263,7 +262,7 @@ def trace_module(module: nn.Module, input_shape: Shape, *, file: str, name: str,
                           "trunk with one image input", file=file)
     feature_node = _find_feature(gm, feature, file) if feature else None
     needed, outputs = _needed(gm, feature_node)
-    builder = _Builder(gm, file, input_shape[0], _torch_shapes(gm, needed, input_shape))
+    builder = _Builder(gm, file, _torch_shapes(gm, needed, input_shape))
     (x,) = placeholders
     builder.value[x] = builder.unique(x.name)
     builder.shapes[x.name] = tuple(input_shape)
