@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from automtl_cli.errors import BadInput, MissingInput, SourceError
 from automtl_cli.frontend.dialect import Dialect, detect_dialect
@@ -50,6 +51,7 @@ class CompileOptions:
     input_shapes: Mapping[str | None, Shape] = field(default_factory=dict)  # None: the first input
     feature_blob: str | None = None
     lenient: bool = False
+    weights: str | None = None  # a pretrained-weights file (.caffemodel, state dict) to read
 
 
 @dataclass
@@ -60,6 +62,9 @@ class FrontEndResult:
     notes: list[str]  # what the front end did that a user may want to know (dropped layers, ...)
     warnings: list[str]
     elapsed_ms: float
+    # Pretrained weights, when the source has them: node name → the state dict of that node's
+    # own torch module (`LayerKind.build`), e.g. {"conv1": {"weight": ..., "bias": ...}}.
+    weights: dict[str, dict[str, Any]] | None = None
 
 
 def read_source(path: str | os.PathLike) -> str:
