@@ -53,7 +53,7 @@ def test_compile_json_and_artifacts(small, tmp_path, run_cli):
     assert data["blobs"]["conv1"] == [2, 8, 15, 15]
     assert data["layers"] == 9 and data["searchable"] == 2 and data["dialect"] == "caffe"
     stored = read_payload(tmp_path / "run" / "supermodel.pt")
-    assert stored["kind"] == "supermodel" and stored["format_version"] == 2
+    assert stored["kind"] == "supermodel" and stored["format_version"] == 3
     assert not any(isinstance(v, torch.Tensor) for v in stored.values())  # no weights yet
     saved = load_supermodel(tmp_path / "run" / "supermodel.pt")
     assert saved.source["text"] == SMALL
@@ -128,7 +128,7 @@ def test_inspect_prototxt_and_artifact(small, tmp_path, run_cli):
     assert not list(tmp_path.glob("*.pt"))  # inspect writes nothing
     run_cli("-q", "compile", small, "-o", tmp_path / "run")
     rc, out, _ = run_cli("inspect", tmp_path / "run" / "supermodel.pt")
-    assert rc == 0 and "supermodel (format 2)" in out and "conv2" in out
+    assert rc == 0 and "supermodel (format 3)" in out and "conv2" in out
 
 
 def test_stage_refuses_an_artifact_of_another_kind(tmp_path):
@@ -138,7 +138,7 @@ def test_stage_refuses_an_artifact_of_another_kind(tmp_path):
     with pytest.raises(BadInput, match="is a 'search-checkpoint' artifact, expected 'supermodel'"):
         load_supermodel(tmp_path / "x.pt")
     (tmp_path / "y.pt").write_bytes(b"garbage")
-    with pytest.raises(BadInput, match="not a readable automtl artifact"):
+    with pytest.raises(BadInput, match="not readable as automtl artifacts"):
         load_supermodel(tmp_path / "y.pt")
 
 

@@ -24,8 +24,8 @@ from automtl_cli import __version__
 from automtl_cli.artifacts.kinds import ArtifactKind
 from automtl_cli.errors import BadInput, CannotWrite, MissingInput
 
-__all__ = ["atomic_copy", "atomic_link", "atomic_write", "check_writable", "read_payload",
-           "save_payload", "write_json", "write_text"]
+__all__ = ["atomic_copy", "atomic_link", "atomic_write", "check_writable", "load_data",
+           "read_payload", "save_payload", "write_json", "write_text"]
 
 
 _UMASK = os.umask(0)
@@ -140,22 +140,28 @@ def _refused_code(e: BaseException) -> str | None:
     return found.group(1) if found else None
 
 
-def read_payload(path: str | os.PathLike) -> dict[str, Any]:
-    """Any automtl torch container, as stored (`load` in types.py gives the typed view)."""
+def load_data(path: str | os.PathLike, what: str) -> Any:
+    """A torch container read as data only (`weights_only=True`): a file that would construct
+    code, or is no torch container at all, is refused in one line naming the file."""
     path = Path(path)
     if not path.exists():
         raise MissingInput(f"{path}: no such file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
         code = _refused_code(e)
         if code is not None:
             raise BadInput(f"{path}: refused: it would have to construct {code!r}, which is "
-                           "code, not data; automtl artifacts hold only data and tensors, so "
-                           "this file was not written by automtl or was altered") from e
+                           f"code, not data; {what} hold only data and tensors, so this file "
+                           "was not written as one or was altered") from e
         reason = _first_line(e).split(". ")[0]
-        raise BadInput(f"{path}: not a readable automtl artifact ({reason}; the file is "
-                       "truncated or not a torch container)") from e
+        raise BadInput(f"{path}: not readable as {what} ({reason}; the file is truncated or "
+                       "not a torch container)") from e
+
+
+def read_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """Any automtl torch container, as stored (`load` in types.py gives the typed view)."""
+    data = load_data(path, "automtl artifacts")
     if not isinstance(data, dict) or "kind" not in data:
         raise BadInput(f"{path}: not an automtl artifact (no `kind` field)")
     return data

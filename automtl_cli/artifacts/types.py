@@ -32,6 +32,18 @@ __all__ = ["Artifact", "DerivedModel", "ExportManifest", "FinalModel", "Finetune
 
 A = TypeVar("A", bound="Artifact")
 StateDict = dict[str, torch.Tensor]
+NodeWeights = dict[str, StateDict]  # a backbone's weights, per node (compiler.supermodel)
+
+
+def _node_weights(data: Any) -> NodeWeights | None:
+    """Stored per-node weights, checked to be what they claim (a malformed file is refused)."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping) or not all(
+            isinstance(state, Mapping) and all(isinstance(t, torch.Tensor) for t in state.values())
+            for state in data.values()):
+        raise ValueError("weights: expected node name → {key: tensor}")
+    return {str(node): dict(state) for node, state in data.items()}
 
 
 class Artifact:
@@ -54,11 +66,12 @@ class Artifact:
 
 @dataclass(frozen=True)
 class SupermodelArtifact(Artifact):
-    """RUN/supermodel.pt: the compiled backbone and its search space (no weights: a stage
-    materialises them from `seed` when it first needs them)."""
+    """RUN/supermodel.pt: the compiled backbone and its search space. A stage materialises the
+    weights from `seed` when it first needs them, then starts every branch from the backbone's
+    pretrained `weights` when the source had some (`--weights`, a PyTorch module's own)."""
 
     KIND = ArtifactKind.SUPERMODEL
-    FORMAT = 2  # 2: the IR keeps a list of outputs
+    FORMAT = 3  # 2: the IR keeps a list of outputs; 3: pretrained weights
     OLDEST = 2
 
     graph: Graph  # the IR at the compile's input shape
@@ -71,18 +84,21 @@ class SupermodelArtifact(Artifact):
     bn: str
     skip: str
     tasks: tuple[str, ...]  # empty when compiled without --tasks
+    weights: NodeWeights | None = None  # node name → its op's state dict; None: none given
 
     def to_payload(self) -> dict[str, Any]:
         return {"graph": self.graph.to_dict(), "source": dict(self.source),
                 "dialect": self.dialect, "options": dict(self.options),
                 "input_shape": dict(self.input_shape), "feature_blob": self.feature_blob,
-                "seed": self.seed, "bn": self.bn, "skip": self.skip, "tasks": list(self.tasks)}
+                "seed": self.seed, "bn": self.bn, "skip": self.skip, "tasks": list(self.tasks),
+                "weights": self.weights}
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> SupermodelArtifact:
         return cls(Graph.from_dict(data["graph"]), dict(data["source"]), data["dialect"],
                    dict(data["options"]), dict(data["input_shape"]), data["feature_blob"],
-                   int(data["seed"]), data["bn"], data["skip"], tuple(data.get("tasks") or ()))
+                   int(data["seed"]), data["bn"], data["skip"], tuple(data.get("tasks") or ()),
+                   _node_weights(data.get("weights")))
 
 
 @dataclass(frozen=True)
@@ -136,7 +152,7 @@ class DerivedModel(Artifact):
     """RUN/derived/model.pt: a plan, the network it builds and that network's weights."""
 
     KIND = ArtifactKind.DERIVED_MODEL
-    FORMAT = 1
+    FORMAT = 2  # 2: the backbone's pretrained weights, for `finetune --init pretrained`
 
     plan: Plan
     graph: Graph  # the backbone at the data's input size, batch 1
@@ -146,23 +162,26 @@ class DerivedModel(Artifact):
     init: dict[str, Any]  # where the weights came from (search checkpoint or seed)
     state_dict: StateDict
     report: dict[str, Any]  # plan.json: choices, parameters, FLOPs
+    pretrained: NodeWeights | None = None  # the supermodel's `weights`, when it had some
 
     def to_payload(self) -> dict[str, Any]:
         return {"plan": self.plan.to_dict(), "graph": self.graph.to_dict(),
                 "space": self.space.to_dict(), "experiment": self.experiment.to_dict(),
                 "seed": self.seed, "init": self.init, "state_dict": self.state_dict,
-                "report": self.report}
+                "report": self.report, "pretrained": self.pretrained}
 
     def description(self) -> dict[str, Any]:
         """The payload without the weights (what a final model embeds)."""
-        return {k: v for k, v in self.to_payload().items() if k != "state_dict"}
+        return {k: v for k, v in self.to_payload().items()
+                if k not in ("state_dict", "pretrained")}
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> DerivedModel:
         return cls(Plan.from_dict(data["plan"]), Graph.from_dict(data["graph"]),
                    SearchSpace.from_dict(data["space"]),
                    ExperimentConfig.from_dict(data["experiment"]), int(data["seed"]),
-                   dict(data["init"]), data.get("state_dict", {}), dict(data["report"]))
+                   dict(data["init"]), data.get("state_dict", {}), dict(data["report"]),
+                   _node_weights(data.get("pretrained")))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ def _metrics_table(metrics: dict) -> list[str]:
 @click.argument("run_dir", default=".", type=click.Path(file_okay=False))
 @click.option("--init", type=choice_of(Init), default="scratch",
               show_default=True,
-              help="Start from the seed's weights (the paper's runs) or the searched ones.")
+              help="Start from the seed's weights (the paper's runs), the searched ones, or "
+                   "the backbone's pretrained weights (compile --weights).")
 @click.option("--iters", type=int, help="Iterations (reference 30000; synthetic 400).")
 @click.option("--lr", type=float, help="Adam learning rate (1e-3).")
 @click.option("--lr-step", type=int, help="Halve the learning rate every N iterations.")

@@ -37,10 +37,14 @@ log = logging.getLogger("automtl_cli.cli")
                    "--samples draws from it (the paper's way), the best on val kept.")
 @click.option("--samples", type=int, default=1, show_default=True,
               help="With --derive sample: candidates drawn; the best on val is kept.")
-@click.option("--init", type=choice_of(Init, Init.SEARCH, Init.SCRATCH), default="search",
-              show_default=True,
-              help="AutoMTL's fine-tuning starts from the searched weights, or from the seed "
-                   "(the paper's retraining).")
+@click.option("--init", type=choice_of(Init), default="search", show_default=True,
+              help="AutoMTL's fine-tuning starts from the searched weights, from the seed "
+                   "(the paper's retraining), or from the backbone's pretrained weights.")
+@click.option("--weights", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Pretrained backbone weights (.caffemodel; a state dict for a PyTorch "
+                   "module): the search and every baseline start from them.")
+@click.option("--feature-blob", "--feature", "feature_blob", metavar="NAME",
+              help="Cut the backbone here (a blob, or a module path of a PyTorch module).")
 @click.option("--budget", type=click.Choice(BUDGETS), default="equal", show_default=True,
               help="equal: every baseline gets as many weight updates as AutoMTL's search and "
                    "fine-tuning together; finetune: the fine-tuning iterations alone.")
@@ -55,11 +59,13 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_plans,
-        derive_mode, samples, init, budget, search_iters, warmup_iters, finetune_iters, seed,
-        workers, device, as_json):
+        derive_mode, samples, init, weights, feature_blob, budget, search_iters, warmup_iters,
+        finetune_iters, seed, workers, device, as_json):
     """Compile, search, derive and fine-tune, with the baselines; print the results table.
 
     With no arguments: the built-in synthetic scenes (seg, depth, normal) on a small ResNet.
+    BACKBONE is a prototxt or a PyTorch module (FILE.py:NAME, package.module:NAME), traced at
+    the data's image size.
     """
     backbone = Path(backbone) if backbone else default_backbone()
     run_dir = Path(run_dir) if run_dir else Path("runs") / backbone.stem
@@ -71,7 +77,8 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
     result = run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                           random_plans=random_plans, samples=samples,
                           derive_mode=derive_mode, budget=budget, bn=bn, skip=skip,
-                          say=lambda s: log.info("%s", s), show_progress=not ctx.obj["quiet"])
+                          weights=weights, feature=feature_blob, say=lambda s: log.info("%s", s),
+                          show_progress=not ctx.obj["quiet"])
     if as_json:
         emit_json(result)
         return

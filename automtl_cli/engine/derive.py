@@ -28,7 +28,7 @@ from automtl_cli.compiler.derived import DerivedBackbone, Tree, build_tree
 from automtl_cli.compiler.plan import Plan
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.strategies.skip import SkipKind
-from automtl_cli.compiler.supermodel import build_supermodel
+from automtl_cli.compiler.supermodel import NodeWeights, build_supermodel
 from automtl_cli.compiler.writer import LayerSpec, NotExpressible, head_layers, render
 from automtl_cli.engine.network import DerivedNetwork
 from automtl_cli.errors import BadInput
@@ -118,13 +118,15 @@ def plan_report(plan: Plan, tree: Tree, graph: Graph, space: SearchSpace,
 def build_derived_network(graph: Graph, space: SearchSpace, plan: Plan,
                           experiment: ExperimentConfig, seed: int,
                           weights: dict[str, torch.Tensor] | None = None,
-                          class_weights=None) -> tuple[DerivedNetwork, Tree]:
-    """The derived network, its weights from a search state (`weights`) or fresh from `seed`."""
+                          class_weights=None, *, pretrained: NodeWeights | None = None
+                          ) -> tuple[DerivedNetwork, Tree]:
+    """The derived network, its weights from a search state (`weights`), else fresh from
+    `seed` with the backbone's `pretrained` weights where given (the heads stay the seed's)."""
     from automtl_cli.engine.network import SearchNetwork
 
     tree = build_tree(graph, space, plan.choices)
     tasks = build_tasks(experiment, class_weights)
-    supermodel = build_supermodel(graph, space, seed=seed)
+    supermodel = build_supermodel(graph, space, seed=seed, weights=pretrained)
     search = SearchNetwork(supermodel, tasks, seed)
     if weights is not None:
         search.load_state_dict(weights)
@@ -133,11 +135,16 @@ def build_derived_network(graph: Graph, space: SearchSpace, plan: Plan,
 
 
 def network_of(derived: DerivedModel, state: dict[str, torch.Tensor] | None = None, *,
-               class_weights=None) -> DerivedNetwork:
-    """A stored derived model's network, fresh from its seed or with `state` loaded."""
+               class_weights=None, pretrained: bool = False) -> DerivedNetwork:
+    """A stored derived model's network: fresh from its seed (with its backbone's pretrained
+    weights when `pretrained`), or with `state` loaded."""
+    if pretrained and not derived.pretrained:
+        raise BadInput("this run has no pretrained weights: compile the backbone with "
+                       "--weights FILE (or from a PyTorch module), or use --init scratch")
     network, _ = build_derived_network(derived.graph, derived.space, derived.plan,
                                        derived.experiment, derived.seed,
-                                       class_weights=class_weights)
+                                       class_weights=class_weights,
+                                       pretrained=derived.pretrained if pretrained else None)
     if state is not None:
         network.load_state_dict(state)
     return network
@@ -210,8 +217,8 @@ def _skip_layers(node, lname: str, bottoms: list[str], graph: Graph,
 
 def write_derived(out_dir: str | os.PathLike, network: DerivedNetwork, tree: Tree, plan: Plan,
                   report: dict[str, Any], graph: Graph, space: SearchSpace,
-                  experiment: ExperimentConfig, seed: int, init: dict[str, Any]
-                  ) -> dict[str, str]:
+                  experiment: ExperimentConfig, seed: int, init: dict[str, Any],
+                  pretrained: NodeWeights | None = None) -> dict[str, str]:
     out = Path(out_dir)
     paths = {"plan": str(write_json(out / "plan.json", report))}
     try:
@@ -221,7 +228,7 @@ def write_derived(out_dir: str | os.PathLike, network: DerivedNetwork, tree: Tre
         report["prototxt"] = f"not written: {e}"
         write_json(out / "plan.json", report)
     model = DerivedModel(plan, graph, space, experiment, seed, init, network.state_dict(),
-                         report).save(out / "model.pt")
+                         report, pretrained).save(out / "model.pt")
     paths["model"] = str(model)
     return paths
 

@@ -25,7 +25,7 @@ import torch
 from automtl_cli.artifacts import SearchCheckpoint
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.strategies import Stage
-from automtl_cli.compiler.supermodel import build_supermodel, gumbel_noise
+from automtl_cli.compiler.supermodel import NodeWeights, build_supermodel, gumbel_noise
 from automtl_cli.data.loader import build_loader
 from automtl_cli.engine import optimizers
 from automtl_cli.engine.checkpoint import capture_rng, restore_rank_rng
@@ -158,7 +158,7 @@ class Searcher(TrainLoop):
     def __init__(self, run_dir: str | os.PathLike, graph: Graph, space: SearchSpace,
                  experiment: ExperimentConfig, config: SearchConfig, run_id: dict[str, Any],
                  *, show_progress: bool = True, count: dict[str, int] | None = None,
-                 dist: Dist | None = None) -> None:
+                 dist: Dist | None = None, pretrained: NodeWeights | None = None) -> None:
         names = tuple(t.type for t in experiment.tasks)
         super().__init__(Path(run_dir) / "search", SearchCheckpoint,
                          total=config.total, checkpoint_every=config.checkpoint_every,
@@ -177,7 +177,7 @@ class Searcher(TrainLoop):
         }
         info = getattr(self.loaders["train"].dataset, "info", None)
         self.tasks = build_tasks(experiment, getattr(info, "seg_class_weights", None))
-        backbone = build_supermodel(graph, space, seed=config.seed)
+        backbone = build_supermodel(graph, space, seed=config.seed, weights=pretrained)
         self.net = SearchNetwork(backbone, self.tasks, config.seed).to(self.device)
         self.search_names = [n.name for n in graph.searchable]
         self.loss_weights = torch.tensor([t.loss_weight for t in self.tasks], device=self.device)

@@ -10,26 +10,33 @@ changed. Front ends register in the project's registry style (`automtl_cli/regis
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 
+import torch
+
 from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph, read_source
 from automtl_cli.frontend.dialect import Dialect
-from automtl_cli.frontend.ir import Shape
+from automtl_cli.frontend.ir import Graph, Shape
+from automtl_cli.frontend.reinfer import reinfer_shapes
 from automtl_cli.frontend.torchfx import (
     is_torch_spec,
     load_module,
+    node_weights,
     parse_spec,
     source_text,
     trace_module,
 )
+from automtl_cli.frontend.torchfx.weights import load_weights_into
 from automtl_cli.registry import Choice, Registry
 
-__all__ = ["SOURCES", "PrototxtSource", "SourceFrontEnd", "SourceKind", "TorchSource",
-           "build_source", "rebuild_graph", "source_kind"]
+__all__ = ["SOURCES", "GraphSource", "PrototxtSource", "SourceFrontEnd", "SourceKind",
+           "TorchSource", "build_source", "module_source", "rebuild_graph", "source_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,7 @@ Warn = Callable[[str], None]
 class SourceKind(Choice):
     PROTOTXT = "prototxt"
     TORCH = "torch"
+    GRAPH = "graph"  # the IR itself: what a module object given to the Python API leaves
 
 
 class SourceFrontEnd:
@@ -51,7 +59,9 @@ class SourceFrontEnd:
         raise NotImplementedError
 
     def build(self, spec: str, path: str, text: str, options: CompileOptions,
-              warn: Warn) -> FrontEndResult:
+              warn: Warn, *, weights: bool = True) -> FrontEndResult:
+        """The graph; with `weights`, also the source's pretrained weights where it has some
+        (a rebuild at another input size needs none: the run stored them)."""
         raise NotImplementedError
 
 
@@ -64,7 +74,10 @@ class PrototxtSource(SourceFrontEnd):
         return spec, read_source(spec)
 
     def build(self, spec: str, path: str, text: str, options: CompileOptions,
-              warn: Warn) -> FrontEndResult:
+              warn: Warn, *, weights: bool = True) -> FrontEndResult:
+        if weights and options.weights:
+            raise BadInput(f"{options.weights}: weights for a prototxt are read from a "
+                           ".caffemodel, which this version does not read yet")
         return build_graph(path, options, text=text, warn=warn)
 
 
@@ -74,20 +87,72 @@ class TorchSource(SourceFrontEnd):
         return source_text(parse_spec(spec))
 
     def build(self, spec: str, path: str, text: str, options: CompileOptions,
-              warn: Warn) -> FrontEndResult:
+              warn: Warn, *, weights: bool = True) -> FrontEndResult:
         if options.dialect not in (None, SourceKind.TORCH.value) or options.lenient:
             raise BadInput(f"{spec}: --dialect and --lenient apply to prototxt files only")
         t0 = time.perf_counter()
         parsed = parse_spec(spec)
-        module = load_module(parsed, path, text)
-        graph, notes = trace_module(module, _input_shape(spec, options), file=path,
-                                    name=parsed.name, feature=options.feature_blob)
+        notes: list[str] = []
+        with torch.random.fork_rng(devices=[]):  # a module's own init: the same bits each time
+            torch.manual_seed(0)
+            module = load_module(parsed, path, text)
+        return _traced(module, spec, path, text, options, notes, weights=weights,
+                       name=parsed.name, t0=t0)
+
+
+def _traced(module: torch.nn.Module, spec: str, path: str, text: str, options: CompileOptions,
+            notes: list[str], *, weights: bool, name: str, t0: float) -> FrontEndResult:
+    """Trace a built module (after loading `--weights` into it) into the IR and its weights."""
+    if weights and options.weights:
+        load_weights_into(module, options.weights, notes.append)
+        notes.append(f"initial weights: {options.weights}")
+    graph, trace_notes = trace_module(module, _input_shape(spec, options), file=path,
+                                      name=name, feature=options.feature_blob)
+    state = node_weights(graph, module) if weights else None
+    elapsed = (time.perf_counter() - t0) * 1e3
+    return FrontEndResult(graph, Dialect("torch", f"traced with torch.fx from {spec}"), text,
+                          notes + trace_notes, [], elapsed, state)
+
+
+@SOURCES.register(SourceKind.GRAPH)
+class GraphSource(SourceFrontEnd):
+    """A run compiled from a module object (`automtl_cli.compile(module)`): there is no file to
+    read again, so the record keeps the IR and a rebuild re-infers its shapes."""
+
+    def read(self, spec: str) -> tuple[str, str]:
+        raise BadInput(f"{spec}: a module object is compiled through the Python API")
+
+    def build(self, spec: str, path: str, text: str, options: CompileOptions,
+              warn: Warn, *, weights: bool = True) -> FrontEndResult:
+        t0 = time.perf_counter()
+        graph = Graph.from_dict(json.loads(text))
+        shapes = list(options.input_shapes.values())
+        if shapes:
+            graph = reinfer_shapes(graph, tuple(shapes[0]))
         elapsed = (time.perf_counter() - t0) * 1e3
-        return FrontEndResult(graph, Dialect("torch", f"traced with torch.fx from {spec}"), text,
-                              notes, [], elapsed)
+        return FrontEndResult(graph, Dialect("torch", f"the stored graph of {spec}"), text, [],
+                              [], elapsed)
 
 
 SOURCES.check_complete()
+
+
+def module_source(module: torch.nn.Module, options: CompileOptions
+                  ) -> tuple[FrontEndResult, dict[str, str]]:
+    """A module object's graph and weights (the Python API), and the record a run keeps."""
+    cls = type(module)
+    spec = f"<{cls.__module__}.{cls.__qualname__} object>"
+    try:
+        path = inspect.getsourcefile(cls) or spec
+    except TypeError:  # a class defined in C or at the prompt
+        path = spec
+    front = _traced(module, spec, path, "", options, [], weights=True, name=cls.__name__,
+                    t0=time.perf_counter())
+    text = json.dumps(front.graph.to_dict(), sort_keys=True)
+    front.text = text
+    record = {"kind": SourceKind.GRAPH.value, "spec": spec, "path": path, "text": text,
+              "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    return front, record
 
 
 def _input_shape(spec: str, options: CompileOptions) -> Shape:
@@ -123,4 +188,4 @@ def rebuild_graph(source: Mapping[str, str], options: CompileOptions, *,
     hold a prototxt and no kind)."""
     front_end = SOURCES.get(source.get("kind", SourceKind.PROTOTXT.value))
     return front_end.build(source.get("spec", source["path"]), source["path"], source["text"],
-                           options, warn or log.warning)
+                           options, warn or log.warning, weights=False)

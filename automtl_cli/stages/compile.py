@@ -22,7 +22,7 @@ from automtl_cli.frontend.ir import Graph
 from automtl_cli.frontend.ops import LAYER_KINDS
 from automtl_cli.frontend.sources import build_source
 
-__all__ = ["CompileResult", "compile_backbone", "compile_stage", "layer_table",
+__all__ = ["CompileResult", "compile_backbone", "compile_front", "compile_stage", "layer_table",
            "load_supermodel"]
 
 
@@ -62,12 +62,19 @@ class CompileResult:
             "compile_ms": round(self.compile_ms, 3),
             "blobs": {name: list(shapes[v]) for name, v in g.blobs.items()},
             "seed": self.seed,
+            "weights": self.weights_origin(),
             "bn": self.bn,
             "skip": self.skip,
             **({"supermodel": self.space_info} if self.space_info is not None else {}),
             "notes": list(self.front.notes),
             "warnings": list(self.front.warnings),
         }
+
+    def weights_origin(self) -> str | None:
+        """Where the initial weights come from: a file, the module's own, or None (the seed)."""
+        if not self.front.weights:
+            return None
+        return self.options.weights or "the module's own"
 
     def _blob(self, value: str) -> str:
         for name, v in self.graph.blobs.items():
@@ -80,9 +87,17 @@ def compile_backbone(path: str | os.PathLike, options: CompileOptions | None = N
                      tasks: tuple[str, ...] = (), bn: str = BnMode.TASK.value,
                      skip: str = SkipMode.REFERENCE.value,
                      seed: int = 0, warn: Callable[[str], None] | None = None) -> CompileResult:
-    """Front end plus, when tasks are given, the search space's size (no weights are built)."""
+    """Front end plus, when tasks are given, the search space's size (no network is built)."""
     options = options or CompileOptions()
     front, source = build_source(os.fspath(path), options, warn=warn)
+    return compile_front(front, source, options, tasks=tasks, bn=bn, skip=skip, seed=seed)
+
+
+def compile_front(front: FrontEndResult, source: dict[str, str], options: CompileOptions, *,
+                  tasks: tuple[str, ...] = (), bn: str = BnMode.TASK.value,
+                  skip: str = SkipMode.REFERENCE.value, seed: int = 0) -> CompileResult:
+    """A front end's graph checked against what the tasks' search needs, with its space's
+    size (any front end: a file, a module object of the Python API)."""
     t0 = time.perf_counter()
     space = info = None
     if tasks:
@@ -140,7 +155,8 @@ def check_searchable(graph: Graph) -> None:
 
 
 def compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[str, str]:
-    """Write RUN/supermodel.pt (graph and search space; no weights) and RUN/compile.json."""
+    """Write RUN/supermodel.pt (graph, search space, pretrained weights if any) and
+    RUN/compile.json."""
     with run_lock(run_dir):
         return _compile_stage(result, run_dir)
 
@@ -160,10 +176,11 @@ def _compile_stage(result: CompileResult, run_dir: str | os.PathLike) -> dict[st
                              for k, v in result.options.input_shapes.items()},
             "feature_blob": result.options.feature_blob,
             "lenient": result.options.lenient,
+            "weights": result.options.weights,
         },
         input_shape=summary["inputs"], feature_blob=summary["feature_blob"], seed=result.seed,
         bn=result.bn, skip=result.skip,
-        tasks=tuple(result.space.tasks) if result.space else ())
+        tasks=tuple(result.space.tasks) if result.space else (), weights=result.front.weights)
     supermodel = artifact.save(run / "supermodel.pt")
     report = write_json(run / "compile.json", {
         **summary,

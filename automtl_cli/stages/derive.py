@@ -84,7 +84,9 @@ def _derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
     logits = search_logits(search, nodes, space.tasks, search_path) if search else None
     use_search_weights = search is not None and maker.uses_search_weights
     weights = search.model if use_search_weights else None
-    init = {"from": "search" if use_search_weights else "seed", "seed": base_seed,
+    pretrained = setup.supermodel.weights
+    origin = "search" if use_search_weights else "pretrained" if pretrained else "seed"
+    init = {"from": origin, "seed": base_seed,
             "checkpoint": str(search_path) if use_search_weights else None}
     results = []
     # candidates of an earlier derive would otherwise be selected by the next finetune
@@ -95,11 +97,11 @@ def _derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
         if search is not None:
             plan.source["search_step"] = search.step
         network, tree = build_derived_network(graph, space, plan, experiment, base_seed,
-                                              weights)
+                                              weights, pretrained=pretrained)
         report = plan_report(plan, tree, graph, space, network.heads)
         out = run / "derived" if samples == 1 else run / "derived" / "candidates" / str(k)
         paths = write_derived(out, network, tree, plan, report, graph, space, experiment,
-                              base_seed, init)
+                              base_seed, init, pretrained)
         results.append({"dir": str(out), **paths, "params": report["params"]["total"],
                         "flops": report["flops"]["all_tasks_one_pass"],
                         "fraction_shared": report["summary"]["fraction_shared"],

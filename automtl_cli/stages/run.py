@@ -25,13 +25,16 @@ from automtl_cli.artifacts import atomic_copy, write_json, write_text
 from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for
 from automtl_cli.engine.plans import DeriveMode
+from automtl_cli.engine.runconfig import input_size
 from automtl_cli.engine.schedule import Alternation
 from automtl_cli.engine.search import SearchConfig
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import ExperimentConfig
+from automtl_cli.frontend.build import CompileOptions
+from automtl_cli.frontend.sources import SourceKind, source_kind
 from automtl_cli.registry import Choice, parse_choice
-from automtl_cli.stages.compile import compile_backbone, compile_stage
+from automtl_cli.stages.compile import DATA_CHANNELS, compile_backbone, compile_stage
 from automtl_cli.stages.derive import derive
 from automtl_cli.stages.finetune import finetune
 from automtl_cli.stages.search import search as search_stage
@@ -94,9 +97,11 @@ class Pipeline:
                  experiment: ExperimentConfig, *, search: SearchConfig,
                  finetune: FinetuneConfig, derive_mode: str = "argmax", samples: int = 1,
                  budget: str = "equal", bn: str = "task", skip: str = "reference",
+                 weights: str | None = None, feature: str | None = None,
                  say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> None:
         equal = parse_choice("budget", Budget, budget) is Budget.EQUAL
+        self.weights, self.feature = weights, feature
         self.backbone, self.run = backbone, Path(run_dir)
         self.experiment, self.search, self.finetune = experiment, search, finetune
         self.bn, self.skip, self.say, self.show_progress = bn, skip, say, show_progress
@@ -114,16 +119,27 @@ class Pipeline:
             iters=self.automtl_updates if equal else finetune.iters)
 
     def compile(self) -> None:
-        compiled = compile_backbone(self.backbone, tasks=self.tasks, bn=self.bn, skip=self.skip,
-                                    seed=self.search.seed)
+        """Compile the backbone (a PyTorch module is traced at the data's image size); with
+        pretrained weights every baseline starts from them too, so the table stays fair."""
+        shapes = {}
+        if source_kind(os.fspath(self.backbone)) is SourceKind.TORCH:
+            shapes = {None: (1, DATA_CHANNELS, *input_size(self.experiment))}
+        options = CompileOptions(input_shapes=shapes, feature_blob=self.feature,
+                                 weights=self.weights)
+        compiled = compile_backbone(self.backbone, options, tasks=self.tasks, bn=self.bn,
+                                    skip=self.skip, seed=self.search.seed)
         compile_stage(compiled, self.run)
+        origin = compiled.weights_origin()
+        if origin:
+            self.baseline_config = dataclasses.replace(self.baseline_config, init="pretrained")
         self.say(f"compiled {self.backbone} into {self.run} "
-                 f"({compiled.summary()['searchable']} search nodes)")
+                 f"({compiled.summary()['searchable']} search nodes; initial weights: "
+                 f"{origin or 'from the seed'})")
 
     def baseline(self, name: str, mode: str, *, seed: int | None = None,
                  stl: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A fixed plan (`specific`, `shared`, `random`) trained from scratch in
-        RUN/baselines/NAME."""
+        """A fixed plan (`specific`, `shared`, `random`) trained in RUN/baselines/NAME, from
+        the seed or from the backbone's pretrained weights."""
         sub = _baseline_run(self.run, name)
         derive(sub, experiment=self.experiment, mode=mode, seed=seed)
         return self._finetune(name, sub, self.baseline_config, 0, stl)
@@ -181,26 +197,28 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                  experiment: ExperimentConfig, *, search: SearchConfig,
                  finetune: FinetuneConfig, random_plans: int = 0, samples: int = 1,
                  derive_mode: str = "argmax", budget: str = "equal",
-                 bn: str = "task", skip: str = "reference",
-                 say: Callable[[str], None] = lambda s: None,
+                 bn: str = "task", skip: str = "reference", weights: str | None = None,
+                 feature: str | None = None, say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> dict[str, Any]:
     """The whole chain; `finetune.init` says where AutoMTL's fine-tuning starts (`search`:
-    the searched weights; `scratch`: the seed's, as the paper)."""
+    the searched weights; `scratch`: the seed's, as the paper; `pretrained`: `weights`)."""
     with run_lock(run_dir):
         return _run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                              random_plans=random_plans, samples=samples,
-                             derive_mode=derive_mode, budget=budget, bn=bn, skip=skip, say=say,
+                             derive_mode=derive_mode, budget=budget, bn=bn, skip=skip,
+                             weights=weights, feature=feature, say=say,
                              show_progress=show_progress)
 
 
 def _run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                   experiment: ExperimentConfig, *, search: SearchConfig,
                   finetune: FinetuneConfig, random_plans: int, samples: int,
-                  derive_mode: str, budget: str, bn: str, skip: str,
-                  say: Callable[[str], None], show_progress: bool) -> dict[str, Any]:
+                  derive_mode: str, budget: str, bn: str, skip: str, weights: str | None,
+                  feature: str | None, say: Callable[[str], None],
+                  show_progress: bool) -> dict[str, Any]:
     pipe = Pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                     derive_mode=derive_mode, samples=samples, budget=budget, bn=bn, skip=skip,
-                    say=say, show_progress=show_progress)
+                    weights=weights, feature=feature, say=say, show_progress=show_progress)
     pipe.compile()
     results: dict[str, dict[str, Any]] = {}
     results["single-task"] = stl = pipe.baseline("specific", "specific")
@@ -224,7 +242,7 @@ def _budget_cell(budget: dict[str, Any] | None) -> str:
         return "—"
     updates, iters = budget["weight_updates"], budget["finetune_iters"]
     if updates == iters:
-        return f"{updates} (from scratch)"
+        return f"{updates} (from {budget['init']})"
     before = "search" + (f" {updates - iters - budget['selection_updates']} + selection "
                          f"{budget['selection_updates']}" if budget.get("selection_updates")
                          else f" {updates - iters}")

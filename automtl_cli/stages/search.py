@@ -57,7 +57,8 @@ def _search(run_dir: str | os.PathLike, config: SearchConfig, experiment: Experi
     batch = config.batch_size or experiment.data.batch_size
     setup = setup_run(run_dir, experiment, batch, supermodel)
     searcher = Searcher(run_dir, setup.graph, setup.space, experiment, config, setup.run_id(),
-                        show_progress=show_progress, dist=dist)
+                        show_progress=show_progress, dist=dist,
+                        pretrained=supermodel.weights)
     if resume or (restarted_by_torchrun() and searcher.checkpoints.last.exists()):
         step = searcher.resume()
         log.info("resuming the search at step %d of %d", step, config.total)

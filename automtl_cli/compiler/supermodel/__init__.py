@@ -28,14 +28,16 @@ from automtl_cli.compiler.strategies.stage import gdas_weights, gumbel_noise
 from automtl_cli.compiler.supermodel.batchnorm import SearchBatchNorm
 from automtl_cli.compiler.supermodel.conv import SearchConv
 from automtl_cli.compiler.supermodel.model import (
+    NodeWeights,
     Supermodel,
     build_supermodel,
     extract_backbone_state,
+    load_backbone_weights,
 )
 from automtl_cli.compiler.supermodel.shared import Elementwise, Folded
 from automtl_cli.compiler.supermodel.skip import SkipBranch
 from automtl_cli.compiler.supermodel.stacking import TaskStacked
 
-__all__ = ["Elementwise", "Folded", "SearchBatchNorm", "SearchConv", "SkipBranch", "Supermodel",
-           "TaskStacked", "build_supermodel", "extract_backbone_state", "gdas_weights",
-           "gumbel_noise"]
+__all__ = ["Elementwise", "Folded", "NodeWeights", "SearchBatchNorm", "SearchConv", "SkipBranch",
+           "Supermodel", "TaskStacked", "build_supermodel", "extract_backbone_state",
+           "gdas_weights", "gumbel_noise", "load_backbone_weights"]

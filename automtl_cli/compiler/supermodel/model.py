@@ -21,8 +21,11 @@ from automtl_cli.compiler.supermodel.shared import Elementwise, Folded
 from automtl_cli.frontend.ir import Graph, Node
 from automtl_cli.frontend.ops import LAYER_KINDS
 
-__all__ = ["Supermodel", "build_supermodel", "extract_backbone_state"]
+__all__ = ["NodeWeights", "Supermodel", "build_supermodel", "extract_backbone_state",
+           "load_backbone_weights"]
 
+# A front end's pretrained weights: node name → the state dict of that node's own op module.
+NodeWeights = dict[str, dict[str, torch.Tensor]]
 
 
 class Supermodel(nn.Module):
@@ -179,12 +182,50 @@ def _add_graph_prefix(module: Supermodel, state: dict, prefix: str, local_metada
 
 
 def build_supermodel(graph: Graph, space: SearchSpace, *, seed: int = 0,
+                     weights: NodeWeights | None = None,
                      device: torch.device | str | None = None) -> Supermodel:
-    """Materialise the supermodel's weights from `seed` alone (the same seed, the same weights)."""
+    """Materialise the supermodel's weights from `seed` (the same seed, the same weights), then
+    start every branch from the backbone's pretrained `weights` where they are given."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Supermodel(graph, space)
+    if weights:
+        load_backbone_weights(model, weights)
     return model.to(device) if device is not None else model
+
+
+def load_backbone_weights(model: Supermodel, weights: NodeWeights) -> None:
+    """The plain backbone's weights into every branch that descends from them: a convolution's
+    shared op and each task copy, a BatchNorm's shared γ/β/statistics and each task's. Nodes
+    without weights keep theirs; a node that shares another's parameters takes its owner's."""
+    with torch.no_grad():
+        for node, name in model.node_modules:
+            state = weights.get(node.name) or weights.get(node.attrs.get("shares") or "")
+            if not state:
+                continue
+            module = model.graph_module.get_submodule(name)
+            target = module.shared if isinstance(module, (SearchConv, SearchBatchNorm)) \
+                else module.op
+            try:
+                missing, unexpected = target.load_state_dict(state, strict=False)
+            except RuntimeError as e:  # torch lists every shape mismatch in one message
+                raise ValueError(f"weights of layer {node.name!r} do not fit it: {e}") from e
+            missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+            if missing or unexpected:
+                raise ValueError(f"weights of layer {node.name!r} do not fit it: missing "
+                                 f"{missing or 'none'}, unexpected {unexpected or 'none'}")
+            if isinstance(module, SearchConv):
+                module.task_weight.copy_(module.shared.weight.expand_as(module.task_weight))
+                if module.task_bias is not None:
+                    module.task_bias.copy_(module.shared.bias.expand_as(module.task_bias))
+            elif isinstance(module, SearchBatchNorm) and module.has_task:
+                shared = module.shared
+                for own, src in ((module.task_weight, shared.weight),
+                                 (module.task_bias, shared.bias),
+                                 (module.task_mean, shared.running_mean),
+                                 (module.task_var, shared.running_var)):
+                    if own is not None and src is not None:
+                        own.copy_(src.expand_as(own))
 
 
 def extract_backbone_state(model: Supermodel, task: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ __all__ = ["INITS", "Init", "Initializer"]
 class Init(Choice):
     SCRATCH = "scratch"  # the seed's fresh weights (the paper's retraining)
     SEARCH = "search"  # the weights the search trained, for the branches the plan kept
+    PRETRAINED = "pretrained"  # the backbone's pretrained weights, for the branches kept
 
 
 class Initializer(Protocol):
