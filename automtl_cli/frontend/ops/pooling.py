@@ -39,10 +39,14 @@ class GlobalPool(nn.Module):
 class Pooling(LayerKind):
     type = "Pooling"
     param_field = "pooling_param"
+    tops = (1, 2)  # a second top is refused in `read`, with the reason
 
     def read(self, layer: Message, ctx: ReadContext) -> Attrs:
         p = self.params_of(layer)
         path = self.param_field
+        if len(layer.top) == 2:
+            raise ctx.fail(f'a second top ("{layer.top[1]}", the max-pooling mask that SegNet\'s '
+                           "Upsample reads) is not supported")
         if p is None:
             raise ctx.fail("pooling_param is required", None)
         if p.pool == p.STOCHASTIC:
