@@ -133,6 +133,11 @@ class Scale(LayerKind):
         text = f"bias_term: {str(a['bias']).lower()}"
         return text + (f" axis: {a['axis']}" if "axis" in a else "")
 
+    def weight_names(self, a: Attrs, key: str) -> list[str] | None:
+        if "axis" in a:  # the scale is the second bottom: nothing learned
+            return None
+        return [f"{key}/gamma"] + ([f"{key}/beta"] if a["bias"] else [])
+
 
 class LearnedBias(nn.Module):
     """Caffe's Bias with one bottom: a learned blob shaped like `x`'s axes `axis`..., added."""
