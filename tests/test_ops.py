@@ -274,6 +274,15 @@ LONGTAIL_CASES = [
                              "upsample_param { scale: 2 upsample_h: 31 upsample_w: 30 }"),
      "Upsample", [(2, 4, 31, 30)], 0,
      lambda i, m: i[0][:, :, torch.arange(31) // 2][..., torch.arange(30) // 2]),
+    ("unpool", _layer("p", "Pooling", ["c1"], ["p", "pm"],
+                      "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+     + _layer("x", "Upsample", ["p", "pm"], ["x"], "upsample_param { scale: 2 }"),
+     "Upsample", [S], 0, None),  # by hand: test_unpooling_puts_each_maximum_back
+    ("unpool-odd", _layer("p", "Pooling", ["c1"], ["p", "pm"],
+                          "pooling_param { pool: MAX kernel_size: 3 stride: 2 }")
+     + _layer("x", "Upsample", ["p", "pm"], ["x"],
+              "upsample_param { upsample_h: 16 upsample_w: 16 }"),
+     "Upsample", [S], 0, None),
     ("bn-learn", _layer("x", "BN", ["c1"], ["x"], "bn_param { scale_filler { value: 1 } }"),
      "BatchNorm", [S], 8, None),
     ("bn-inference", _layer("x", "BN", ["c1"], ["x"], "bn_param { bn_mode: INFERENCE }"),
@@ -397,7 +406,7 @@ def test_longtail_derived_prototxt_recompiles(case_id, tmp_path):
     assert [tuple(o.shape) for o in outs] == [g.shape_of(g.output)] * 2
 
 
-# (layers after c1, type, message) — "x" is on line 4 unless the layers before it take lines
+# (layers after c1, type, message[, line of "x"]) — "x" is on line 4 unless a layer precedes it
 LONGTAIL_ERRORS = [
     (_layer("x", "Slice", ["c1"], ["a", "b", "c"], "slice_param { slice_point: 1 }"), "Slice",
      "1 slice_point values for 3 tops (give one fewer than the tops)"),
@@ -434,16 +443,16 @@ LONGTAIL_ERRORS = [
      "zoom_factor must be at least 1, got 0"),
     (_layer("x", "Interp", ["c1"], ["x"], "interp_param { zoom_factor: 2 pad_end: 1 }"),
      "Interp", "pad_end must be 0 or negative (a crop), got 1"),
-    (_layer("x", "Upsample", ["c1", "c1"], ["x"], "upsample_param { scale: 2 }"), "Upsample",
-     "a second bottom (\"c1\", the pooling mask of SegNet's max-unpooling) is not supported: "
-     "automtl's Pooling does not produce the mask"),
+    (_layer("p", "Pooling", ["c1"], ["p", "pm"], "pooling_param { pool: MAX kernel_size: 2 "
+                                                   "stride: 2 }")
+     + _layer("x", "Upsample", ["c1", "pm"], ["x"], "upsample_param { scale: 2 }"), "Upsample",
+     "the mask (bottom 2) [2, 4, 8, 8] must be shaped like the input [2, 4, 16, 16]", 5),
     (_layer("x", "Upsample", ["c1"], ["x"], "upsample_param { scale: 2 upsample_h: 40 "
                                              "upsample_w: 30 }"), "Upsample",
      "output size 40 is more than 2 x the input's 16"),
-    (_layer("x", "Pooling", ["c1"], ["x", "mask"], "pooling_param { pool: MAX kernel_size: 2 "
+    (_layer("x", "Pooling", ["c1"], ["x", "mask"], "pooling_param { pool: AVE kernel_size: 2 "
                                                      "stride: 2 }"), "Pooling",
-     "a second top (\"mask\", the max-pooling mask that SegNet's Upsample reads) is not "
-     "supported"),
+     "a second top (\"mask\", the argmax mask) is only defined for MAX pooling with a window"),
     (_layer("x", "BN", ["c1"], ["x"], 'bn_param { scale_filler { type: "gaussian" } }'), "BN",
      'only a constant scale_filler is supported, got "gaussian"'),
     (_layer("x", "ConvolutionDepthwise", ["c1"], ["x"],
@@ -456,12 +465,13 @@ LONGTAIL_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("layers, type_, message", LONGTAIL_ERRORS,
-                         ids=[f"{t}-{i}" for i, (_, t, _) in enumerate(LONGTAIL_ERRORS)])
-def test_longtail_errors_name_file_line_and_layer(layers, type_, message, tmp_path):
+@pytest.mark.parametrize("case", LONGTAIL_ERRORS,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(LONGTAIL_ERRORS)])
+def test_longtail_errors_name_file_line_and_layer(case, tmp_path):
+    layers, type_, message, line = (*case, 4)[:4]
     with pytest.raises(SourceError) as e:
         _graph(HEAD + C1 + layers, tmp_path)
-    assert str(e.value) == f'{tmp_path / "net.prototxt"}:4: layer "x" ({type_}): {message}'
+    assert str(e.value) == f'{tmp_path / "net.prototxt"}:{line}: layer "x" ({type_}): {message}'
 
 
 @pytest.mark.parametrize("layers, message", [
@@ -498,3 +508,34 @@ def test_depthwise_convolution_is_a_search_node(tmp_path):
     g = _longtail_graph("depthwise", tmp_path)
     x = _node(g, "x")
     assert x.searchable and x.attrs["group"] == 4 and [n.name for n in g.searchable] == ["c1", "x"]
+
+
+def test_unpooling_puts_each_maximum_back(tmp_path):
+    """SegNet's pair: MAX pooling with a mask top, Upsample by that mask. Unpooling the pooled
+    map itself gives every window's maximum at its place, zeros elsewhere."""
+    g = _longtail_graph("unpool", tmp_path)
+    model = build_backbone(g, seed=0).eval()
+    seen = {}
+    model.get_submodule("c1").register_forward_hook(lambda m, i, o: seen.update(c1=o))
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 16, 16))
+    c1 = seen["c1"]
+    window_max = c1.reshape(2, 4, 8, 2, 8, 2).amax((3, 5))
+    at_max = c1 == window_max.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    torch.testing.assert_close(out, torch.where(at_max, c1, torch.zeros_like(c1)), rtol=0,
+                               atol=0)
+    assert int(at_max.sum()) == 2 * 4 * 8 * 8  # one maximum per window
+
+
+def test_dense_image_data_is_segnets_input(tmp_path):
+    text = ('name: "s"\nlayer { name: "data" type: "DenseImageData" top: "data" top: "label" '
+            "dense_image_data_param { source: \"x.txt\" batch_size: 2 crop_height: 16 "
+            "crop_width: 16 } }\n" + C1)
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    with pytest.raises(SourceError, match=r"2,3,16,16"):
+        build_graph(path)  # the hint the error gives for --input-shape
+    result = build_graph(path, CompileOptions(input_shapes={None: (2, 3, 16, 16)}))
+    assert result.graph.params == 4 * 3 * 9 + 4
+    assert "DenseImageData: SegNet's caffe fork (alexgkendall/caffe-segnet); 1 layer: data" \
+        in result.notes

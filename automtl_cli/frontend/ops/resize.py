@@ -5,10 +5,11 @@ Interp follows DeepLab's interp_layer.cpp (deeplab-public-ver2): the input, crop
 and `pad_end` (0 or negative), is resized to a size given by `zoom_factor` (h + (h-1)(z-1)),
 `shrink_factor` ((h-1)/s + 1), both (shrink, then zoom), `height`/`width`, or, as PSPNet's fork
 adds, a second bottom's size; values are interpolated bilinearly with the corners aligned.
-Upsample with one bottom repeats each value `scale` times along each spatial axis (the YOLO
-forks' nearest form; caffe-segnet's `scale_h`/`scale_w`, `pad_out_*` and `upsample_h`/`_w` fix
-the size); caffe-segnet's max-unpooling form reads a Pooling layer's mask top, which automtl
-does not produce, and is refused.
+Upsample's size is `upsample_h`/`_w`, or the input's times `scale` (`scale_h`/`scale_w`) less
+`pad_out_*` (caffe-segnet's fields). With two bottoms it is caffe-segnet's max-unpooling: the
+second bottom is a MAX Pooling layer's mask top, and each value goes to its mask index in a zero
+map (ENet, SegNet). With one bottom it repeats each value `scale` times along each spatial axis
+(the YOLO forks' nearest form).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from automtl_cli.frontend.ops.base import (
     register_layer,
 )
 
-__all__ = ["Interp", "InterpModule", "NearestUpsample", "Upsample", "interp_size"]
+__all__ = ["Interp", "InterpModule", "MaxUnpool", "NearestUpsample", "Upsample", "interp_size"]
 
 
 def interp_size(a: Attrs, h: int, w: int, ref: Shape | None) -> tuple[int, int]:
@@ -139,23 +140,37 @@ class NearestUpsample(nn.Module):
         return y[:, :, :oh, :ow] if (oh, ow) != tuple(y.shape[2:]) else y
 
 
+class MaxUnpool(nn.Module):
+    """caffe-segnet's Upsample with a mask: each value written at its mask index (h·W + w) of a
+    zero `size` plane. Where two values share an index (overlapping pooling windows), one is
+    kept: the later one on a CPU, as in Caffe's loop; on a GPU the choice is not fixed."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        oh, ow = self.size
+        out = x.new_zeros(n, c, oh * ow)
+        out.scatter_(2, mask.reshape(n, c, -1).long(), x.reshape(n, c, -1))
+        return out.view(n, c, oh, ow)
+
+
 @register_layer
 class Upsample(LayerKind):
     type = "Upsample"
     param_field = "upsample_param"
-    bottoms = (1, 2)  # a second bottom (SegNet's mask) is refused in `read`, with the reason
-    fork = ("a caffe fork's nearest Upsample (the YOLO forks; caffe-segnet's fields, "
-            "alexgkendall/caffe-segnet)")
+    bottoms = (1, 2)  # a second bottom: a Pooling layer's argmax mask (SegNet's unpooling)
+    fork = ("a caffe fork's Upsample (SegNet's max-unpooling by a pooling mask, "
+            "alexgkendall/caffe-segnet; with one bottom, the YOLO forks' nearest form)")
 
     def read(self, layer: Message, ctx: ReadContext) -> Attrs:
-        if len(layer.bottom) == 2:
-            raise ctx.fail(f'a second bottom ("{layer.bottom[1]}", the pooling mask of '
-                           "SegNet's max-unpooling) is not supported: automtl's Pooling does not "
-                           "produce the mask")
         p = self.params_of(layer)
         path = self.param_field
+        mask = len(layer.bottom) == 2
         if p is None:
-            return {"scale": [2, 2], "size": None, "pad_out": [False, False]}
+            return {"scale": [2, 2], "size": None, "pad_out": [False, False], "mask": mask}
         if p.HasField("scale_h") != p.HasField("scale_w") or (
                 p.HasField("scale_h") and p.HasField("scale")):
             raise ctx.fail("give scale, or scale_h and scale_w together", f"{path}.scale_h"
@@ -177,22 +192,27 @@ class Upsample(LayerKind):
         if size is not None and min(size) < 1:
             raise ctx.fail(f"upsample_h and upsample_w must be positive, got {size}",
                            f"{path}.upsample_h")
-        return {"scale": scale, "size": size, "pad_out": pad_out}
+        return {"scale": scale, "size": size, "pad_out": pad_out, "mask": mask}
 
     def out_size(self, a: Attrs, shape: Shape) -> tuple[int, int]:
         need_4d(self.type, shape)
         dims = []
         for i, (size, s) in enumerate(zip(shape[2:], a["scale"])):
             out = a["size"][i] if a["size"] is not None else size * s - int(a["pad_out"][i])
-            if out > size * s:
+            if out > size * s and not a["mask"]:
                 raise ShapeError(f"output size {out} is more than {s} x the input's {size}")
             dims.append(out)
         return dims[0], dims[1]
 
     def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        if a["mask"] and tuple(shapes[1]) != tuple(shapes[0]):
+            raise ShapeError(f"the mask (bottom 2) {list(shapes[1])} must be shaped like the "
+                             f"input {list(shapes[0])}")
         return [(*shapes[0][:2], *self.out_size(a, shapes[0]))]
 
     def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        if a["mask"]:
+            return MaxUnpool(self.out_size(a, shapes[0]))
         return NearestUpsample(tuple(a["scale"]), self.out_size(a, shapes[0]))
 
     def param_text(self, a: Attrs) -> str:
