@@ -16,6 +16,7 @@ torch.set_num_threads(int(os.environ.get("AUTOMTL_TEST_THREADS", "1")))
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "prototxt"
+LONGTAIL = ROOT.parent / "shared" / "prototxt-longtail"  # layer types beyond the core set
 
 
 def corpus_required() -> bool:
@@ -23,21 +24,23 @@ def corpus_required() -> bool:
         os.environ.get("AUTOMTL_REQUIRE_CORPUS") == "1"
 
 
-def corpus_dir() -> Path:
-    """The corpus, or a skip (a failure in CI, where it must be present)."""
-    if not CORPUS.is_dir():
-        message = f"real-prototxt corpus not found at {CORPUS} (it lives in ../shared/prototxt)"
+def corpus_dir(root: Path = CORPUS) -> Path:
+    """The corpus (or the long-tail one), or a skip (a failure in CI, where it must be
+    present)."""
+    if not root.is_dir():
+        message = (f"real-prototxt corpus not found at {root} (it lives in "
+                   f"../shared/{root.name})")
         if corpus_required():
             pytest.fail(message + "; CI requires it")
         pytest.skip(message)
-    return CORPUS
+    return root
 
 
-def corpus_files() -> list[str]:
+def corpus_files(root: Path = CORPUS) -> list[str]:
     """Corpus file names relative to the corpus, for parametrisation (empty if absent)."""
-    if not CORPUS.is_dir():
+    if not root.is_dir():
         return ["<corpus missing>"]
-    return sorted(str(p.relative_to(CORPUS)) for p in CORPUS.glob("*/*.prototxt"))
+    return sorted(str(p.relative_to(root)) for p in root.glob("*/*.prototxt"))
 
 
 @pytest.fixture

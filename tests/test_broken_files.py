@@ -30,10 +30,10 @@ def layer(name, type_, bottoms, top, body=""):
 CASES = [
     ("unknown-field", HEAD + conv("c1", "data", "c1", "num_output: 4 kernel_size: 3 wibble: 2"),
      [], 65, 12, "c1", "Convolution", 'unknown field "wibble" in ConvolutionParameter'),
-    ("unsupported-types", HEAD + conv("c1", "data", "c1") + layer("up", "Interp", ["c1"], "u",
-                                                                  "  interp_param { zoom: 2 }\n")
-     + layer("sl", "Slice", ["u"], "s"), [], 65, 14, "up", "Interp",
-     'unsupported layers: line 14 "up" (Interp); line 21 "sl" (Slice)'),
+    ("unsupported-types", HEAD + conv("c1", "data", "c1") + layer("up", "Permute", ["c1"], "u",
+                                                                  "  permute_param { order: 0 }\n")
+     + layer("sl", "PSROIPooling", ["u"], "s"), [], 65, 14, "up", "Permute",
+     'unsupported layers: line 14 "up" (Permute); line 21 "sl" (PSROIPooling)'),
     ("eltwise-shapes", HEAD + conv("a", "data", "a") + conv("b", "data", "b",
                                                             "num_output: 8 kernel_size: 1")
      + layer("sum", "Eltwise", ["a", "b"], "s"), [], 65, 21, "sum", "Eltwise",
@@ -63,7 +63,8 @@ CASES = [
                                      "  pooling_param {\n pool: STOCHASTIC kernel_size: 2 }\n"),
      [], 65, 13, "p", "Pooling", "STOCHASTIC pooling is not supported"),
     ("scale-two-bottoms", HEAD + conv("a", "data", "a") + layer("s", "Scale", ["a", "a"], "s"),
-     [], 65, 14, "s", "Scale", "takes 1 bottom(s), got 2"),
+     [], 65, 14, "s", "Scale",
+     "the second bottom [1, 4, 16, 16] must match the first bottom's axes from 1 on"),
     ("deconv-negative", HEAD + layer("d", "Deconvolution", ["data"], "d",
                                      "  convolution_param { num_output: 2 kernel_size: 2 "
                                      "pad: 9 }\n"), [], 65, 7, "d", "Deconvolution",

@@ -175,6 +175,12 @@ layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
     (3, 1, 'layer { name: "cat" type: "Concat" bottom: "conv1" bottom: "conv1" top: "cat"\n'
            '  concat_param { axis: 0 } }', ':9: layer "cat" (Concat): '),
     (3, 20000, "", ':7: layer "conv1" (Convolution): output [1, 4, 40026, 40026] holds'),
+    (3, 1, 'layer { name: "t" type: "Tile" bottom: "conv1" top: "t"\n'
+           '  tile_param { axis: 0 tiles: 2 } }',
+     ':9: layer "t" (Tile): Tile along the batch axis cannot be shared between tasks'),
+    (3, 1, 'layer { name: "r" type: "Reshape" bottom: "conv1" top: "r"\n'
+           '  reshape_param { shape { dim: 1 dim: 2 dim: -1 dim: 28 } } }',
+     ':9: layer "r" (Reshape): Reshape that sets the batch axis cannot be shared'),
 ])
 def test_compile_with_tasks_checks_what_search_needs(run_cli, tmp_path, c, pad, extra, says):
     path = tmp_path / "n.prototxt"

@@ -1,7 +1,9 @@
-"""Conformance: every real prototxt compiles to the figures in ../shared/prototxt/SOURCES.md.
+"""Conformance: every real prototxt compiles to the figures in ../shared/prototxt/SOURCES.md, and
+every long-tail one (../shared/prototxt-longtail: Crop, Axpy, Slice, ...) to those in its own.
 
 The expected numbers are read from SOURCES.md itself, so the test and the provenance document
-cannot drift apart; the parser insists on finding every row it needs.
+cannot drift apart; the parser insists on finding every row it needs. Both corpora are required
+in CI and skipped, with the reason, elsewhere when absent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from automtl_cli.compiler.backbone import build_backbone, module_name
 from automtl_cli.frontend.build import CompileOptions, build_graph
 
-from conftest import corpus_dir, corpus_files
+from conftest import CORPUS, LONGTAIL, corpus_dir, corpus_files
 
 _SHAPE = r"\[([\d,\s]+)\]"
 
@@ -40,9 +42,9 @@ def _shape(text: str) -> tuple[int, ...]:
     return tuple(int(d) for d in text.split(","))
 
 
-def expected_figures() -> dict[str, Expected]:
+def expected_figures(root=CORPUS) -> dict[str, Expected]:
     rows: dict[str, Expected] = {}
-    for line in (corpus_dir() / "SOURCES.md").read_text().splitlines():
+    for line in (corpus_dir(root) / "SOURCES.md").read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if not line.startswith("|") or not re.match(r"(caffe|automtl)/\S+\.prototxt$", cells[0]):
             continue
@@ -75,10 +77,22 @@ def _options(name: str, **kw) -> CompileOptions:
     return CompileOptions(**kw)
 
 
-@pytest.mark.parametrize("name", corpus_files())
-def test_whole_network(name):
-    exp = expected_figures()[name]
-    result = build_graph(corpus_dir() / name, _options(name))
+# (corpus, file) for both corpora: a missing one gives one "<corpus missing>" case that skips
+# (or fails in CI) with the reason.
+ALL_FILES = [(CORPUS, n) for n in corpus_files()] + [(LONGTAIL, n) for n in corpus_files(LONGTAIL)]
+CASE_IDS = [f"{root.name}:{n}" for root, n in ALL_FILES]
+
+
+def test_longtail_sources_table_is_complete():
+    rows = expected_figures(LONGTAIL)
+    assert set(rows) == set(corpus_files(LONGTAIL))
+    assert all(r.params is not None and r.cut_blob is not None for r in rows.values())
+
+
+@pytest.mark.parametrize("root, name", ALL_FILES, ids=CASE_IDS)
+def test_whole_network(root, name):
+    exp = expected_figures(root)[name]
+    result = build_graph(corpus_dir(root) / name, _options(name))
     g = result.graph
     if exp.params is None:  # the train/val file: the same network as the deploy file
         exp = expected_figures()[name.replace("train_val", "deploy")]
@@ -91,11 +105,13 @@ def test_whole_network(name):
     assert result.dialect.name == name.split("/")[0]
 
 
-@pytest.mark.parametrize("name", [n for n in corpus_files() if n.startswith("caffe/")
-                                  and "train_val" not in n])
-def test_feature_blob_cut(name):
-    exp = expected_figures()[name]
-    g = build_graph(corpus_dir() / name, CompileOptions(feature_blob=exp.cut_blob)).graph
+@pytest.mark.parametrize("root, name", [(r, n) for r, n in ALL_FILES
+                                        if not n.startswith("automtl/") and "train_val" not in n],
+                         ids=[i for (r, n), i in zip(ALL_FILES, CASE_IDS)
+                              if not n.startswith("automtl/") and "train_val" not in n])
+def test_feature_blob_cut(root, name):
+    exp = expected_figures(root)[name]
+    g = build_graph(corpus_dir(root) / name, CompileOptions(feature_blob=exp.cut_blob)).graph
     assert g.shape_of(g.output) == exp.cut_shape
     assert g.params == exp.cut_params
     assert g.blobs[exp.cut_blob] == g.output
@@ -113,20 +129,21 @@ def test_resnet34_adashare_search_space():
     assert convs["conv36"].depth == 33
 
 
-@pytest.mark.parametrize("name", corpus_files())
-def test_torch_agrees_with_every_inferred_shape(name):
+@pytest.mark.parametrize("root, name", ALL_FILES, ids=CASE_IDS)
+def test_torch_agrees_with_every_inferred_shape(root, name):
     """Execute the network in torch (batch 1) and compare every layer's output shape."""
-    path = corpus_dir() / name
+    path = corpus_dir(root) / name
     first = build_graph(path, _options(name)).graph
     shape = next(iter(first.inputs.values()))
     g = build_graph(path, CompileOptions(input_shapes={None: (1, *shape[1:])})).graph
     model = build_backbone(g, seed=0).eval()
-    seen: dict[str, tuple[int, ...]] = {}
+    seen: dict[str, list[tuple[int, ...]]] = {}
     for node in g.nodes:
         module = model.get_submodule(module_name(node.name))
-        module.register_forward_hook(
-            lambda m, i, o, name=node.name: seen.__setitem__(name, tuple(o.shape)))
+        module.register_forward_hook(  # a several-top layer (Slice) returns a tuple
+            lambda m, i, o, name=node.name: seen.__setitem__(
+                name, [tuple(t.shape) for t in (o if isinstance(o, tuple) else (o,))]))
     with torch.no_grad():
         model(*(torch.randn(s) for s in g.inputs.values()))
-    assert seen == {n.name: n.shapes[0] for n in g.nodes}
+    assert seen == {n.name: n.shapes for n in g.nodes}
     assert sum(p.numel() for p in model.parameters()) == g.params

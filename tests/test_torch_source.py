@@ -132,11 +132,27 @@ class Activations(nn.Module):
         return F.silu(self.acts(self.conv(x)))
 
 
+class ShuffleBlock(nn.Module):
+    """ShuffleNet-style: a grouped conv, channel shuffle, PReLU, ELU and |x|."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.group_conv = nn.Conv2d(8, 8, 1, groups=2)
+        self.shuffle = nn.ChannelShuffle(2)
+        self.prelu, self.shared_prelu = nn.PReLU(8), nn.PReLU(1, init=0.1)
+        self.elu = nn.ELU(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prelu(self.shuffle(self.group_conv(self.elu(self.conv(x)))))
+        return F.elu(self.shared_prelu(x).abs(), alpha=0.3) + torch.abs(x)
+
+
 def tiny_resnet() -> nn.Module:  # a function returning a module: also a NAME
     return TinyResNet()
 
 
-TRUNKS = [TinyResNet, InvertedResidual, SqueezeExcite, DenseBlock, Activations]
+TRUNKS = [TinyResNet, InvertedResidual, SqueezeExcite, DenseBlock, Activations, ShuffleBlock]
 SHAPE = (2, 3, 16, 16)
 
 

@@ -7,13 +7,15 @@ end's shape rules agree with what torch computes.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx, nn
 
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.frontend.ops import LAYER_KINDS
 
-__all__ = ["backbone_state", "build_backbone", "module_name", "module_names"]
+__all__ = ["backbone_state", "bind_outputs", "build_backbone", "module_name", "module_names"]
 
 
 def module_name(layer_name: str) -> str:
@@ -37,6 +39,16 @@ def module_names(graph: Graph) -> dict[str, str]:
     return names
 
 
+def bind_outputs(fx_graph: fx.Graph, env: dict, outputs: list[str], result: fx.Node) -> None:
+    """A node's values in `env`: its module's result, or, for several tops (Slice, Split), the
+    items of the tuple it returns."""
+    if len(outputs) == 1:
+        env[outputs[0]] = result
+        return
+    for i, value in enumerate(outputs):
+        env[value] = fx_graph.call_function(operator.getitem, (result, i))
+
+
 def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
     """One module per layer, wired by a generated `forward(*inputs) -> output(s)`."""
     if seed is not None:
@@ -56,7 +68,8 @@ def build_backbone(graph: Graph, *, seed: int | None = None) -> fx.GraphModule:
                                                          [shapes[v] for v in node.inputs]))
         # weights shared with an earlier layer: call its module again
         name = names[owner if owner is not None else node.name]
-        env[node.outputs[0]] = fx_graph.call_module(name, tuple(env[v] for v in node.inputs))
+        bind_outputs(fx_graph, env, node.outputs,
+                     fx_graph.call_module(name, tuple(env[v] for v in node.inputs)))
     outs = [env[v] for v in graph.outputs]
     fx_graph.output(outs[0] if len(outs) == 1 else tuple(outs))
     return fx.GraphModule(root, fx_graph, class_name=f"Backbone_{module_name(graph.name)}")

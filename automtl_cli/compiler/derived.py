@@ -15,6 +15,7 @@ follow` a BN after a shared convolution is shared too, so a shared prefix runs o
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,6 +68,7 @@ class Op:
     node: str
     variant: Variant
     task: str | None = None
+    port: int | None = None  # one top of a several-top layer (Slice): item `port` of its tuple
 
     @property
     def module_name(self) -> str:
@@ -157,7 +159,19 @@ def build_tree(graph: Graph, space: SearchSpace, choices: dict[str, Sequence[int
                 values.append(TreeValue(vid, op, ins, node.shapes[0], params, flops))
             if task not in values[vid - 1].tasks:
                 values[vid - 1].tasks.append(task)
-            env[node.outputs[0]] = vid
+            if len(node.outputs) == 1:
+                env[node.outputs[0]] = vid
+                continue
+            for i, out in enumerate(node.outputs):  # one value per top, reading the tuple
+                port = (Op(node.name, op.variant, op.task, i), (vid,))
+                pid = ids.get(port)
+                if pid is None:
+                    pid = len(values) + 1
+                    ids[port] = pid
+                    values.append(TreeValue(pid, port[0], port[1], node.shapes[i], 0, 0))
+                if task not in values[pid - 1].tasks:
+                    values[pid - 1].tasks.append(task)
+                env[out] = pid
         outputs[task] = env[graph.output]
     # A value is on a task's path only if the task's output depends on it.
     for task in space.tasks:
@@ -186,6 +200,10 @@ class DerivedBackbone(nn.Module):
         env = {INPUT: fx_graph.placeholder("x")}
         made: dict[Op, str] = {}
         for v in tree.values:
+            if v.op.port is not None:
+                env[v.id] = fx_graph.call_function(operator.getitem, (env[v.inputs[0]],
+                                                                     v.op.port))
+                continue
             name = made.get(v.op)
             if name is None:
                 node = by_name[v.op.node]

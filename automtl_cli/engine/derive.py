@@ -159,7 +159,11 @@ def derived_prototxt(tree: Tree, graph: Graph, space: SearchSpace, heads: nn.Mod
     used: dict[str, int] = {}
     layers: list[LayerSpec] = []
     reused = {op for op, n in _op_uses(tree).items() if n > 1}
+    tops: dict[int, list[str]] = {}  # a several-top layer's value → its written tops
     for v in tree.values:
+        if v.op.port is not None:
+            blob[v.id] = tops[v.inputs[0]][v.op.port]
+            continue
         node = by_name[v.op.node]
         label = v.op.node + ("" if v.op.variant.one_copy else
                              f".skip@{v.op.task or 'all'}" if v.op.variant.is_skip else
@@ -176,7 +180,10 @@ def derived_prototxt(tree: Tree, graph: Graph, space: SearchSpace, heads: nn.Mod
             layers += specs
         else:
             attrs = {k: x for k, x in node.attrs.items() if k not in ("param_names", "shares")}
-            layers.append(LayerSpec(lname, node.type, bottoms, [lname], attrs, key))
+            outs = [lname] if len(node.outputs) == 1 else \
+                [f"{lname}:{i}" for i in range(len(node.outputs))]
+            layers.append(LayerSpec(lname, node.type, bottoms, outs, attrs, key))
+            tops[v.id] = outs
         blob[v.id] = layers[-1].tops[0]
     for task, head in heads.items():
         layers += head_layers(head, f"head_{task}", blob[tree.outputs[task]], task)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from automtl_cli.compiler.backbone import module_name
+from automtl_cli.compiler.backbone import bind_outputs, module_name
 from automtl_cli.compiler.space import SearchSpace, follows_searchable
 from automtl_cli.compiler.strategies.stage import STAGES, Stage, StageStrategy
 from automtl_cli.compiler.supermodel.batchnorm import SearchBatchNorm
@@ -74,7 +74,7 @@ class Supermodel(nn.Module):
                 args = tuple(env[v] for v in node.inputs)
             layers.add_module(name, module)
             self.node_modules.append((node, name))
-            env[node.outputs[0]] = fx_graph.call_module(name, args)
+            bind_outputs(fx_graph, env, node.outputs, fx_graph.call_module(name, args))
         fx_graph.output(env[graph.output])
         self.graph_module = fx.GraphModule(layers, fx_graph,
                                            class_name=f"Supermodel_{module_name(graph.name)}")
@@ -162,7 +162,8 @@ class Supermodel(nn.Module):
                 if isinstance(module, (SearchConv, SearchBatchNorm)):
                     env[node.outputs[0]] = module.forward_task(ins[0], t, pi, stage)
                 else:
-                    env[node.outputs[0]] = module.forward_task(*ins)
+                    out = module.forward_task(*ins)
+                    env.update(zip(node.outputs, out if len(node.outputs) > 1 else (out,)))
             outs.append(env[self.graph.output])
         return outs
 

@@ -15,10 +15,12 @@ class Folded(nn.Module):
         super().__init__()
         self.op, self.tasks = op, tasks
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         t = self.tasks
         n = xs[0].shape[0]
         y = self.op(*(x.reshape(n * t, x.shape[1] // t, *x.shape[2:]) for x in xs))
+        if isinstance(y, tuple):  # several tops (Slice)
+            return tuple(v.reshape(n, t * v.shape[1], *v.shape[2:]) for v in y)
         return y.reshape(n, t * y.shape[1], *y.shape[2:])
 
     def forward_task(self, *xs: torch.Tensor) -> torch.Tensor:

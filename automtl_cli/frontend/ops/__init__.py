@@ -15,6 +15,7 @@ from automtl_cli.frontend.ops import (  # noqa: F401  (imported to register the 
     normalisation,
     pooling,
     reshape,
+    resize,
 )
 from automtl_cli.frontend.ops.base import (
     LAYER_KINDS,

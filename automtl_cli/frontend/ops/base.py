@@ -11,6 +11,8 @@ on a type name:
 * `build`: the torch module it becomes;
 * `prototxt_layers`: the `layer { }` blocks the writer emits for it (Caffe dialect);
 * `searchable`, `elementwise`, `task_stacking_conflict`: what the supermodel needs to know;
+* `fork`, `lower`: a fork's type is named in a note, and may become a core kind once shapes are
+  known (ConvolutionDepthwise a grouped Convolution, SegNet's BN a BatchNorm or a Scale);
 * `role` (`Role`): op (a layer of the network), input (declares graph inputs), data (a train-time
   data source, replaced by a graph input), or drop (loss and accuracy layers, removed).
 
@@ -100,9 +102,20 @@ class LayerKind:
     elementwise: ClassVar[bool] = False
     # normalises with batch statistics: under `--bn` each task may keep its own (BatchNorm)
     batch_statistics: ClassVar[bool] = False
+    # A fork's type (not BVLC Caffe's): the fork, named in the note the front end writes when it
+    # reads one, e.g. "DeepLab's caffe fork (deeplab-public-ver2)".
+    fork: ClassVar[str | None] = None
 
     def read(self, layer: Message, ctx: ReadContext) -> Attrs:
         return {}
+
+    def lower(self, attrs: Attrs, shapes: list[Shape]) -> tuple[LayerKind, Attrs]:
+        """The kind and attributes the IR node takes once the input shapes are known: itself for
+        most kinds; a fork type that is a case of a core one becomes that one (a depthwise
+        convolution is a Convolution with group = channels), so the rest of automtl, and the
+        prototxt written back, see the core kind. Called before `infer`; may raise `ShapeError`.
+        """
+        return self, attrs
 
     def infer(self, attrs: Attrs, shapes: list[Shape]) -> list[Shape]:
         return [shapes[0]]

@@ -2,6 +2,8 @@
 
 Convolution is the search space's unit: every one becomes a search node (shared, task-specific or
 skip branch). Deconvolution (an upsampling in dense heads and FCN-style trunks) is not searched.
+ConvolutionDepthwise, the MobileNet/ShuffleNet forks' type, becomes a Convolution with group =
+channels, so it is searched like one and written back as one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from automtl_cli.frontend.ops.base import (
     window_out,
 )
 
-__all__ = ["Convolution", "Deconvolution"]
+__all__ = ["Convolution", "ConvolutionDepthwise", "Deconvolution"]
 
 
 def weight_and_bias_names(key: str, bias: bool) -> list[str]:
@@ -133,3 +135,27 @@ class Deconvolution(Convolution):
         return nn.ConvTranspose2d(shapes[0][1], a["num_output"], tuple(a["kernel"]),
                                   tuple(a["stride"]), tuple(a["pad"]), 0, a["group"], a["bias"],
                                   tuple(a["dilation"]))
+
+
+_CONVOLUTION = Convolution()
+
+
+@register_layer
+class ConvolutionDepthwise(Convolution):
+    """A depthwise convolution (group = the input channels; num_output a multiple of them)."""
+
+    type = "ConvolutionDepthwise"
+    aliases = ("DepthwiseConvolution",)
+    fork = ("the MobileNet/ShuffleNet caffe forks' depthwise convolution "
+            "(yonghenglh6/DepthwiseConvolution), read as a Convolution with group = channels")
+
+    def lower(self, a: Attrs, shapes: list[Shape]) -> tuple[LayerKind, Attrs]:
+        need_4d(self.type, shapes[0])
+        cin = shapes[0][1]
+        if a["group"] not in (1, cin):
+            raise ShapeError(f"group {a['group']} is neither 1 nor the {cin} input channels of "
+                             "a depthwise convolution")
+        if a["num_output"] % cin:
+            raise ShapeError(f"num_output {a['num_output']} is not a multiple of the {cin} input "
+                             "channels of a depthwise convolution")
+        return _CONVOLUTION, {**a, "group": cin}

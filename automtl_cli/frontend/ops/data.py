@@ -12,8 +12,8 @@ from google.protobuf.message import Message
 
 from automtl_cli.frontend.ops.base import Attrs, LayerKind, ReadContext, Role, register_layer
 
-__all__ = ["DROPPED_TYPES", "Data", "DummyData", "HDF5Data", "ImageData", "Input", "MemoryData",
-           "WindowData"]
+__all__ = ["DROPPED_TYPES", "Data", "DenseImageData", "DummyData", "HDF5Data", "ImageData",
+           "Input", "MemoryData", "WindowData"]
 
 DROPPED_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
                  "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss", "Accuracy",
@@ -78,6 +78,23 @@ class Data(_CroppedSource):
 class ImageData(_CroppedSource):
     type = "ImageData"
     param_field = "image_data_param"
+
+
+@register_layer
+class DenseImageData(_DataSource):
+    """caffe-segnet's data layer (images and dense label maps): `crop_height`/`crop_width` and
+    `batch_size` suggest the input shape."""
+
+    type = "DenseImageData"
+    param_field = "dense_image_data_param"
+    fork = "SegNet's caffe fork (alexgkendall/caffe-segnet)"
+
+    def hint(self, layer: Message) -> list[int] | None:
+        p = layer.dense_image_data_param
+        if p.batch_size and p.crop_height and p.crop_width:
+            return [int(p.batch_size), 3 if p.is_color else 1, int(p.crop_height),
+                    int(p.crop_width)]
+        return None
 
 
 @register_layer

@@ -1,6 +1,8 @@
-"""Layers that join several blobs into one: Eltwise (SUM with coeff, PROD, MAX) and Concat.
+"""Layers that join several blobs into one: Eltwise (SUM with coeff, PROD, MAX), Concat and SENet's
+Axpy (a·x + y).
 
-Shape rules after Caffe's eltwise_layer.cpp and concat_layer.cpp.
+Shape rules after Caffe's eltwise_layer.cpp and concat_layer.cpp, and SENet's axpy_layer.cpp
+(hujie-frank/SENet).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from automtl_cli.frontend.ops.base import (
     register_layer,
 )
 
-__all__ = ["Concat", "ConcatModule", "Eltwise", "EltwiseModule"]
+__all__ = ["Axpy", "AxpyModule", "Concat", "ConcatModule", "Eltwise", "EltwiseModule"]
 
 
 class EltwiseModule(nn.Module):
@@ -132,3 +134,31 @@ class Concat(LayerKind):
 
     def param_text(self, a: Attrs) -> str:
         return f"axis: {a['axis']}"
+
+
+class AxpyModule(nn.Module):
+    def forward(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return a * x + y
+
+
+@register_layer
+class Axpy(LayerKind):
+    """a·x + y, bottoms (a, x, y), with a `[N, C, 1, 1]` (a channel gate) and x, y alike: each
+    channel's values stay apart, so the op is `elementwise` for the supermodel."""
+
+    type = "Axpy"
+    bottoms = (3, 3)
+    elementwise = True
+    fork = "SENet's caffe fork (hujie-frank/SENet)"
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        gate, x, y = shapes
+        if x != y:
+            raise ShapeError(f"x and y (bottoms 2 and 3) differ in shape: {list(x)} vs {list(y)}")
+        if len(x) < 2 or tuple(gate) != (*x[:2], *([1] * (len(x) - 2))):
+            raise ShapeError(f"a (bottom 1) must be {[*x[:2], *([1] * (len(x) - 2))]} for x "
+                             f"{list(x)}, got {list(gate)}")
+        return [x]
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return AxpyModule()

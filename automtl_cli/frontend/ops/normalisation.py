@@ -1,4 +1,9 @@
-"""Normalisation: BatchNorm, Scale and LRN, after Caffe's batch_norm, scale and lrn layers.
+"""Normalisation: BatchNorm, Scale, Bias and LRN, after Caffe's batch_norm, scale, bias and lrn
+layers; and caffe-segnet's BN, read as a BatchNorm (LEARN) or a Scale with bias (INFERENCE).
+
+Scale and Bias take their operand either as a learned blob (one bottom) or from a second bottom,
+whose shape is the first bottom's from `axis` on (Caffe's rule); the operand broadcasts over the
+axes after it.
 
 Caffe keeps a BatchNorm's statistics in the BatchNorm layer and its γ/β in a following Scale;
 the AutoMTL dialect gives BatchNorm its own γ/β (`affine`). The front end folds the Caffe pair
@@ -6,6 +11,8 @@ into one affine BatchNorm node, and `BatchNorm.prototxt_layers` writes it back a
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +27,12 @@ from automtl_cli.frontend.ops.base import (
     Shape,
     ShapeError,
     need_4d,
+    norm_axis,
     register_layer,
 )
 
-__all__ = ["LRN", "BatchNorm", "ChannelScale", "LocalResponseNorm", "Scale"]
+__all__ = ["BN", "LRN", "BatchNorm", "Bias", "BroadcastOperand", "ChannelScale", "LearnedBias",
+           "LocalResponseNorm", "Scale"]
 
 
 class ChannelScale(nn.Module):
@@ -40,26 +49,152 @@ class ChannelScale(nn.Module):
         return y + self.bias.view(shape) if self.bias is not None else y
 
 
+class BroadcastOperand(nn.Module):
+    """`x * b` or `x + b` for a second bottom `b` shaped like `x`'s axes `axis`...: Caffe's Scale
+    and Bias with two bottoms (SENet's gate, `axis: 0`, is the common use)."""
+
+    def __init__(self, axis: int, add: bool) -> None:
+        super().__init__()
+        self.axis, self.add = axis, add
+
+    def forward(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        b = b.view((1,) * self.axis + tuple(b.shape) + (1,) * (x.dim() - self.axis - b.dim()))
+        return x + b if self.add else x * b
+
+
+def _operand_span(kind: str, a: Attrs, shapes: list[Shape]) -> tuple[int, Shape]:
+    """The first axis and the shape of Scale's or Bias's operand, checked as Caffe checks it."""
+    x = shapes[0]
+    if len(x) < 1:
+        raise ShapeError(f"{kind} needs an input with axes, got {list(x)}")
+    start = norm_axis(a["axis"], len(x))
+    if len(shapes) == 2:
+        b = shapes[1]
+        if tuple(x[start:start + len(b)]) != tuple(b):
+            raise ShapeError(f"the second bottom {list(b)} must match the first bottom's axes "
+                             f"from {start} on: {list(x)}")
+        return start, tuple(b)
+    end = len(x) if a["num_axes"] == -1 else start + a["num_axes"]
+    if a["num_axes"] < -1 or end > len(x):
+        raise ShapeError(f"num_axes {a['num_axes']} from axis {start} is out of range for "
+                         f"{list(x)}")
+    return start, tuple(x[start:end])
+
+
+def _batch_operand_conflict(kind: str, a: Attrs, shapes: list[Shape]) -> str | None:
+    """A second bottom is stacked over tasks on its own axis 0, so it must line up from axis 0."""
+    if len(shapes) == 2 and a["axis"] % len(shapes[0]) != 0:
+        return (f"{kind} by a second bottom along axis {a['axis']} (not 0) cannot be shared "
+                "between tasks")
+    return None
+
+
 @register_layer
 class Scale(LayerKind):
+    """One bottom: a learned per-channel γ (and β). Two bottoms: the second bottom is the scale
+    (`axis`, default 1, is where it lines up with the first), plus a learned bias if asked."""
+
     type = "Scale"
     param_field = "scale_param"
+    bottoms = (1, 2)
 
     def read(self, layer: Message, ctx: ReadContext) -> Attrs:
         p = self.params_of(layer)
+        bias = bool(p.bias_term) if p is not None else False
+        if len(layer.bottom) == 2:
+            if bias:
+                raise ctx.fail("bias_term with two bottoms is not supported (add a Bias layer)",
+                               "scale_param.bias_term")
+            return {"bias": False, "axis": int(p.axis) if p is not None else 1}
         if p is not None and (p.axis != 1 or p.num_axes != 1):
             raise ctx.fail("only a per-channel Scale (axis: 1, num_axes: 1) is supported",
                            self.param_field)
-        return {"bias": bool(p.bias_term) if p is not None else False}
+        return {"bias": bias}
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        if len(shapes) == 2:
+            _operand_span(self.type, {**a, "num_axes": -1}, shapes)
+        elif len(shapes[0]) < 2:
+            raise ShapeError(f"Scale needs a channel axis, got {list(shapes[0])}")
+        return [shapes[0]]
 
     def count_params(self, a: Attrs, shapes: list[Shape]) -> int:
-        return shapes[0][1] * (2 if a["bias"] else 1)
+        return 0 if len(shapes) == 2 else shapes[0][1] * (2 if a["bias"] else 1)
 
     def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        if len(shapes) == 2:
+            return BroadcastOperand(norm_axis(a["axis"], len(shapes[0])), add=False)
         return ChannelScale(shapes[0][1], a["bias"])
 
+    def task_stacking_conflict(self, a: Attrs, shapes: list[Shape]) -> str | None:
+        return _batch_operand_conflict(self.type, a, shapes)
+
     def param_text(self, a: Attrs) -> str:
-        return f"bias_term: {str(a['bias']).lower()}"
+        text = f"bias_term: {str(a['bias']).lower()}"
+        return text + (f" axis: {a['axis']}" if "axis" in a else "")
+
+    def weight_names(self, a: Attrs, key: str) -> list[str] | None:
+        if "axis" in a:  # the scale is the second bottom: nothing learned
+            return None
+        return [f"{key}/gamma"] + ([f"{key}/beta"] if a["bias"] else [])
+
+
+class LearnedBias(nn.Module):
+    """Caffe's Bias with one bottom: a learned blob shaped like `x`'s axes `axis`..., added."""
+
+    def __init__(self, axis: int, shape: Shape) -> None:
+        super().__init__()
+        self.axis = axis
+        self.bias = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias
+        return x + b.view((1,) * self.axis + tuple(b.shape)
+                          + (1,) * (x.dim() - self.axis - b.dim()))
+
+
+@register_layer
+class Bias(LayerKind):
+    """x + b: b learned (one bottom; `axis`, `num_axes` give its shape) or a second bottom."""
+
+    type = "Bias"
+    param_field = "bias_param"
+    bottoms = (1, 2)
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        attrs = {"axis": int(p.axis) if p is not None else 1,
+                 "num_axes": int(p.num_axes) if p is not None else 1}
+        if len(layer.bottom) == 1 and attrs["num_axes"] < -1:
+            raise ctx.fail(f"num_axes must be -1 or more, got {attrs['num_axes']}",
+                           "bias_param.num_axes")
+        if p is not None and p.HasField("filler") and p.filler.type != "constant":
+            raise ctx.fail(f'only a constant bias filler is supported, got "{p.filler.type}"',
+                           "bias_param.filler")
+        return attrs
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        start, _ = _operand_span(self.type, a, shapes)
+        if len(shapes) == 1 and start == 0:
+            raise ShapeError("a learned bias along the batch axis (axis: 0) is not supported")
+        return [shapes[0]]
+
+    def count_params(self, a: Attrs, shapes: list[Shape]) -> int:
+        return 0 if len(shapes) == 2 else math.prod(_operand_span(self.type, a, shapes)[1])
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        start, shape = _operand_span(self.type, a, shapes)
+        return BroadcastOperand(start, add=True) if len(shapes) == 2 else LearnedBias(start,
+                                                                                        shape)
+
+    def task_stacking_conflict(self, a: Attrs, shapes: list[Shape]) -> str | None:
+        return _batch_operand_conflict(self.type, a, shapes)
+
+    def param_text(self, a: Attrs) -> str:
+        return f"axis: {a['axis']} num_axes: {a['num_axes']}"
+
+    def weight_names(self, a: Attrs, key: str) -> list[str] | None:
+        return [f"{key}/b"]
 
 
 _SCALE = Scale()
@@ -123,6 +258,38 @@ class BatchNorm(LayerKind):
             out.append(LayerText(f"{name}/scale", _SCALE.type, tops, tops, _SCALE.param_field,
                                  _SCALE.param_text({"bias": attrs["bias"]}), affine))
         return out
+
+
+_BATCHNORM = BatchNorm()
+
+
+@register_layer
+class BN(LayerKind):
+    """caffe-segnet's BN: LEARN normalises with batch statistics, then a learned scale and shift
+    (a BatchNorm with γ/β here); INFERENCE, what its compute_bn_statistics.py writes, has the
+    statistics folded into the scale and shift (a Scale with bias here). 2·C parameters either
+    way. Its ε is the fork's fixed 1e-9."""
+
+    type = "BN"
+    param_field = "bn_param"
+    fork = "SegNet's caffe fork (alexgkendall/caffe-segnet)"
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        for name in ("scale_filler", "shift_filler"):
+            if p is not None and p.HasField(name) and getattr(p, name).type != "constant":
+                raise ctx.fail(f'only a constant {name} is supported, got '
+                               f'"{getattr(p, name).type}"', f"bn_param.{name}")
+        inference = p is not None and p.bn_mode == p.INFERENCE
+        return {"mode": "inference" if inference else "learn"}
+
+    def lower(self, a: Attrs, shapes: list[Shape]) -> tuple[LayerKind, Attrs]:
+        if len(shapes[0]) < 2:
+            raise ShapeError(f"BN needs a channel axis, got {list(shapes[0])}")
+        if a["mode"] == "inference":
+            return _SCALE, {"bias": True}
+        return _BATCHNORM, {"eps": 1e-9, "momentum": 0.1, "affine": True, "bias": True,
+                            "track_running_stats": True}
 
 
 class LocalResponseNorm(nn.Module):

@@ -1,7 +1,10 @@
 """Pooling (MAX, AVE, global), with output sizes after Caffe's pooling_layer.cpp.
 
 Caffe rounds the output size up and the AutoMTL dialect down unless `round_mode: CEIL`; either
-way the last window must start inside the input, as in Caffe and torch.
+way the last window must start inside the input, as in Caffe and torch. A MAX pooling with two
+tops also gives its argmax mask (`attrs["mask"]`), the index of each maximum in its input plane
+(h·W + w), as Caffe does and torch's `return_indices`; SegNet's Upsample unpools by it. Caffe and
+torch both keep the first of equal maxima.
 """
 
 from __future__ import annotations
@@ -39,10 +42,15 @@ class GlobalPool(nn.Module):
 class Pooling(LayerKind):
     type = "Pooling"
     param_field = "pooling_param"
+    tops = (1, 2)  # a second top: the argmax mask (MAX only), which SegNet's Upsample reads
 
     def read(self, layer: Message, ctx: ReadContext) -> Attrs:
         p = self.params_of(layer)
         path = self.param_field
+        mask = len(layer.top) == 2
+        if mask and (p is None or p.pool != p.MAX or p.global_pooling):
+            raise ctx.fail(f'a second top ("{layer.top[1]}", the argmax mask) is only defined '
+                           "for MAX pooling with a window", f"{path}.pool" if p else None)
         if p is None:
             raise ctx.fail("pooling_param is required", None)
         if p.pool == p.STOCHASTIC:
@@ -67,6 +75,8 @@ class Pooling(LayerKind):
             if 2 * q > k:
                 raise ctx.fail(f"pad {q} is more than half the kernel {k}", f"{path}.pad")
         attrs.update(kernel=list(kernel), pad=list(pad), stride=list(stride))
+        if mask:
+            attrs["mask"] = True
         return attrs
 
     def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
@@ -87,14 +97,14 @@ class Pooling(LayerKind):
             else:
                 out = (size + 2 * p - k) // s + 1
             dims.append(out)
-        return [(n, c, *dims)]
+        return [(n, c, *dims)] * (2 if a.get("mask") else 1)
 
     def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
         if a["global"]:
             return GlobalPool(a["method"] == "max")
         if a["method"] == "max":
             return nn.MaxPool2d(tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"]),
-                                ceil_mode=a["ceil"])
+                                ceil_mode=a["ceil"], return_indices=bool(a.get("mask")))
         return nn.AvgPool2d(tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"]),
                             ceil_mode=a["ceil"], count_include_pad=True)
 

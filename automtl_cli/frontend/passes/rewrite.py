@@ -22,7 +22,7 @@ def fold_batchnorm_scale(state: BuildState) -> None:
     for n in nodes:
         for v in n.inputs:
             consumers[v] = consumers.get(v, 0) + 1
-    by_input = {n.inputs[0]: n for n in nodes if n.type == "Scale"}
+    by_input = {n.inputs[0]: n for n in nodes if n.type == "Scale" and len(n.inputs) == 1}
     removed: set[str] = set()
     for n in nodes:
         if n.type != "BatchNorm" or n.attrs["affine"]:

@@ -18,8 +18,11 @@ __all__ = ["infer_shapes"]
 def infer_shapes(state: BuildState) -> None:
     """Turn every kept layer into a shaped node (or an input, or nothing for a loss), then check
     that the result is a network: it has inputs, layers, and used every `--input-shape`."""
+    forks: dict[str, list[str]] = {}
     for la in state.layers:
         kind = LAYER_KINDS[la.type]
+        if kind.fork is not None:
+            forks.setdefault(la.type, []).append(la.name)
         if kind.role is Role.DROP:
             state.dropped.append(la.name)
             continue
@@ -34,6 +37,10 @@ def infer_shapes(state: BuildState) -> None:
             _declare_data_layer(state, la, attrs)
         else:
             state.nodes.append(_shaped_node(state, la, kind, attrs))
+    for type_name, names in forks.items():
+        state.notes.append(f"{type_name}: {LAYER_KINDS[type_name].fork}; {len(names)} "
+                           f"layer{'s' if len(names) > 1 else ''}: " + ", ".join(names[:3])
+                           + (", ..." if len(names) > 3 else ""))
     _check_network(state)
 
 
@@ -79,6 +86,7 @@ def _shaped_node(state: BuildState, la: SourceLayer, kind: LayerKind, attrs: Att
     in_values = resolve_bottoms(state, la)
     in_shapes = [state.shapes[v] for v in in_values]
     try:
+        kind, attrs = kind.lower(attrs, in_shapes)
         out_shapes = kind.infer(attrs, in_shapes)
         params = kind.count_params(attrs, in_shapes)
     except ShapeError as e:

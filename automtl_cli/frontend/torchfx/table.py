@@ -162,6 +162,10 @@ _MODULES: dict[type[nn.Module], tuple[str, Callable[[Any, fx.Node], Attrs]]] = {
     nn.AdaptiveAvgPool2d: ("Pooling", lambda m, n: _global_pool("ave", m.output_size)),
     nn.AdaptiveMaxPool2d: ("Pooling", lambda m, n: _global_pool("max", m.output_size)),
     nn.Flatten: ("Flatten", lambda m, n: _flatten_attrs(m.start_dim, m.end_dim)),
+    nn.ELU: ("ELU", lambda m, n: {"alpha": float(m.alpha)}),
+    nn.PReLU: ("PReLU", lambda m, n: {"channel_shared": m.num_parameters == 1,
+                                      "init": float(m.init)}),
+    nn.ChannelShuffle: ("ShuffleChannel", lambda m, n: {"group": int(m.groups)}),
 }
 
 
@@ -258,12 +262,15 @@ _FUNCTIONS: dict[Any, Rule] = {
     F.gelu: _pointwise("GELU", lambda n: _gelu(_arg(n, 1, "approximate", "none")),
                        ("approximate",)),
     F.dropout: _dropout_fn,
+    torch.abs: _pointwise("AbsVal", options=()),
+    F.elu: _pointwise("ELU", lambda n: {"alpha": float(_arg(n, 1, "alpha", 1.0))},
+                      ("alpha", "inplace")),
     F.adaptive_avg_pool2d: _adaptive("ave"), F.adaptive_max_pool2d: _adaptive("max"),
 }
 _METHODS: dict[str, Rule] = {
     "add": _eltwise("sum"), "add_": _eltwise("sum"), "mul": _eltwise("prod"),
     "mul_": _eltwise("prod"), "relu": _RELU, "relu_": _RELU, "sigmoid": _SIGMOID,
-    "tanh": _TANH, "flatten": _flatten, "mean": _mean,
+    "tanh": _TANH, "flatten": _flatten, "mean": _mean, "abs": _pointwise("AbsVal", options=()),
 }
 
 
