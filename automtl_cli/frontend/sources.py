@@ -1,10 +1,11 @@
 """Which front end reads a backbone: a `SourceKind` per input format, one front end object each.
 
-`automtl compile SOURCE` names a prototxt file or a PyTorch module (`FILE.py:NAME`,
-`package.module:NAME`); `source_kind` tells them apart. A run keeps what it was compiled from
-(`source_record`: kind, spec, path, text, sha256), and later stages rebuild the graph at the
-data's input size from that record (`rebuild_graph`), so they never re-read a file that may have
-changed. Front ends register in the project's registry style (`automtl_cli/registry.py`).
+`automtl compile SOURCE` names a prototxt file, a PyTorch module (`FILE.py:NAME`,
+`package.module:NAME`) or an ONNX model (`FILE.onnx`); `source_kind` tells them apart. A run
+keeps what it was compiled from (`source_record`: kind, spec, path, text, sha256; an ONNX model's
+"text" is its bytes in base64, and the hash is that text's), and later stages rebuild the graph
+at the data's input size from that record (`rebuild_graph`), so they never re-read a file that
+may have changed. Front ends register in the project's registry style (`automtl_cli/registry.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph, read_source
 from automtl_cli.frontend.dialect import Dialect
 from automtl_cli.frontend.ir import Shape
+from automtl_cli.frontend.onnx import (
+    decode_model,
+    encode_model,
+    is_onnx_spec,
+    onnx_graph,
+    read_model,
+)
 from automtl_cli.frontend.torchfx import (
     is_torch_spec,
     load_module,
@@ -28,7 +36,7 @@ from automtl_cli.frontend.torchfx import (
 )
 from automtl_cli.registry import Choice, Registry
 
-__all__ = ["SOURCES", "PrototxtSource", "SourceFrontEnd", "SourceKind", "TorchSource",
+__all__ = ["SOURCES", "OnnxSource", "PrototxtSource", "SourceFrontEnd", "SourceKind", "TorchSource",
            "build_source", "rebuild_graph", "source_kind"]
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,7 @@ Warn = Callable[[str], None]
 class SourceKind(Choice):
     PROTOTXT = "prototxt"
     TORCH = "torch"
+    ONNX = "onnx"
 
 
 class SourceFrontEnd:
@@ -87,6 +96,27 @@ class TorchSource(SourceFrontEnd):
                               notes, [], elapsed)
 
 
+@SOURCES.register(SourceKind.ONNX)
+class OnnxSource(SourceFrontEnd):
+    def read(self, spec: str) -> tuple[str, str]:
+        return os.path.abspath(spec), encode_model(read_model(spec))
+
+    def build(self, spec: str, path: str, text: str, options: CompileOptions,
+              warn: Warn) -> FrontEndResult:
+        if options.dialect not in (None, SourceKind.ONNX.value) or options.lenient:
+            raise BadInput(f"{spec}: --dialect and --lenient apply to prototxt files only")
+        if options.weights:
+            raise BadInput(f"{spec}: an ONNX model holds its own weights; --weights applies to "
+                           "prototxt and PyTorch sources")
+        t0 = time.perf_counter()
+        graph, weights, notes = onnx_graph(decode_model(text), file=path,
+                                           input_shapes=options.input_shapes,
+                                           feature=options.feature_blob)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        return FrontEndResult(graph, Dialect("onnx", f"read with onnx from {spec}"), text, notes,
+                              [], elapsed, weights)
+
+
 SOURCES.check_complete()
 
 
@@ -101,6 +131,8 @@ def _input_shape(spec: str, options: CompileOptions) -> Shape:
 
 
 def source_kind(spec: str) -> SourceKind:
+    if is_onnx_spec(spec):
+        return SourceKind.ONNX
     return SourceKind.TORCH if is_torch_spec(spec) else SourceKind.PROTOTXT
 
 
