@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 
 from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph, read_source
+from automtl_cli.frontend.caffemodel import caffemodel_weights
 from automtl_cli.frontend.dialect import Dialect
 from automtl_cli.frontend.ir import Shape
 from automtl_cli.frontend.onnx import (
@@ -74,7 +75,14 @@ class PrototxtSource(SourceFrontEnd):
 
     def build(self, spec: str, path: str, text: str, options: CompileOptions,
               warn: Warn) -> FrontEndResult:
-        return build_graph(path, options, text=text, warn=warn)
+        front = build_graph(path, options, text=text, warn=warn)
+        if options.weights:
+            if not options.weights.lower().endswith(".caffemodel"):
+                raise BadInput(f"{options.weights}: a prototxt's --weights is a Caffe "
+                               ".caffemodel")
+            front.weights, notes = caffemodel_weights(options.weights, front.graph)
+            front.notes.extend(notes)
+        return front
 
 
 @SOURCES.register(SourceKind.TORCH)

@@ -275,13 +275,20 @@ def _needed(model: Any, outputs: list[str]) -> list[Any]:
 
 
 def _feature(model: Any, feature: str, file: str) -> str:
+    """The tensor `feature` names, or the output of the last node inside the module path
+    `feature` (torch's exporter names nodes by scope: `/layer1/layer1.0/conv1/Conv`)."""
     tensors = [o for n in model.graph.node for o in n.output if o]
     if feature in tensors:
         return feature
-    close = difflib.get_close_matches(feature, tensors, n=3)
+    inside = [n for n in model.graph.node if feature in n.name.split("/") and n.output]
+    if inside:
+        return inside[-1].output[0]
+    scopes = sorted({s for n in model.graph.node for s in n.name.split("/")[:-1] if s})
+    close = [t for t in (*scopes, *tensors) if feature in t][:3] or \
+        difflib.get_close_matches(feature, [*scopes, *tensors], n=3)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise SourceError(f'--feature "{feature}": no tensor of that name in the model{hint}',
-                      file=file)
+    raise SourceError(f'--feature "{feature}": no tensor or module path of that name in the '
+                      f"model{hint}", file=file)
 
 
 def onnx_graph(data: bytes, *, file: str, input_shapes: Mapping[str | None, Shape],
@@ -353,7 +360,7 @@ def _node_weights(graph: Graph, arrays: dict[str, dict[str, np.ndarray]], file: 
                                       layer_type=node.type)
                 result[key] = like.clone()
                 continue
-            tensor = torch.from_numpy(np.ascontiguousarray(given[key])).to(like.dtype)
+            tensor = torch.from_numpy(np.array(given[key])).to(like.dtype)
             if tuple(tensor.shape) != tuple(like.shape):
                 raise SourceError(f"{key} has shape {list(tensor.shape)} in the model, "
                                   f"{list(like.shape)} in the layer", file=file,

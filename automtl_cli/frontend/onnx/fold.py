@@ -123,6 +123,7 @@ def _binary(op: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Folder:
 
 FOLDERS: dict[str, Folder] = {
     "Identity": lambda a, xs: xs[0],
+    "Shape": lambda a, xs: np.asarray(xs[0].shape[a.get("start", 0):a.get("end")], np.int64),
     "Cast": _cast,
     "Gather": lambda a, xs: np.take(xs[0], xs[1], axis=int(a.get("axis", 0))),
     "Unsqueeze": _unsqueeze,

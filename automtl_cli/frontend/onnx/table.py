@@ -188,6 +188,10 @@ def _conv(env: Env, node: Any, a: dict[str, Any]) -> Layer:
     else:
         num_output, kind = w.shape[0], "Convolution"
         pad = [p + q for p, q in zip(pad, extra)]
+    cin = w.shape[0] if transposed else w.shape[1] * group
+    if cin != shape[1]:
+        raise Unsupported(f"its weight {list(w.shape)} (group {group}) takes {cin} channels, "
+                          f"the input has {shape[1]}")
     weights = {"weight": w}
     if b is not None:
         weights["bias"] = _f32(b).reshape(-1)
@@ -320,12 +324,19 @@ def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf:
                       "per-channel factor, is supported)")
 
 
+def _check_features(have: int, weight: int) -> None:
+    if have != weight:
+        raise Unsupported(f"its weight takes {weight} features, the input has {have} (at this "
+                          "input size)")
+
+
 def _gemm(env: Env, node: Any, a: dict[str, Any]) -> Layer:
     x = node.input[0]
     if len(env.shape(x)) != 2 or int(a.get("transA", 0)):
         raise Unsupported("only a Gemm of a 2-D input by a constant (transA=0)")
     w = _f32(_need_const(env, node, 1, "weight"))
     w = (w if int(a.get("transB", 0)) else w.T) * np.float32(a.get("alpha", 1.0))
+    _check_features(env.shape(x)[-1], w.shape[1])
     weights = {"linear.weight": w}
     c = _opt_const(env, node, 2, "bias")
     if c is not None:
@@ -344,6 +355,7 @@ def _matmul(env: Env, node: Any, a: dict[str, Any]) -> Layer:
     if w.ndim != 2:
         raise Unsupported(f"a MatMul by a {w.ndim}-D constant (only a matrix)")
     rank = len(env.shape(x))
+    _check_features(env.shape(x)[-1], w.shape[0])
     return Layer("InnerProduct", {"num_output": int(w.shape[1]), "bias": False,
                                   "axis": rank - 1}, [x], {"linear.weight": w.T.copy()},
                  (node.input[1],))
@@ -430,6 +442,8 @@ def _flatten(env: Env, node: Any, a: dict[str, Any]) -> Layer:
 def _reshape(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | Pending:
     x = node.input[0]
     target_in = [int(d) for d in _need_const(env, node, 1, "shape").reshape(-1)]
+    if target_in and target_in[0] > 0:  # a batch size baked in at export: the batch is kept
+        target_in[0] = 0
     p = env.pending(x)
     if p is not None:
         if p.kind == "shuffled":
