@@ -225,13 +225,35 @@ def test_the_supermodel_all_shared_computes_the_module(tmp_path):
         assert torch.allclose(_plain(front)(x), module(x), atol=1e-5)
 
 
-@pytest.mark.skipif("ShuffleChannel" not in LAYER_KINDS,
-                    reason="the ShuffleChannel layer kind is not in this build's layer table")
-def test_a_channel_shuffle_is_one_layer(tmp_path):
-    module = _randomised(ChannelShuffle())
-    front, _ = compile_onnx(export(module, tmp_path / "m.onnx"))
-    assert [n.type for n in front.graph.nodes] == ["Convolution", "ShuffleChannel",
-                                                   "Convolution"]
+class PReLUs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.act1 = nn.Conv2d(3, 6, 3, padding=1), nn.PReLU(6)
+        self.conv2, self.act2 = nn.Conv2d(6, 6, 1), nn.PReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.conv2(self.act1(self.conv1(x))))
+
+
+@pytest.mark.parametrize("cls, kind", [(ChannelShuffle, "ShuffleChannel"), (PReLUs, "PReLU")],
+                         ids=["ChannelShuffle", "PReLU"])
+def test_ops_on_caffes_long_tail_kinds(tmp_path, cls, kind):
+    """Where the layer table has the kind, the op becomes it and computes the module; where it
+    has not, the op is refused naming the kind."""
+    module = _randomised(cls())
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.PReLU):
+                m.weight.uniform_(0.1, 0.4)
+    path = export(module, tmp_path / "m.onnx")
+    if kind not in LAYER_KINDS:
+        with pytest.raises(SourceError, match=f"needs the {kind} layer kind, which this "
+                                              "automtl lacks"):
+            compile_onnx(path)
+        return
+    front, _ = compile_onnx(path)
+    assert kind in [n.type for n in front.graph.nodes]
+    assert front.graph.params == sum(p.numel() for p in module.parameters())
     x = torch.randn((1, *SHAPE[1:]))
     with torch.no_grad():
         assert torch.allclose(_plain(front)(x), module(x), atol=1e-5)
