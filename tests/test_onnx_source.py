@@ -235,8 +235,36 @@ class PReLUs(nn.Module):
         return self.act2(self.conv2(self.act1(self.conv1(x))))
 
 
-@pytest.mark.parametrize("cls, kind", [(ChannelShuffle, "ShuffleChannel"), (PReLUs, "PReLU")],
-                         ids=["ChannelShuffle", "PReLU"])
+class Splits(nn.Module):
+    """ShuffleNetV2's halves (`chunk`), a channel range (`x[:, 2:5]`), ELU, a learnt per-channel
+    bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.branch = nn.Conv2d(4, 4, 3, padding=1)
+        self.shift = nn.Parameter(torch.randn(3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.conv(x).chunk(2, dim=1)
+        y = torch.cat([a, F.elu(self.branch(b))], 1)
+        return torch.cat([y, y[:, 2:5] + self.shift], 1)
+
+
+class Upsampled(nn.Module):
+    """An FPN-style top-down step: nearest upsampling by 2, added to a lateral 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.lateral = nn.Conv2d(3, 4, 3, 2, 1), nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.down(x), scale_factor=2.0, mode="nearest") + self.lateral(x)
+
+
+@pytest.mark.parametrize("cls, kind", [(ChannelShuffle, "ShuffleChannel"), (PReLUs, "PReLU"),
+                                       (Splits, "Slice"), (Upsampled, "Upsample")],
+                         ids=["ChannelShuffle", "PReLU", "Splits", "Upsampled"])
 def test_ops_on_caffes_long_tail_kinds(tmp_path, cls, kind):
     """Where the layer table has the kind, the op becomes it and computes the module; where it
     has not, the op is refused naming the kind."""
@@ -330,7 +358,7 @@ def test_matmul_and_its_bias_are_one_inner_product(tmp_path):
 def test_every_unsupported_op_is_listed_at_once(tmp_path):
     w = np.ones((4, 3, 3, 3))
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[0, 0, 1, 1], name="uneven"),
-             helper.make_node("Elu", ["x"], ["e"], name="elu"),
+             helper.make_node("Mish", ["x"], ["e"], name="mish"),
              helper.make_node("Pad", ["x", "p"], ["pd"], mode="reflect", name="reflect"),
              helper.make_node("Conv", ["pd", "w"], ["c2"], name="after"),
              helper.make_node("Concat", ["c", "e", "c2"], ["y"], axis=1, name="cat")]
@@ -341,7 +369,7 @@ def test_every_unsupported_op_is_listed_at_once(tmp_path):
     assert lines[0] == "3 unsupported ops:"
     assert lines[1] == (f'{path}: layer "uneven" (Conv): uneven padding (begin [0, 0], end '
                         "[1, 1] at input [1, 3, 8, 8]); the layer kinds pad both sides alike")
-    assert lines[2] == (f'{path}: layer "elu" (Elu): no layer kind for this op '
+    assert lines[2] == (f'{path}: layer "mish" (Mish): no layer kind for this op '
                         "(docs/onnx.md lists the supported ones)")
     assert lines[3].startswith(f'{path}: layer "reflect" (Pad): Pad mode=reflect')
 
@@ -388,7 +416,7 @@ def test_cli_compiles_an_onnx_file_and_searches_from_it(run_cli, tmp_path):
 
 
 def test_cli_refuses_with_exit_65(run_cli, tmp_path):
-    path = _write(tmp_path, _model([helper.make_node("Elu", ["x"], ["y"], name="e")], {}))
+    path = _write(tmp_path, _model([helper.make_node("Mish", ["x"], ["y"], name="e")], {}))
     rc, _, err = run_cli("compile", path, "-o", tmp_path / "run")
     assert rc == 65
-    assert f'{path}: layer "e" (Elu): no layer kind for this op' in err
+    assert f'{path}: layer "e" (Mish): no layer kind for this op' in err

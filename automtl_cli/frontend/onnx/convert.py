@@ -194,12 +194,14 @@ class _Builder:
         if rule is None:
             raise Unsupported("no layer kind for this op (docs/onnx.md lists the supported "
                               "ones)")
-        extra = [o for o in node.output[1:] if o and self.consumers.get(o)]
-        if extra or any(o in self.outputs for o in node.output[1:] if o):
-            raise Unsupported(f"its output {(extra or list(node.output[1:]))[0]!r} is used; "
-                              "only the first output of this op is supported")
         out = node.output[0]
         result = rule(self, node, attrs)
+        mapped = result.outputs if isinstance(result, Layer) and result.outputs else [out]
+        extra = [o for o in node.output if o and o not in mapped
+                 and (self.consumers.get(o) or o in self.outputs)]
+        if extra:
+            raise Unsupported(f"its output {extra[0]!r} is used; only the first output of "
+                              "this op is supported")
         if isinstance(result, Alias):
             self._alias(out, result.tensor)
         elif isinstance(result, Pending):
@@ -239,7 +241,7 @@ class _Builder:
         inputs = [self.value[t] for t in layer.inputs]
         in_shapes = [self.shapes[v] for v in inputs]
         attrs = dict(layer.attrs)
-        (shape,) = kind.infer(attrs, in_shapes)
+        shapes = kind.infer(attrs, in_shapes)
         params = int(kind.count_params(attrs, in_shapes))
         key = (layer.type, layer.sources, repr(sorted(attrs.items())), tuple(in_shapes))
         owner = self.owners.setdefault(key, name) if layer.sources and params else name
@@ -247,12 +249,19 @@ class _Builder:
             attrs["shares"], params = owner, 0
         elif layer.weights:
             self.weights[name] = dict(layer.weights)
-        self.shapes[name] = tuple(int(d) for d in shape)
-        ir = Node(name, layer.type, inputs, [name], attrs, 0, shapes=[self.shapes[name]],
-                  params=params, searchable=kind.searchable)
+        tensors = layer.outputs or [out]
+        values = [name] if len(tensors) == 1 else [self.unique(f"{name}:{i}")
+                                                     for i in range(len(tensors))]
+        for value, shape in zip(values, shapes):
+            self.shapes[value] = tuple(int(d) for d in shape)
+        ir = Node(name, layer.type, inputs, values, attrs, 0,
+                  shapes=[self.shapes[v] for v in values], params=params,
+                  searchable=kind.searchable)
         self.nodes.append(ir)
-        self.by_value[name] = ir
-        self.value[out] = name
+        for value, tensor in zip(values, tensors):
+            self.by_value[value] = ir
+            if tensor:
+                self.value[tensor] = value
 
 
 def _refuse(problems: list[SourceError]) -> SourceError:

@@ -41,6 +41,8 @@ class Layer:
     inputs: list[str]  # ONNX tensor names
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     sources: tuple[str, ...] = ()  # the initialisers the weights come from (shared weights)
+    outputs: list[str | None] | None = None  # the ONNX tensor of each output (None: unused);
+    # None: one output, the node's first
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,16 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
-def _caffe_kind(kind_type: str, fields: str) -> Attrs:
+def _caffe_kind(kind_type: str, fields: str, tops: int = 1) -> Attrs:
     """The attributes of layer kind `kind_type`, read from the Caffe fields that spell them."""
     kind = LAYER_KINDS.get(kind_type)
     layer = pb.LayerParameter()
+    top_text = " ".join(f'top: "t{i}"' for i in range(tops))
     try:
         if kind is None:
             raise text_format.ParseError("no such kind")
-        text_format.Parse(f'name: "onnx" type: "{kind_type}" {fields}', layer)
+        text_format.Parse(f'name: "onnx" type: "{kind_type}" bottom: "x" {top_text} {fields}',
+                          layer)
     except text_format.ParseError as e:
         raise Unsupported(f"needs the {kind_type} layer kind, which this automtl lacks") from e
     try:
@@ -263,6 +267,12 @@ def _prelu(env: Env, node: Any, a: dict[str, Any]) -> Layer:
                  (node.input[1],))
 
 
+def _elu(env: Env, node: Any, a: dict[str, Any]) -> Layer:
+    alpha = float(a.get("alpha", 1.0))
+    return Layer("ELU", _caffe_kind("ELU", f"elu_param {{ alpha: {alpha!r} }}"),
+                 [node.input[0]])
+
+
 def _softmax(env: Env, node: Any, a: dict[str, Any]) -> Layer:
     rank = len(env.shape(node.input[0]))
     axis = int(a.get("axis", -1 if env.opset >= 13 else 1)) % rank
@@ -316,10 +326,15 @@ def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf:
     channels = shape[1] if len(shape) == 4 else None
     per_channel = len(shape) == 4 and c.size == channels and c.ndim >= 3 and \
         c.shape[-3] == channels and c.ndim <= 4
+    source = (y if cx is None else x,)
     if per_channel and op in ("Mul", "Div"):
         gamma = c.reshape(-1) if op == "Mul" else 1.0 / c.reshape(-1)
-        return Layer("Scale", {"bias": False}, [tensor], {"weight": gamma},
-                     (y if cx is None else x,))
+        return Layer("Scale", _caffe_kind("Scale", "scale_param { bias_term: false }"),
+                     [tensor], {ONLY_PARAMETER: gamma}, source)
+    if per_channel and op in ("Add", "Sub"):
+        beta = c.reshape(-1) if op == "Add" else -c.reshape(-1)
+        return Layer("Bias", _caffe_kind("Bias", "bias_param { axis: 1 num_axes: 1 }"),
+                     [tensor], {ONLY_PARAMETER: beta}, source)
     raise Unsupported(f"{op} with a constant of shape {list(c.shape)} (a scalar, or a "
                       "per-channel factor, is supported)")
 
@@ -432,6 +447,66 @@ def _pad(env: Env, node: Any, a: dict[str, Any]) -> Pending:
 
 # --------------------------------------------------------------------------- shapes
 
+def _slice_layer(node: Any, axis: int, points: list[int], outputs: list[str | None]
+                 ) -> Layer:
+    fields = f"slice_param {{ axis: {axis}" + "".join(f" slice_point: {p}" for p in points)
+    attrs = _caffe_kind("Slice", fields + " }", tops=len(outputs))
+    return Layer("Slice", attrs, [node.input[0]], outputs=outputs)
+
+
+def _split(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias:
+    """`torch.chunk` and `torch.split`: Caffe's Slice, cut at the running sums of the sizes."""
+    shape = env.shape(node.input[0])
+    axis = int(a.get("axis", 0)) % len(shape)
+    if axis == 0:
+        raise Unsupported("splitting the batch axis")
+    given = _opt_const(env, node, 1, "split")
+    outputs = [o or None for o in node.output]
+    if given is not None:
+        sizes = [int(v) for v in given.reshape(-1)]
+    elif "split" in a:
+        sizes = [int(v) for v in a["split"]]
+    else:  # equal parts (opset 18's num_outputs: the last may be smaller)
+        part = -(-shape[axis] // len(outputs))
+        sizes = [min(part, shape[axis] - i * part) for i in range(len(outputs))]
+    if len(sizes) != len(outputs) or sum(sizes) != shape[axis] or min(sizes) < 1:
+        raise Unsupported(f"sizes {sizes} for {len(outputs)} outputs of an axis of "
+                          f"{shape[axis]}")
+    if len(sizes) == 1:
+        return Alias(node.input[0])
+    return _slice_layer(node, axis, list(np.cumsum(sizes[:-1])), outputs)
+
+
+def _slice(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias:
+    """`x[:, a:b]` on one axis, step 1: the middle piece of a Caffe Slice."""
+    shape = env.shape(node.input[0])
+    if env.opset < 10:
+        starts, ends = list(a["starts"]), list(a["ends"])
+        axes, steps = list(a.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        starts = list(_need_const(env, node, 1, "starts").reshape(-1))
+        ends = list(_need_const(env, node, 2, "ends").reshape(-1))
+        axes_c, steps_c = _opt_const(env, node, 3, "axes"), _opt_const(env, node, 4, "steps")
+        axes = list(axes_c.reshape(-1)) if axes_c is not None else list(range(len(starts)))
+        steps = list(steps_c.reshape(-1)) if steps_c is not None else [1] * len(starts)
+    cuts = []
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = int(axis) % len(shape)
+        begin, stop, _ = slice(int(start), int(end)).indices(shape[axis])
+        if (begin, stop) != (0, shape[axis]):
+            cuts.append((axis, begin, stop, int(step)))
+    if not cuts:
+        return Alias(node.input[0])
+    if len(cuts) > 1 or cuts[0][3] != 1 or cuts[0][0] == 0 or cuts[0][1] >= cuts[0][2]:
+        raise Unsupported(f"Slice starts={starts} ends={ends} axes={axes} steps={steps} (only "
+                          "one range of one axis besides the batch, step 1)")
+    axis, begin, stop, _ = cuts[0]
+    points = [p for p in (begin, stop) if 0 < p < shape[axis]]
+    outputs: list[str | None] = [None] * (len(points) + 1)
+    outputs[1 if begin > 0 else 0] = node.output[0]
+    return _slice_layer(node, axis, points, outputs)
+
+
 def _flatten(env: Env, node: Any, a: dict[str, Any]) -> Layer:
     axis = int(a.get("axis", 1)) % max(len(env.shape(node.input[0])), 1)
     if axis == 0:
@@ -513,6 +588,7 @@ RULES: dict[str, Rule] = {
     "Relu": _simple("ReLU", {"negative_slope": 0.0}), "LeakyRelu": _leaky, "Clip": _clip,
     "PRelu": _prelu, "Sigmoid": _simple("Sigmoid"), "Tanh": _simple("TanH"),
     "HardSigmoid": _hardsigmoid, "HardSwish": _simple("Hardswish"), "Gelu": _gelu,
+    "Elu": _elu, "Split": _split, "Slice": _slice,
     "Softmax": _softmax, "Dropout": _dropout,
     "Add": _arith, "Sub": _arith, "Mul": _arith, "Div": _arith,
     "Gemm": _gemm, "MatMul": _matmul, "Concat": _concat, "MaxPool": _pool, "AveragePool": _pool,
