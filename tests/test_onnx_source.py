@@ -29,8 +29,9 @@ from torch import nn
 from automtl_cli.compiler.backbone import backbone_state, build_backbone
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel, extract_backbone_state
+from automtl_cli.compiler.writer import graph_layers, render
 from automtl_cli.errors import BadInput, MissingDependency, MissingInput, SourceError
-from automtl_cli.frontend.build import CompileOptions
+from automtl_cli.frontend.build import CompileOptions, build_graph
 from automtl_cli.frontend.ops import LAYER_KINDS
 from automtl_cli.frontend.sources import SourceKind, build_source, rebuild_graph, source_kind
 
@@ -152,6 +153,17 @@ def test_counts_and_function_match_the_module(tmp_path, cls):
         assert graph.shape_of(graph.output)[1:] == tuple(want.shape[1:])
         assert len(graph.searchable) == sum(isinstance(m, nn.Conv2d) for m in module.modules())
         assert torch.allclose(_plain(front)(x[:1]), want[:1], atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", TRUNKS, ids=lambda c: c.__name__)
+def test_the_written_prototxt_recompiles_to_the_same_counts(tmp_path, cls):
+    front, _ = compile_onnx(export(_randomised(cls()), tmp_path / "m.onnx"))
+    graph = front.graph
+    path = tmp_path / "trunk.prototxt"
+    path.write_text(render("trunk", "x", graph.inputs["x"], graph_layers(graph)))
+    again = build_graph(path).graph
+    assert (again.params, len(again.searchable), again.shape_of(again.output)) == (
+        graph.params, len(graph.searchable), graph.shape_of(graph.output))
 
 
 def test_the_batch_is_the_files_or_the_input_shapes(tmp_path):
