@@ -166,6 +166,31 @@ def test_the_written_prototxt_recompiles_to_the_same_counts(tmp_path, cls):
         graph.params, len(graph.searchable), graph.shape_of(graph.output))
 
 
+@pytest.mark.parametrize("cls, opset", [(Activations, 11), (LayerScaled, 17),
+                                        (SqueezeExciteHard, 9), (DenseBlock, 13)],
+                         ids=lambda v: getattr(v, "__name__", str(v)))
+def test_older_opsets(tmp_path, cls, opset):
+    """Opset 9's Upsample-era attributes, Clip's attributes before 11, Softmax and Split before
+    13, and the exact GELU as x * (1 + erf(x / sqrt 2)) * 0.5 before 20 (one GELU layer)."""
+    module = _randomised(cls())
+    front, _ = compile_onnx(export(module, tmp_path / "m.onnx", opset_version=opset))
+    assert front.graph.params == sum(p.numel() for p in module.parameters())
+    x = torch.randn((1, *SHAPE[1:]))
+    with torch.no_grad():
+        assert torch.allclose(_plain(front)(x), module(x), atol=1e-5)
+    if cls is Activations:
+        assert [n.type for n in front.graph.nodes].count("GELU") == 1
+
+
+def test_an_erf_outside_the_gelu_is_refused(tmp_path):
+    nodes = [helper.make_node("Div", ["x", "s"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Relu", ["e"], ["y"], name="relu")]
+    path = _write(tmp_path, _model(nodes, {"s": np.array(2 ** 0.5)}))
+    with pytest.raises(SourceError, match=r'layer "relu" \(Relu\): its input is the Erf of a '
+                                          "pattern that only the exact GELU completes"):
+        compile_onnx(path)
+
+
 def test_the_batch_is_the_files_or_the_input_shapes(tmp_path):
     path = export(_randomised(InvertedResidual()), tmp_path / "m.onnx",
                   dynamic_axes={"x": {0: "batch"}})

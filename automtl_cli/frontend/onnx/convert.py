@@ -113,7 +113,7 @@ class _Builder:
     file: str
     opset: int
     consts: dict[str, np.ndarray]
-    consumers: dict[str, int]
+    consumers: dict[str, list[str]]  # tensor → the op types that read it
     outputs: set[str]
     value: dict[str, str] = field(default_factory=dict)  # ONNX tensor → IR value
     shapes: dict[str, Shape] = field(default_factory=dict)  # IR value → shape
@@ -143,8 +143,11 @@ class _Builder:
     def linear_without_bias(self, name: str) -> bool:
         node = self.by_value.get(self.value.get(name, ""))
         return (node is not None and node.type == "InnerProduct" and not node.attrs["bias"]
-                and "shares" not in node.attrs and self.consumers.get(name) == 1
+                and "shares" not in node.attrs and len(self.consumers.get(name, [])) == 1
                 and name not in self.outputs)
+
+    def consumer_ops(self, name: str) -> list[str]:
+        return [] if name in self.outputs else list(self.consumers.get(name, []))
 
     # -- building
     def unique(self, name: str) -> str:
@@ -232,9 +235,10 @@ class _Builder:
         for t in layer.inputs:
             if t in self.pendings:
                 p = self.pendings[t]
-                then = "Conv or AveragePool" if p.kind == "pad" else "channel shuffle"
-                raise Unsupported(f"its input comes from a {p.op} that only a following {then} "
-                                  "can absorb")
+                then = {"pad": "a following Conv or AveragePool", "grouped": "a channel "
+                        "shuffle", "shuffled": "a channel shuffle"}.get(p.kind, "the exact GELU")
+                raise Unsupported(f"its input is the {p.op} of a pattern that only {then} "
+                                  "completes")
             if t not in self.value:
                 raise Unsupported(f"its input {t!r} is a constant; only the weights may be")
         kind = LAYER_KINDS[layer.type]
@@ -318,10 +322,10 @@ def onnx_graph(data: bytes, *, file: str, input_shapes: Mapping[str | None, Shap
                           "compiles a trunk with one image input", file=file)
     (x,) = real_inputs
     shape = _input_shape(file, x.name, _file_shape(x), input_shapes)
-    consumers: dict[str, int] = {}
+    consumers: dict[str, list[str]] = {}
     for n in nodes:
         for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
+            consumers.setdefault(i, []).append(n.op_type)
     builder = _Builder(file, _opset(model), dict(inits), consumers, set(outputs))
     builder.names.add(x.name)
     builder.value[x.name] = x.name

@@ -52,7 +52,7 @@ class Alias:
 
 @dataclass(frozen=True)
 class Pending:
-    kind: str  # "pad", "grouped" (N, g, C/g, H, W), "shuffled" (N, C/g, g, H, W)
+    kind: str  # "pad", "grouped" (N, g, C/g, H, W), "shuffled" (N, C/g, g, H, W), "gelu:*"
     tensor: str  # the real tensor it derives from
     data: tuple[int, ...]
     op: str  # the ONNX op that made it, for errors
@@ -73,6 +73,7 @@ class Env(Protocol):
     def shape(self, name: str) -> Shape: ...
     def pending(self, name: str) -> Pending | None: ...
     def linear_without_bias(self, name: str) -> bool: ...
+    def consumer_ops(self, name: str) -> list[str]: ...
 
 
 Rule = Callable[[Env, Any, dict[str, Any]], "Layer | Alias | Pending | BiasOf"]
@@ -292,9 +293,42 @@ def _dropout(env: Env, node: Any, a: dict[str, Any]) -> Layer:
 _NEUTRAL = {"Add": 0.0, "Sub": 0.0, "Mul": 1.0, "Div": 1.0}
 
 
-def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf:
+def _scalar(c: np.ndarray | None, value: float) -> bool:
+    return c is not None and c.size == 1 and abs(float(c.reshape(-1)[0]) - value) < 1e-6
+
+
+def _gelu_step(env: Env, node: Any) -> Layer | Pending | None:
+    """The exact GELU as exporters before opset 20 write it, x * (1 + erf(x / √2)) * 0.5, one
+    step at a time: each step a Pending, the last the GELU layer; None when `node` is no step."""
+    op, (x, y) = node.op_type, node.input[:2]
+    px, py = env.pending(x), env.pending(y)
+    if op == "Div" and px is None and _scalar(env.const(y), math.sqrt(2)) \
+            and env.consumer_ops(node.output[0]) == ["Erf"]:
+        return Pending("gelu:div", x, (), "Div")
+    if op == "Add" and px is not None and px.kind == "gelu:erf" and _scalar(env.const(y), 1.0):
+        return Pending("gelu:add", px.tensor, (), "Add")
+    if op == "Mul":
+        for p, other in ((px, y), (py, x)):
+            if p is not None and p.kind == "gelu:add" and other == p.tensor:
+                return Pending("gelu:mul", p.tensor, (), "Mul")
+        if px is not None and px.kind == "gelu:mul" and _scalar(env.const(y), 0.5):
+            return Layer("GELU", {}, [px.tensor])
+    return None
+
+
+def _erf(env: Env, node: Any, a: dict[str, Any]) -> Pending:
+    p = env.pending(node.input[0])
+    if p is None or p.kind != "gelu:div":
+        raise Unsupported("Erf outside the exact GELU, x * (1 + erf(x / sqrt(2))) * 0.5")
+    return Pending("gelu:erf", p.tensor, (), "Erf")
+
+
+def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf | Pending:
     op = node.op_type
     x, y = node.input[0], node.input[1]
+    gelu = _gelu_step(env, node)
+    if gelu is not None:
+        return gelu
     cx, cy = env.const(x), env.const(y)
     if cx is None and cy is None:
         if op == "Div":
@@ -588,7 +622,7 @@ RULES: dict[str, Rule] = {
     "Relu": _simple("ReLU", {"negative_slope": 0.0}), "LeakyRelu": _leaky, "Clip": _clip,
     "PRelu": _prelu, "Sigmoid": _simple("Sigmoid"), "Tanh": _simple("TanH"),
     "HardSigmoid": _hardsigmoid, "HardSwish": _simple("Hardswish"), "Gelu": _gelu,
-    "Elu": _elu, "Split": _split, "Slice": _slice,
+    "Elu": _elu, "Erf": _erf, "Split": _split, "Slice": _slice,
     "Softmax": _softmax, "Dropout": _dropout,
     "Add": _arith, "Sub": _arith, "Mul": _arith, "Div": _arith,
     "Gemm": _gemm, "MatMul": _matmul, "Concat": _concat, "MaxPool": _pool, "AveragePool": _pool,
