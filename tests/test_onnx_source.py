@@ -84,6 +84,22 @@ class LayerScaled(nn.Module):
         return torch.amax(y, (2, 3), keepdim=True) + y.mean((2, 3), keepdim=True)
 
 
+class SqueezedSE(nn.Module):
+    """An SE gate written with Linear layers: pool, squeeze to (N, C), two Linear, unsqueeze back
+    (a Reshape to (N, C, 1, 1) needs the Reshape kind)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(8, 2), nn.Linear(2, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        g = x.mean((2, 3), keepdim=True).squeeze(-1).squeeze(-1)
+        g = torch.sigmoid(self.fc2(torch.relu(self.fc1(g))))
+        return x * g.unsqueeze(-1).unsqueeze(-1)
+
+
 class ChannelShuffle(nn.Module):
     """ShuffleNet's grouped 1x1 convs with a channel shuffle (view, transpose, view) between."""
 
@@ -300,8 +316,9 @@ class Upsampled(nn.Module):
 
 
 @pytest.mark.parametrize("cls, kind", [(ChannelShuffle, "ShuffleChannel"), (PReLUs, "PReLU"),
-                                       (Splits, "Slice"), (Upsampled, "Upsample")],
-                         ids=["ChannelShuffle", "PReLU", "Splits", "Upsampled"])
+                                       (Splits, "Slice"), (Upsampled, "Upsample"),
+                                       (SqueezedSE, "Reshape")],
+                         ids=["ChannelShuffle", "PReLU", "Splits", "Upsampled", "SqueezedSE"])
 def test_ops_on_caffes_long_tail_kinds(tmp_path, cls, kind):
     """Where the layer table has the kind, the op becomes it and computes the module; where it
     has not, the op is refused naming the kind."""

@@ -565,7 +565,30 @@ def _reshape(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | Pending:
                 return Layer("ShuffleChannel", attrs, [p.tensor])
         raise Unsupported(f"a Reshape after {p.op} (only a channel shuffle's)")
     shape = env.shape(x)
-    target = reshape_target(shape, target_in, bool(a.get("allowzero")))
+    return _reshape_to(x, shape, reshape_target(shape, target_in, bool(a.get("allowzero"))))
+
+
+def _squeeze(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | Pending:
+    """`x.squeeze(-1)`, `x.unsqueeze(2)` and the like: reshapes."""
+    x = node.input[0]
+    shape = env.shape(x)
+    given = _opt_const(env, node, 1, "axes")
+    axes = [int(v) for v in (given.reshape(-1) if given is not None else a.get("axes", []))]
+    if node.op_type == "Squeeze":
+        drop = {v % len(shape) for v in axes} if axes else \
+            {i for i, d in enumerate(shape) if d == 1}
+        if any(shape[i] != 1 for i in drop):
+            raise Unsupported(f"squeezing axes {sorted(drop)} of {list(shape)}, not all of size 1")
+        target = tuple(d for i, d in enumerate(shape) if i not in drop)
+    else:
+        out = list(shape)
+        for v in sorted(v % (len(shape) + len(axes)) for v in axes):
+            out.insert(v, 1)
+        target = tuple(out)
+    return _reshape_to(x, shape, target)
+
+
+def _reshape_to(x: str, shape: Shape, target: tuple[int, ...]) -> Layer | Alias | Pending:
     if target == shape:
         return Alias(x)
     if target[0] != shape[0]:
@@ -628,7 +651,8 @@ RULES: dict[str, Rule] = {
     "Gemm": _gemm, "MatMul": _matmul, "Concat": _concat, "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global("ave"), "GlobalMaxPool": _global("max"),
     "ReduceMean": _reduce("ave"), "ReduceMax": _reduce("max"), "Pad": _pad,
-    "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose,
+    "Flatten": _flatten, "Reshape": _reshape, "Squeeze": _squeeze, "Unsqueeze": _squeeze,
+    "Transpose": _transpose,
     "Resize": _resize, "Upsample": _resize,
     "Identity": lambda env, node, a: Alias(node.input[0]),
 }
