@@ -441,6 +441,9 @@ def test_bad_files(tmp_path):
     (tmp_path / "two.onnx").write_bytes(helper.make_model(two).SerializeToString())
     with pytest.raises(SourceError, match="reads 2 inputs"):
         compile_onnx(tmp_path / "two.onnx")
+    no_axis = _model([helper.make_node("Concat", ["x", "x"], ["y"], name="cat")], {})
+    with pytest.raises(SourceError, match=r'layer "cat" \(Concat\): malformed node: KeyError'):
+        compile_onnx(_write(tmp_path, no_axis))
     sym = _model([helper.make_node("Relu", ["x"], ["y"])], {}, in_shape=("n", 3, "h", "w"))
     with pytest.raises(BadInput, match=r"symbolic shape \[\?,3,\?,\?\]; give one with "
                                        "--input-shape"):

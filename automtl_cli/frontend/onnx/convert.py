@@ -174,6 +174,10 @@ class _Builder:
         except ShapeError as e:
             self.problems.append(e.located(file=self.file, layer=name, layer_type=op))
             self.failed.update(node.output)
+        except (KeyError, IndexError) as e:  # a required attribute or input is missing
+            self.problems.append(SourceError(f"malformed node: {type(e).__name__} {e}",
+                                             file=self.file, layer=name, layer_type=op))
+            self.failed.update(node.output)
 
     def _add(self, node: Any, name: str, op: str, onnx: Any) -> None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
