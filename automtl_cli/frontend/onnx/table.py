@@ -4,13 +4,14 @@
 A rule reads one node (its attributes, the constants among its inputs, the shapes of the others)
 and returns a `Layer` (a kind, its attributes, its tensor inputs and its weights keyed as the
 state dict of the kind's own module), an `Alias` (an op that passes its input through: Identity,
-a reshape to the same shape), a `Pending` (half of a pattern that only a later node completes: a
-zero Pad before a convolution, the 5-D view of a channel shuffle), a `BiasOf` (MatMul's bias
-`Add`), or raises `Unsupported` with the reason.
+a reshape to the same shape), a `Pending` (part of a pattern that only a later node completes: a
+zero Pad before a convolution, the 5-D view of a channel shuffle, the steps of an exact GELU
+written out), a `BiasOf` (MatMul's bias `Add`), or raises `Unsupported` with the reason.
 
-Kinds that Caffe's long tail brings (PReLU, ShuffleChannel, Power, Reshape, Upsample) are
-filled from the Caffe fields they read (`_caffe_kind`), so this table does not depend on how they
-store their attributes; where such a kind is not in the layer table, the op is refused naming it.
+Kinds that Caffe's long tail brings (PReLU, ELU, ShuffleChannel, Power, Bias, Reshape, Slice,
+Upsample), and Scale, are filled from the Caffe fields they read (`_caffe_kind`), so this table
+does not depend on how they store their attributes; where such a kind is not in the layer table,
+the op is refused naming it. `docs/onnx.md` has the table in prose.
 """
 
 from __future__ import annotations
