@@ -1,10 +1,11 @@
 """Which front end reads a backbone: a `SourceKind` per input format, one front end object each.
 
-`automtl compile SOURCE` names a prototxt file or a PyTorch module (`FILE.py:NAME`,
-`package.module:NAME`); `source_kind` tells them apart. A run keeps what it was compiled from
-(`source_record`: kind, spec, path, text, sha256), and later stages rebuild the graph at the
-data's input size from that record (`rebuild_graph`), so they never re-read a file that may have
-changed. Front ends register in the project's registry style (`automtl_cli/registry.py`).
+`automtl compile SOURCE` names a prototxt file, a PyTorch module (`FILE.py:NAME`,
+`package.module:NAME`) or an ONNX model (`FILE.onnx`); `source_kind` tells them apart. A run
+keeps what it was compiled from (`source_record`: kind, spec, path, text, sha256; an ONNX model's
+"text" is its bytes in base64, and the hash is that text's), and later stages rebuild the graph
+at the data's input size from that record (`rebuild_graph`), so they never re-read a file that
+may have changed. Front ends register in the project's registry style (`automtl_cli/registry.py`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ import torch
 
 from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph, read_source
+from automtl_cli.frontend.caffemodel import caffemodel_weights
 from automtl_cli.frontend.dialect import Dialect
 from automtl_cli.frontend.ir import Graph, Shape
+from automtl_cli.frontend.onnx import (
+    decode_model,
+    encode_model,
+    is_onnx_spec,
+    onnx_graph,
+    read_model,
+)
 from automtl_cli.frontend.reinfer import reinfer_shapes
 from automtl_cli.frontend.torchfx import (
     is_torch_spec,
@@ -35,8 +44,9 @@ from automtl_cli.frontend.torchfx import (
 from automtl_cli.frontend.torchfx.weights import load_weights_into
 from automtl_cli.registry import Choice, Registry
 
-__all__ = ["SOURCES", "GraphSource", "PrototxtSource", "SourceFrontEnd", "SourceKind",
-           "TorchSource", "build_source", "module_source", "rebuild_graph", "source_kind"]
+__all__ = ["SOURCES", "GraphSource", "OnnxSource", "PrototxtSource", "SourceFrontEnd",
+           "SourceKind", "TorchSource", "build_source", "module_source", "rebuild_graph",
+           "source_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,7 @@ class SourceKind(Choice):
     PROTOTXT = "prototxt"
     TORCH = "torch"
     GRAPH = "graph"  # the IR itself: what a module object given to the Python API leaves
+    ONNX = "onnx"
 
 
 class SourceFrontEnd:
@@ -75,10 +86,14 @@ class PrototxtSource(SourceFrontEnd):
 
     def build(self, spec: str, path: str, text: str, options: CompileOptions,
               warn: Warn, *, weights: bool = True) -> FrontEndResult:
+        front = build_graph(path, options, text=text, warn=warn)
         if weights and options.weights:
-            raise BadInput(f"{options.weights}: weights for a prototxt are read from a "
-                           ".caffemodel, which this version does not read yet")
-        return build_graph(path, options, text=text, warn=warn)
+            if not options.weights.lower().endswith(".caffemodel"):
+                raise BadInput(f"{options.weights}: a prototxt's --weights is a Caffe "
+                               ".caffemodel")
+            front.weights, notes = caffemodel_weights(options.weights, front.graph)
+            front.notes.extend(notes)
+        return front
 
 
 @SOURCES.register(SourceKind.TORCH)
@@ -134,6 +149,27 @@ class GraphSource(SourceFrontEnd):
                               [], elapsed)
 
 
+@SOURCES.register(SourceKind.ONNX)
+class OnnxSource(SourceFrontEnd):
+    def read(self, spec: str) -> tuple[str, str]:
+        return os.path.abspath(spec), encode_model(read_model(spec))
+
+    def build(self, spec: str, path: str, text: str, options: CompileOptions,
+              warn: Warn, *, weights: bool = True) -> FrontEndResult:
+        if options.dialect not in (None, SourceKind.ONNX.value) or options.lenient:
+            raise BadInput(f"{spec}: --dialect and --lenient apply to prototxt files only")
+        if options.weights:
+            raise BadInput(f"{spec}: an ONNX model holds its own weights; --weights applies to "
+                           "prototxt and PyTorch sources")
+        t0 = time.perf_counter()
+        graph, weights, notes = onnx_graph(decode_model(text), file=path,
+                                           input_shapes=options.input_shapes,
+                                           feature=options.feature_blob)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        return FrontEndResult(graph, Dialect("onnx", f"read with onnx from {spec}"), text, notes,
+                              [], elapsed, weights)
+
+
 SOURCES.check_complete()
 
 
@@ -166,6 +202,8 @@ def _input_shape(spec: str, options: CompileOptions) -> Shape:
 
 
 def source_kind(spec: str) -> SourceKind:
+    if is_onnx_spec(spec):
+        return SourceKind.ONNX
     return SourceKind.TORCH if is_torch_spec(spec) else SourceKind.PROTOTXT
 
 

@@ -208,13 +208,13 @@ def load_backbone_weights(model: Supermodel, weights: NodeWeights) -> None:
             target = module.shared if isinstance(module, (SearchConv, SearchBatchNorm)) \
                 else module.op
             try:
-                missing, unexpected = target.load_state_dict(state, strict=False)
+                _, unexpected = target.load_state_dict(state, strict=False)
             except RuntimeError as e:  # torch lists every shape mismatch in one message
                 raise ValueError(f"weights of layer {node.name!r} do not fit it: {e}") from e
-            missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-            if missing or unexpected:
-                raise ValueError(f"weights of layer {node.name!r} do not fit it: missing "
-                                 f"{missing or 'none'}, unexpected {unexpected or 'none'}")
+            if unexpected:  # a tensor the layer lacks is a mapping bug; a missing one (a
+                # .caffemodel without a Scale's blobs) keeps the seed's init
+                raise ValueError(f"weights of layer {node.name!r} do not fit it: unexpected "
+                                 f"{unexpected}")
             if isinstance(module, SearchConv):
                 module.task_weight.copy_(module.shared.weight.expand_as(module.task_weight))
                 if module.task_bias is not None:
