@@ -112,10 +112,6 @@ def _state_file(tmp_path, module: nn.Module, name: str = "w.pt", wrap: str | Non
 def test_compile_weights_start_the_search_from_the_source_network(tmp_path, run_cli,
                                                                   scene_cache, monkeypatch,
                                                                   wrap):
-    from automtl_cli.engine.search import SearchConfig, Searcher
-    from automtl_cli.experiment import build_stage_experiment
-    from automtl_cli.stages.search import search
-
     module = _pretrained()
     weights = _state_file(tmp_path, module, wrap=wrap)
     run = tmp_path / "run"
@@ -124,19 +120,8 @@ def test_compile_weights_start_the_search_from_the_source_network(tmp_path, run_
                            ",".join(TASKS), "-o", run, "--json")
     assert rc == 0, err
     assert json.loads(out)["weights"] == str(weights)
-    (tmp_path / "tiny.prototxt").write_text(_tiny_experiment())
-    experiment = build_stage_experiment(str(tmp_path / "tiny.prototxt"), None, None)
-    seen = {}
-
-    def capture(self):  # the network as the search's first step would see it
-        seen["net"] = self.net
-        return {}
-
-    monkeypatch.setattr(Searcher, "run", capture)
-    search(run, SearchConfig.defaults_for(experiment.data.source, iters=2, warmup_iters=1),
-           experiment, show_progress=False)
     x = torch.randn(2, 3, 32, 32)
-    got = _all_shared(seen["net"].backbone, x)
+    got = _all_shared(_search_start(run, tmp_path, monkeypatch), x)
     with torch.no_grad():
         want = _layer1(module, x)
     for t in range(len(TASKS)):
@@ -284,3 +269,51 @@ def test_a_supermodel_of_the_previous_format_still_loads(tiny_run, tmp_path):
     save_payload(tmp_path / "old.pt", stored.KIND, 2, payload)
     old = load(tmp_path / "old.pt", SupermodelArtifact)
     assert old.weights is None and old.graph.params == stored.graph.params
+
+
+def _search_start(run, tmp_path, monkeypatch):
+    """The network the search's first step sees, for RUN and the tiny experiment."""
+    from automtl_cli.engine.search import SearchConfig, Searcher
+    from automtl_cli.experiment import build_stage_experiment
+    from automtl_cli.stages.search import search
+
+    (tmp_path / "tiny.prototxt").write_text(_tiny_experiment())
+    experiment = build_stage_experiment(str(tmp_path / "tiny.prototxt"), None, None)
+    seen = {}
+
+    def capture(self):
+        seen["net"] = self.net
+        return {}
+
+    monkeypatch.setattr(Searcher, "run", capture)
+    search(run, SearchConfig.defaults_for(experiment.data.source, iters=2, warmup_iters=1),
+           experiment, show_progress=False)
+    return seen["net"].backbone
+
+
+def test_a_caffemodel_starts_the_search_from_the_caffe_network(tmp_path, run_cli, scene_cache,
+                                                               monkeypatch):
+    import numpy as np
+    from test_caffemodel import PROTOTXT, _weights, write_caffemodel
+
+    from automtl_cli.compiler.backbone import backbone_state, build_backbone
+
+    proto = tmp_path / "tiny_net.prototxt"
+    proto.write_text(PROTOTXT)
+    caffemodel = write_caffemodel(tmp_path / "net.caffemodel",
+                                  _weights(np.random.default_rng(3)))
+    run = tmp_path / "run"
+    rc, _, err = run_cli("-q", "compile", proto, "--weights", caffemodel, "--feature-blob",
+                         "pool", "--tasks", ",".join(TASKS), "-o", run)
+    assert rc == 0, err
+    stored = load(run / "supermodel.pt", SupermodelArtifact)
+    supermodel = _search_start(run, tmp_path, monkeypatch)
+    x = torch.randn(2, 3, 32, 32)
+    graph = supermodel.graph  # at the data's size
+    plain = build_backbone(graph).eval()  # the Caffe network, as test_caffemodel checks it
+    plain.load_state_dict(backbone_state(graph, stored.weights), strict=False)
+    got = _all_shared(supermodel, x)
+    with torch.no_grad():
+        want = plain(x)
+    for t in range(len(TASKS)):
+        torch.testing.assert_close(got[:, t], want, rtol=1e-5, atol=1e-5)
