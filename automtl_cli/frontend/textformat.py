@@ -113,7 +113,9 @@ class _Tokens:
     def __init__(self, text: str, file: str | None) -> None:
         self.file = file
         self.text = text
-        self.offset = 0  # the first character not yet tokenized
+        # the first character not yet tokenized (after a byte-order mark, which editors on
+        # Windows write and protobuf's own parser skips)
+        self.offset = 1 if text.startswith("\ufeff") else 0
         self.line = 1  # its line
         self.toks: list[tuple[str, str, int]] = []  # the current block's tokens
         self.pos = 0
