@@ -66,7 +66,7 @@ def choose_outputs(state: BuildState) -> None:
     keep = [False] * len(layers)
     for i in range(len(layers) - 1, -1, -1):
         tops = layers[i].message.top
-        if is_input[i] or (i <= end and needed.intersection(tops)):
+        if is_input[i] or i == end or (i < end and needed.intersection(tops)):
             keep[i] = True
             needed.difference_update(tops)
             needed.update(layers[i].message.bottom)
