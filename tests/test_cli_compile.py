@@ -80,6 +80,16 @@ def test_feature_blob_and_input_shape(small, tmp_path, run_cli):
     assert data["layers"] == 5
 
 
+def test_a_byte_order_mark_is_not_an_error(small, tmp_path, run_cli):
+    bom = tmp_path / "bom.prototxt"
+    bom.write_bytes(b"\xef\xbb\xbf" + small.read_bytes())
+    rc, out, err = run_cli("-q", "compile", bom, "-o", tmp_path / "bom", "--json")
+    assert rc == 0, err
+    rc, plain, err = run_cli("-q", "compile", small, "-o", tmp_path / "plain", "--json")
+    ours, theirs = json.loads(out), json.loads(plain)
+    assert (ours["params"], ours["blobs"]) == (theirs["params"], theirs["blobs"])
+
+
 def test_dialect_changes_pool_rounding(small, tmp_path, run_cli):
     rc, out, _ = run_cli("-q", "compile", small, "-o", tmp_path, "--json", "--dialect", "automtl")
     data = json.loads(out)

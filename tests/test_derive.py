@@ -96,12 +96,23 @@ def test_plan_accounting_matches_module_prototxt_and_flop_counter(searched, run_
                                        data.seed)
     network.load_state_dict(data.state_dict)
     assert report["params"]["total"] == sum(p.numel() for p in network.parameters())
-    rc, out, err = run_cli("-q", "compile", searched / "derived" / "model.prototxt", "-o",
-                           searched / "recompiled", "--json")
+    prototxt = searched / "derived" / "model.prototxt"
+    assert f"--feature-blob {','.join(TASKS)}" in prototxt.read_text()  # its header says how
+    rc, out, err = run_cli("-q", "compile", prototxt, "-o", searched / "recompiled",
+                           "--feature-blob", ",".join(TASKS), "--json")
     assert rc == 0, err
     recompiled = json.loads(out)
     assert recompiled["params"] == report["params"]["total"]
-    assert set(recompiled["outputs"]) == set(TASKS)
+    assert list(recompiled["outputs"]) == list(TASKS)
+    if plan == "specific":  # read back as a backbone: the last layer's top, the rest noted
+        rc, out, err = run_cli("-q", "compile", prototxt, "-o", searched / "recompiled",
+                               "--json")
+        assert rc == 0, err
+        alone = json.loads(out)
+        assert list(alone["outputs"]) == [TASKS[-1]]
+        assert alone["params"] < recompiled["params"]
+        assert any(f"--feature-blob {','.join(TASKS)}" in n for n in alone["notes"]), \
+            alone["notes"]
     counter = FlopCounterMode(display=False)
     network.eval()
     with counter, torch.no_grad():

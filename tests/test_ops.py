@@ -395,7 +395,9 @@ def test_longtail_derived_prototxt_recompiles(case_id, tmp_path):
     tree = build_tree(g, space, choices)
     text = derived_prototxt(tree, g, space, nn.ModuleDict(), "derived")
     (tmp_path / "derived").mkdir()
-    again = build_graph(tmp_path / "derived" / "net.prototxt", text=text).graph
+    outputs = text.split("--feature-blob ", 1)[1].split()[0]  # every task's, as the header says
+    again = build_graph(tmp_path / "derived" / "net.prototxt", CompileOptions(feature_blob=outputs),
+                        text=text).graph
     types = {n.type for n in again.nodes}
     assert _case(case_id)[2] in types
     assert again.params == sum(tree.modules().values())

@@ -76,6 +76,15 @@ def test_unknown_fields_are_collected_with_lines():
     assert parsed.unknown[0].layer is parsed.layers[0]
 
 
+def test_a_byte_order_mark_is_skipped_only_at_the_start():
+    text = '\ufeffname: "t"\nlayer { name: "a" }\n'
+    msg = pb.NetParameter()
+    parsed = parse_text(text, msg)
+    assert msg.name == "t" and parsed.layers[0].line == 2
+    with pytest.raises(SourceError, match="unexpected text"):
+        parse_text('name: "t"\n\ufeff', pb.NetParameter())
+
+
 @pytest.mark.parametrize("text, line, fragment", [
     ('layer {\n name: "x"\n', 2, "unexpected end of file"),
     ('layer {\n convolution_param { num_output: -3 }\n}', 2, "out of range"),

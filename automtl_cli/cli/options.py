@@ -44,9 +44,10 @@ def frontend_options(f: Callable) -> Callable:
     f = click.option("--lenient", is_flag=True,
                      help="Warn about unknown fields (once per field) instead of failing.")(f)
     f = click.option("--feature-blob", "--feature", "feature_blob", metavar="NAME",
-                     help="Cut the network after the last layer writing this blob, or for a "
-                          "PyTorch module after the module at this path (layer4, features.16; "
-                          "default: the network's output).")(f)
+                     help="Cut the network after the last layer writing this blob (several, "
+                          "comma-separated, keep several outputs), or for a PyTorch module after "
+                          "the module at this path (layer4, features.16). Default: the last "
+                          "layer's output; other branches are dropped with a note.")(f)
     f = click.option("--input-shape", "input_shapes", type=InputShape(), multiple=True,
                      help="Set or override the input shape (NAME=N,C,H,W for several inputs).")(f)
     f = click.option("--dialect", type=click.Choice(DIALECTS),

@@ -187,8 +187,12 @@ def derived_prototxt(tree: Tree, graph: Graph, space: SearchSpace, heads: nn.Mod
         blob[v.id] = layers[-1].tops[0]
     for task, head in heads.items():
         layers += head_layers(head, f"head_{task}", blob[tree.outputs[task]], task)
+    outputs = ",".join(heads) if heads else ",".join(  # a bare trunk: each task's last blob
+        dict.fromkeys(blob[tree.outputs[t]] for t in tree.tasks))
     return render(name, start, tree.input_shape, layers,
-                  header="Derived by `automtl derive`: one output blob per task.")
+                  header="Derived by `automtl derive`: one output blob per task. Read it back "
+                         "with every\noutput (compile keeps the last layer's top by default): "
+                         f"automtl compile model.prototxt --feature-blob {outputs}")
 
 
 def _op_uses(tree: Tree) -> dict:

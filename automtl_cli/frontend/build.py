@@ -2,12 +2,13 @@
 
 The passes live in `automtl_cli.frontend.passes`, one concern each, sharing one `BuildState`; this
 module orders them, assembles the graph and owns the options. In order: parse the text (with
-lines); upgrade V1 layers; decide the dialect; refuse unsupported layer types (all of them at
-once) and unknown fields; keep the TEST phase; declare inputs; resolve bottoms to SSA values (an
-in-place top is a new version of its blob), inferring shapes and counting parameters layer by
-layer; cut at the feature blob and drop what does not feed it; fold BatchNorm + Scale; share
-named parameters; number the search depth. Every user-facing failure is a `SourceError` naming
-file, line and layer.
+lines; layer names are checked unique as each layer is read); upgrade V1 layers; decide the
+dialect; keep the TEST phase; choose the outputs (the last layer's top, or `--feature-blob`) and
+drop the layers that do not feed them; refuse unsupported layer types (all of them at once) and
+unknown fields among the layers kept; declare inputs; resolve bottoms to SSA values (an in-place
+top is a new version of its blob), inferring shapes and counting parameters layer by layer; fold
+BatchNorm + Scale; share named parameters; number the search depth. Every user-facing failure
+is a `SourceError` naming file, line and layer.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from automtl_cli.frontend.dialect import Dialect, detect_dialect
 from automtl_cli.frontend.ir import Graph, Shape
 from automtl_cli.frontend.passes import (
     BuildState,
+    UniqueNames,
     check_types,
     check_unknown_fields,
+    choose_outputs,
     collect_layers,
     cut_at_feature,
     declare_header_inputs,
@@ -91,13 +94,14 @@ def _build(file: str, text: str, options: CompileOptions, warn: Callable[[str], 
            ) -> tuple[Graph, BuildState]:
     """Run the passes in order (`automtl_cli.frontend.passes`) and assemble the checked graph."""
     net = pb.NetParameter()
-    parsed = parse_text(text, net, file=file)
+    parsed = parse_text(text, net, file=file, on_layer=UniqueNames(file))
     state = BuildState(file, options, net, parsed, warn, overrides=dict(options.input_shapes))
     collect_layers(state)
     state.dialect = detect_dialect(parsed, file, options.dialect)
+    keep_test_phase(state)
+    choose_outputs(state)
     check_types(state)
     check_unknown_fields(state)
-    keep_test_phase(state)
     declare_header_inputs(state)
     infer_shapes(state)
     cut_at_feature(state)

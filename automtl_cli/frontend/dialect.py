@@ -38,7 +38,7 @@ class Dialect:
 def _first(parsed: ParsedText, paths: tuple[str, ...]) -> tuple[str, int] | None:
     for layer in parsed.layers:
         for path in paths:
-            line = layer.field_lines.get(path)
+            line = layer.field_line(path)
             if line is not None:
                 return path, line
     return None

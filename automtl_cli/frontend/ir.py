@@ -26,7 +26,7 @@ __all__ = ["Graph", "Node", "Shape"]
 Shape = tuple[int, ...]
 
 
-@dataclass
+@dataclass(slots=True)  # a 100,000-layer file makes 100,000 of them
 class Node:
     name: str  # the prototxt layer's name (BatchNorm+Scale keep the BatchNorm's)
     type: str  # a layer-table type: "Convolution", "BatchNorm", ...

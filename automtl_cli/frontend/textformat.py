@@ -5,6 +5,13 @@ message is built; automtl's errors must name the file, line and layer of any pro
 (a shape mismatch twenty layers down). This reader walks the schema's descriptors while it
 parses, so it also finds every unknown field in one pass (an error, or one warning per field
 under `--lenient`) and is several times faster than `text_format.Parse` on large files.
+
+It streams: the text is tokenized a block of lines at a time as the parser reaches it, and no
+per-token object outlives its block, so memory grows with the network (the message and one
+line table per layer), not with the file's tokens; a syntax error, or whatever `on_layer`
+refuses as a layer block closes (a duplicate layer name), is reported when the parser gets
+there, without reading the rest. A 20 MB file (125,000 layers) reads in a few seconds
+(`scripts/prototxt_scale.py` measures it).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -19,19 +27,27 @@ from google.protobuf.message import Message
 
 from automtl_cli.errors import SourceError
 
-__all__ = ["LayerSource", "ParsedText", "UnknownField", "parse_text"]
+__all__ = ["LayerSource", "OnLayer", "ParsedText", "UnknownField", "parse_text"]
 
+# One token, after the blanks before it. `end` matches only at the end of the block, so no match
+# attempt fails and backtracks over a run of blanks; no token spans a line.
 _TOKEN = re.compile(
     r"""
-    (?P<skip>[ \t\r\f\v]+|\#.*)
-  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fF]?)(?![\w.]))
-  | (?P<ident>[-+]?[A-Za-z_][\w]*)
-  | (?P<punct>[{}<>\[\]:,;])
-  | (?P<bad>\S+)
+    [ \t\r\f\v]*
+    (?:
+      (?P<nl>\n)
+    | (?P<comment>\#.*)
+    | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+    | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[fF]?)(?![\w.]))
+    | (?P<ident>[-+]?[A-Za-z_][\w]*)
+    | (?P<punct>[{}<>\[\]:,;])
+    | (?P<bad>\S+)
+    | (?P<end>\Z)
+    )
     """,
     re.VERBOSE,
 )
+_CHUNK = 1 << 16  # characters tokenized at a time (then on to the end of that line)
 
 _INT_LIMITS = {
     FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
@@ -42,20 +58,30 @@ _INT_LIMITS = {
 _TRUE = {"true", "True", "t", "1"}
 _FALSE = {"false", "False", "f", "0"}
 _LAYER_FIELDS = ("layer", "layers")
+_MESSAGE = FieldDescriptor.CPPTYPE_MESSAGE
+_STRING = FieldDescriptor.CPPTYPE_STRING
+_CLOSING = {"{": "}", "<": ">", "[": "]"}
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class LayerSource:
     """Where one top-level `layer {}` / `layers {}` block sits in the file."""
 
     field: str  # "layer" (Caffe V2 and the AutoMTL dialect) or "layers" (Caffe V1)
     index: int  # position within that repeated field
     line: int  # line of the block's opening
-    field_lines: dict[str, int] = field(default_factory=dict)
+    # Field path → its first line, less the block's: a small number, which Python stores once
+    # for every layer (an absolute line would be one more object per field of the file).
+    field_offsets: dict[str, int] = field(default_factory=dict)
+
+    def field_line(self, path: str) -> int | None:
+        """Line of a field inside this layer (`convolution_param.kernel_size`), if it has it."""
+        offset = self.field_offsets.get(path)
+        return None if offset is None else self.line + offset
 
     def line_of(self, path: str) -> int:
-        """Line of a field inside this layer (`convolution_param.kernel_size`), else the block's."""
-        return self.field_lines.get(path, self.line)
+        """Line of a field inside this layer, else the block's."""
+        return self.line + self.field_offsets.get(path, 0)
 
 
 @dataclass(frozen=True)
@@ -74,30 +100,65 @@ class ParsedText:
     net_lines: dict[str, int]  # first line of each top-level field (`input_dim`, `input`, ...)
 
 
+# Called as each top-level layer block closes, with its place and its message.
+OnLayer = Callable[[LayerSource, Message], None]
+
+
 class _Tokens:
-    """A flat token list with one-token lookahead; each token is (kind, text, line)."""
+    """The text's tokens, (kind, text, line), with lookahead: `toks[pos]` is the next one. They
+    are made a block of lines at a time (`fill`) when the parser has used up the last block."""
+
+    __slots__ = ("bad", "file", "last_line", "line", "offset", "pos", "text", "toks")
 
     def __init__(self, text: str, file: str | None) -> None:
         self.file = file
-        toks: list[tuple[str, str, int]] = []
-        append = toks.append
-        for lineno, line in enumerate(text.split("\n"), 1):
-            for m in _TOKEN.finditer(line):
-                kind = m.lastgroup
-                if kind == "skip":
-                    continue
-                if kind == "bad":
-                    raise SourceError(f"unexpected text {m.group()!r}", file=file, line=lineno)
-                append((kind, m.group(), lineno))
-        self.toks = toks
+        self.text = text
+        # the first character not yet tokenized (after a byte-order mark, which editors on
+        # Windows write and protobuf's own parser skips)
+        self.offset = 1 if text.startswith("\ufeff") else 0
+        self.line = 1  # its line
+        self.toks: list[tuple[str, str, int]] = []  # the current block's tokens
         self.pos = 0
-        self.last_line = toks[-1][2] if toks else 1
+        self.last_line = 1  # line of the last token so far (an unexpected end's line)
+        self.bad: SourceError | None = None  # unreadable text right after the current block
+
+    def fill(self) -> bool:
+        """Tokenize the next block once `toks` is used up; False at the end of the text."""
+        text = self.text
+        while self.pos >= len(self.toks):
+            if self.bad is not None:
+                raise self.bad
+            if self.offset > len(text):
+                return False
+            end = text.find("\n", self.offset + _CHUNK)
+            if end < 0:
+                end = len(text)
+            toks: list[tuple[str, str, int]] = []
+            append = toks.append
+            line = self.line
+            for m in _TOKEN.finditer(text, self.offset, end):
+                kind = m.lastgroup
+                if kind == "nl":
+                    line += 1
+                elif kind == "bad":
+                    self.bad = SourceError(f"unexpected text {m.group(kind)!r}",
+                                           file=self.file, line=line)
+                    break
+                elif kind != "comment" and kind != "end":
+                    append((kind, m.group(kind), line))
+            self.offset, self.line = end + 1, line + 1
+            self.toks, self.pos = toks, 0
+            if toks:
+                self.last_line = toks[-1][2]
+        return True
 
     def peek(self) -> tuple[str, str, int] | None:
-        return self.toks[self.pos] if self.pos < len(self.toks) else None
+        if self.pos < len(self.toks) or self.fill():
+            return self.toks[self.pos]
+        return None
 
     def next(self, expecting: str) -> tuple[str, str, int]:
-        if self.pos >= len(self.toks):
+        if self.pos >= len(self.toks) and not self.fill():
             raise SourceError(f"unexpected end of file, expecting {expecting}",
                               file=self.file, line=self.last_line)
         tok = self.toks[self.pos]
@@ -105,22 +166,26 @@ class _Tokens:
         return tok
 
     def accept(self, text: str) -> bool:
-        if self.pos < len(self.toks) and self.toks[self.pos][1] == text and \
-                self.toks[self.pos][0] == "punct":
+        if self.pos >= len(self.toks) and not self.fill():
+            return False
+        tok = self.toks[self.pos]
+        if tok[1] == text and tok[0] == "punct":
             self.pos += 1
             return True
         return False
 
 
 class _Parser:
-    def __init__(self, text: str, file: str | None) -> None:
+    def __init__(self, text: str, file: str | None, on_layer: OnLayer | None) -> None:
         self.file = file
         self.tokens = _Tokens(text, file)
+        self.on_layer = on_layer
         self.layers: list[LayerSource] = []
         self.unknown: list[UnknownField] = []
         self.net_lines: dict[str, int] = {}
         self.layer: LayerSource | None = None  # the top-level layer being read
-        self.path: list[str] = []  # field path inside that layer
+        self.prefix = ""  # the field path inside that layer so far: "convolution_param." or ""
+        self.paths: dict[str, str] = {}  # one string per field path, shared by every layer
 
     def error(self, message: str, line: int) -> SourceError:
         return SourceError(message, file=self.file, line=line)
@@ -134,20 +199,19 @@ class _Parser:
         by_name = descriptor.fields_by_name
         seen_singular: set[str] = set()
         toks = self.tokens
+        is_net = descriptor.name == "NetParameter"
         while True:
-            tok = toks.peek()
-            if tok is None:
+            if toks.pos >= len(toks.toks) and not toks.fill():
                 if closing is not None:
                     raise self.error(f"unexpected end of file, expecting '{closing}'",
                                      toks.last_line)
                 return
-            kind, text, line = tok
+            kind, text, line = toks.toks[toks.pos]
+            toks.pos += 1
             if kind == "punct" and text == closing:
-                toks.pos += 1
                 return
             if kind != "ident":
                 raise self.error(f"expected a field name, found {text!r}", line)
-            toks.pos += 1
             fd = by_name.get(text)
             if fd is None:
                 self.unknown.append(UnknownField(descriptor.full_name, text, line, self.layer))
@@ -158,42 +222,51 @@ class _Parser:
                         raise self.error(
                             f'field "{text}" of {descriptor.name} is given twice', line)
                     seen_singular.add(text)
-                self._field(message, fd, line)
-            toks.accept(",") or toks.accept(";")
+                top_layer = is_net and self.layer is None and text in _LAYER_FIELDS
+                if not top_layer:  # the field's line, for errors found later
+                    layer = self.layer
+                    if layer is None:
+                        self.net_lines.setdefault(text, line)
+                    else:
+                        path = self.prefix + text
+                        layer.field_offsets.setdefault(self.paths.setdefault(path, path),
+                                                       line - layer.line)
+                self._field(message, fd, line, top_layer)
+            if toks.pos >= len(toks.toks) and not toks.fill():
+                continue
+            sep = toks.toks[toks.pos]
+            if sep[0] == "punct" and (sep[1] == "," or sep[1] == ";"):
+                toks.pos += 1
 
-    def _record(self, name: str, line: int) -> None:
-        if self.layer is None:
-            self.net_lines.setdefault(name, line)
-        else:
-            self.layer.field_lines.setdefault(".".join([*self.path, name]), line)
-
-    def _field(self, message: Message, fd: FieldDescriptor, line: int) -> None:
+    def _field(self, message: Message, fd: FieldDescriptor, line: int, top_layer: bool) -> None:
         toks = self.tokens
-        name = fd.name
-        is_message = fd.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE
-        top_layer = self.layer is None and name in _LAYER_FIELDS and \
-            message.DESCRIPTOR.name == "NetParameter"
-        if not top_layer:
-            self._record(name, line)
+        is_message = fd.cpp_type == _MESSAGE
         has_colon = toks.accept(":")
         if not is_message and not has_colon:
-            raise self.error(f'expected ":" after field "{name}"', line)
-        repeated = fd.is_repeated
-        if repeated and toks.accept("["):
-            if toks.accept("]"):
-                return
-            while True:
-                self._one_value(message, fd, line, top_layer)
+            raise self.error(f'expected ":" after field "{fd.name}"', line)
+        if fd.is_repeated:
+            if toks.accept("["):
                 if toks.accept("]"):
                     return
-                if not toks.accept(","):
-                    raise self.error(f'expected "," or "]" in the list of "{name}"', line)
+                while True:
+                    self._one_value(message, fd, line, top_layer)
+                    if toks.accept("]"):
+                        return
+                    if not toks.accept(","):
+                        raise self.error(f'expected "," or "]" in the list of "{fd.name}"',
+                                         line)
+            if not is_message:
+                getattr(message, fd.name).append(self._scalar(fd))
+                return
+        elif not is_message:
+            setattr(message, fd.name, self._scalar(fd))
+            return
         self._one_value(message, fd, line, top_layer)
 
     def _one_value(self, message: Message, fd: FieldDescriptor, line: int,
                    top_layer: bool) -> None:
         repeated = fd.is_repeated
-        if fd.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE:
+        if fd.cpp_type != _MESSAGE:
             value = self._scalar(fd)
             if repeated:
                 getattr(message, fd.name).append(value)
@@ -210,30 +283,38 @@ class _Parser:
             sub = getattr(message, fd.name)
             sub.SetInParent()
         if top_layer:
-            self.layer = LayerSource(fd.name, len(getattr(message, fd.name)) - 1, line)
-            self.layers.append(self.layer)
+            self.layer = layer = LayerSource(fd.name, len(getattr(message, fd.name)) - 1, line)
+            self.layers.append(layer)
             try:
                 self._fields(sub, closing)
             finally:
                 self.layer = None
+            if self.on_layer is not None:
+                self.on_layer(layer, sub)
         else:
-            self.path.append(fd.name)
+            outer = self.prefix
+            self.prefix = f"{outer}{fd.name}."
             try:
                 self._fields(sub, closing)
             finally:
-                self.path.pop()
+                self.prefix = outer
 
     def _scalar(self, fd: FieldDescriptor):
-        kind, text, line = self.tokens.next(f'a value for "{fd.name}"')
+        toks = self.tokens
+        kind, text, line = toks.next(f'a value for "{fd.name}"')
         cpp = fd.cpp_type
         try:
-            if cpp == FieldDescriptor.CPPTYPE_STRING:
+            if cpp == _STRING:
                 if kind != "string":
                     raise ValueError("expected a quoted string")
-                parts = [text]
-                while (nxt := self.tokens.peek()) is not None and nxt[0] == "string":
+                nxt = toks.peek()
+                if nxt is None or nxt[0] != "string":
+                    return _unquote(text)
+                parts = [text]  # adjacent strings are one: "ab" "c" is "abc"
+                while nxt is not None and nxt[0] == "string":
                     parts.append(nxt[1])
-                    self.tokens.pos += 1
+                    toks.pos += 1
+                    nxt = toks.peek()
                 return "".join(_unquote(p) for p in parts)
             if cpp in _INT_LIMITS:
                 if kind != "number":
@@ -273,14 +354,13 @@ class _Parser:
         toks.accept(":")
         kind, text, tline = toks.next("a value")
         if kind == "punct" and text in "{<[":
-            closing = {"{": "}", "<": ">", "[": "]"}[text]
-            stack = [closing]
+            stack = [_CLOSING[text]]
             while stack:
                 kind, text, _ = toks.next(f"'{stack[-1]}'")
                 if kind != "punct":
                     continue
                 if text in "{<[":
-                    stack.append({"{": "}", "<": ">", "[": "]"}[text])
+                    stack.append(_CLOSING[text])
                 elif text in "}>]":
                     if text != stack[-1]:
                         raise self.error(f"unbalanced {text!r}", tline)
@@ -327,6 +407,10 @@ def _parse_float(kind: str, text: str) -> float:
     return float(body)
 
 
-def parse_text(text: str, message: Message, *, file: str | None = None) -> ParsedText:
-    """Parse protobuf text format into `message`, recording where each layer and field is."""
-    return _Parser(text, file).parse(message)
+def parse_text(text: str, message: Message, *, file: str | None = None,
+               on_layer: OnLayer | None = None) -> ParsedText:
+    """Parse protobuf text format into `message`, recording where each layer and field is.
+
+    `on_layer(source, layer)` is called as each top-level layer block closes, so a check of
+    whole layers (unique names) can refuse the file there, before the rest is read."""
+    return _Parser(text, file, on_layer).parse(message)

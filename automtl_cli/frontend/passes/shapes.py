@@ -16,16 +16,14 @@ __all__ = ["infer_shapes"]
 
 
 def infer_shapes(state: BuildState) -> None:
-    """Turn every kept layer into a shaped node (or an input, or nothing for a loss), then check
-    that the result is a network: it has inputs, layers, and used every `--input-shape`."""
+    """Turn every kept layer into a shaped node or an input (`choose_outputs` dropped the losses),
+    then check that the result is a network: it has inputs, layers, and used every
+    `--input-shape`."""
     forks: dict[str, list[str]] = {}
     for la in state.layers:
         kind = LAYER_KINDS[la.type]
         if kind.fork is not None:
             forks.setdefault(la.type, []).append(la.name)
-        if kind.role is Role.DROP:
-            state.dropped.append(la.name)
-            continue
         _check_arity(state, la, kind)
         attrs = _read(state, la, kind)
         state.source_layers += 1
@@ -101,7 +99,8 @@ def _shaped_node(state: BuildState, la: SourceLayer, kind: LayerKind, attrs: Att
         raise state.err(f"takes 1 top, got {len(outputs)}", la)
     for v, s in zip(outputs, out_shapes):
         state.shapes[v] = tuple(int(d) for d in s)
-    names = tuple(p.name for p in msg.param)
+    # (the reader's field table says whether there is a `param`, without touching the message)
+    names = tuple(p.name for p in msg.param) if "param" in la.source.field_offsets else ()
     if names and all(names):  # Caffe's weight sharing: `param { name: "..." }`
         attrs = {**attrs, "param_names": list(names)}
     return Node(la.name, kind.type, in_values, outputs, attrs, la.source.line,

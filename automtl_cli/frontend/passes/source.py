@@ -1,8 +1,11 @@
-"""The passes over the file's layers before any graph exists: collect them (V1 upgraded to V2),
-refuse unsupported types and unknown fields, keep the TEST phase.
+"""The checks over the file's layers before any graph exists: unique layer names (while the file
+is read), collect the layers (V1 upgraded to V2), keep the TEST phase, refuse unsupported types
+and unknown fields.
 
 They come first so that a file with several problems reports the ones a user fixes first: every
-unsupported type at once, before any shape is inferred.
+unsupported type at once, before any shape is inferred. Types and fields are checked on the
+layers the outputs need (`choose_outputs` runs before them): a layer after the feature blob, or
+in a branch that feeds no output, is dropped unchecked.
 """
 
 from __future__ import annotations
@@ -16,7 +19,29 @@ from automtl_cli.frontend.textformat import LayerSource, ParsedText
 from automtl_cli.frontend.upgrade import upgrade_v1_layer
 from automtl_cli.proto import automtl_pb2 as pb
 
-__all__ = ["check_types", "check_unknown_fields", "collect_layers", "keep_test_phase"]
+__all__ = ["UniqueNames", "check_types", "check_unknown_fields", "collect_layers",
+           "keep_test_phase"]
+
+
+class UniqueNames:
+    """Layer names are unique among the TEST phase's layers (Caffe's rule, and the IR's node
+    names). Called by the reader as each layer block closes (`parse_text(on_layer=...)`), so a
+    duplicate near the top of a 20 MB file is refused before the rest is read."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[str, int] = {}  # name → line of the layer that has it
+
+    def __call__(self, source: LayerSource, layer: Message) -> None:
+        name = layer.name
+        if not name or not _in_test_phase(source, layer):
+            return
+        first = self.lines.get(name)
+        if first is not None:
+            raise SourceError(f"layer name is also used at line {first}", file=self.file,
+                              line=source.line, layer=name,
+                              layer_type=_type_name(layer) or "no type")
+        self.lines[name] = source.line
 
 
 def collect_layers(state: BuildState) -> None:
@@ -37,7 +62,8 @@ def collect_layers(state: BuildState) -> None:
 
 
 def check_types(state: BuildState) -> None:
-    """Every unsupported layer type of the file in one error, with the supported ones listed."""
+    """Every unsupported layer type the network keeps in one error, with the supported ones
+    listed."""
     bad = [la for la in state.layers if get_kind(la.type) is None]
     if not bad:
         return
@@ -53,19 +79,21 @@ def check_unknown_fields(state: BuildState) -> None:
     """An unknown field is an error (a typo would silently change the network) unless
     `--lenient`, which warns once per field."""
     parsed = state.parsed
-    if not parsed.unknown:
+    kept = {id(la.source) for la in state.layers}
+    unknown = [u for u in parsed.unknown if u.layer is None or id(u.layer) in kept]
+    if not unknown:
         return
     if state.options.lenient:
         seen: set[tuple[str, str]] = set()
-        for u in parsed.unknown:
+        for u in unknown:
             key = (u.message_type, u.name)
             if key not in seen:
                 seen.add(key)
                 state.warning(f"{state.file}:{u.line}: ignoring unknown field \"{u.name}\" of "
                               f"{u.message_type.split('.')[-1]} (--lenient)")
         return
-    u = parsed.unknown[0]
-    more = len(parsed.unknown) - 1
+    u = unknown[0]
+    more = len(unknown) - 1
     message = (f'unknown field "{u.name}" in {u.message_type.split(".")[-1]}'
                + (f" (and {more} more)" if more else "")
                + "; pass --lenient to ignore unknown fields")
@@ -78,19 +106,13 @@ def check_unknown_fields(state: BuildState) -> None:
 
 
 def keep_test_phase(state: BuildState) -> None:
-    """A train/val file describes two networks; the TEST one is the deploy network. Layer names
-    must be unique among the kept layers (Caffe's rule, and the IR's node names)."""
+    """A train/val file describes two networks; the TEST one is the deploy network (its layer
+    names were checked unique as the file was read, `UniqueNames`)."""
     layers = state.layers
-    kept = [la for la in layers if _in_test_phase(la.message)]
+    kept = [la for la in layers if _in_test_phase(la.source, la.message)]
     if len(kept) != len(layers):
         state.notes.append(f"kept the TEST phase: dropped {len(layers) - len(kept)} "
                            "TRAIN-only layers")
-    names: dict[str, SourceLayer] = {}
-    for la in kept:
-        if la.message.name and la.message.name in names:
-            raise state.err(f"layer name is also used at line "
-                            f"{names[la.message.name].source.line}", la)
-        names[la.message.name] = la
     state.layers = kept
 
 
@@ -115,7 +137,14 @@ def _rule_met(rule: pb.NetStateRule) -> bool:
     return not rule.stage
 
 
-def _in_test_phase(layer: Message) -> bool:
+_PHASE_FIELDS = ("include", "exclude", "phase")
+
+
+def _in_test_phase(source: LayerSource, layer: Message) -> bool:
+    # Most layers have no rule: the reader's field table says so without touching the message
+    # (reading an empty repeated message field makes protobuf keep ~400 bytes per layer).
+    if not any(f in source.field_offsets for f in _PHASE_FIELDS):
+        return True
     if layer.DESCRIPTOR.fields_by_name.get("phase") and layer.HasField("phase") and \
             layer.phase != pb.TEST:
         return False

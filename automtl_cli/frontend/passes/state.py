@@ -62,7 +62,10 @@ class BuildState:
     nodes: list[Node] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # loss/accuracy layers removed
     source_layers: int = 0  # prototxt layers that made it into the graph
-    outputs: list[str] = field(default_factory=list)
+    # blob name → index of the first layer writing it, dropped layers included (for hints)
+    first_writer: dict[str, int] = field(default_factory=dict)
+    output_blobs: list[str] = field(default_factory=list)  # blob names, by `choose_outputs`
+    outputs: list[str] = field(default_factory=list)  # their SSA values, by `cut_at_feature`
 
     def err(self, message: str, layer: SourceLayer | None = None, path: str | None = None,
             line: int | None = None) -> SourceError:

@@ -94,7 +94,9 @@ def resolve_bottoms(state: BuildState, la: SourceLayer) -> list[str]:
             state.notes.append(f'bottom "{b}" of "{la.name}" read as the declared input '
                                f'"{state.value_blob[value]}" (the AutoMTL dialect\'s naming)')
         if value is None:
-            close = difflib.get_close_matches(b, list(state.latest), n=1)
+            earlier = {*state.latest, *(n for n, i in state.first_writer.items()
+                                        if i < la.index)}
+            close = difflib.get_close_matches(b, sorted(earlier), n=1)
             hint = f'; did you mean "{close[0]}"?' if close else ""
             raise state.err(f'bottom "{b}" is not produced by any earlier layer{hint}',
                             la, "bottom")
