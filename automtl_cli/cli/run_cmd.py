@@ -7,12 +7,8 @@ from pathlib import Path
 
 import click
 
+from automtl_cli.choices import BnMode, Budget, DeriveMode, Init, SkipMode
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
-from automtl_cli.compiler.strategies import BnMode, SkipMode
-from automtl_cli.engine.inits.base import Init
-from automtl_cli.engine.plans.base import DeriveMode
-from automtl_cli.experiment import build_stage_experiment
-from automtl_cli.stages.run import BUDGETS, default_backbone, run_configs, run_pipeline
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -41,7 +37,7 @@ log = logging.getLogger("automtl_cli.cli")
               show_default=True,
               help="AutoMTL's fine-tuning starts from the searched weights, or from the seed "
                    "(the paper's retraining).")
-@click.option("--budget", type=click.Choice(BUDGETS), default="equal", show_default=True,
+@click.option("--budget", type=choice_of(Budget), default="equal", show_default=True,
               help="equal: every baseline gets as many weight updates as AutoMTL's search and "
                    "fine-tuning together; finetune: the fine-tuning iterations alone.")
 @click.option("--search-iters", type=int, help="Policy-search iterations.")
@@ -61,6 +57,9 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
 
     With no arguments: the built-in synthetic scenes (seg, depth, normal) on a small ResNet.
     """
+    from automtl_cli.experiment import build_stage_experiment
+    from automtl_cli.stages.run import default_backbone, run_configs, run_pipeline
+
     backbone = Path(backbone) if backbone else default_backbone()
     run_dir = Path(run_dir) if run_dir else Path("runs") / backbone.stem
     experiment = build_stage_experiment(experiment_path, tasks, data)

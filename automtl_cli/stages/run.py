@@ -23,6 +23,8 @@ from typing import Any
 
 from automtl_cli.artifacts import atomic_copy, write_json, write_text
 from automtl_cli.artifacts.lock import run_lock
+from automtl_cli.bundled import bundled_backbone, specs_dir
+from automtl_cli.choices import Budget
 from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for
 from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.schedule import Alternation
@@ -30,7 +32,7 @@ from automtl_cli.engine.search import SearchConfig
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import ExperimentConfig
-from automtl_cli.registry import Choice, parse_choice
+from automtl_cli.registry import parse_choice
 from automtl_cli.stages.compile import compile_backbone, compile_stage
 from automtl_cli.stages.derive import derive
 from automtl_cli.stages.finetune import finetune
@@ -40,14 +42,15 @@ from automtl_cli.tasks import build_tasks
 __all__ = ["BUDGETS", "Budget", "Pipeline", "default_backbone", "random_plan_seed",
            "results_table", "run_configs", "run_pipeline", "search_weight_updates"]
 
-SPECS = Path(__file__).resolve().parents[2] / "specs"
+DEFAULT_BACKBONE = "resnet18_w16"  # bundled (automtl_cli/specs/)
 
 
 def default_backbone() -> Path:
-    path = SPECS / "resnet18_w16.prototxt"
-    if not path.exists():
-        raise MissingInput(f"{path}: the default backbone ships with the source tree; give a "
-                           "BACKBONE prototxt")
+    """The bundled small ResNet `run` uses when no backbone is given."""
+    path = bundled_backbone(DEFAULT_BACKBONE)
+    if path is None:
+        raise MissingInput(f"{specs_dir()}: the default backbone {DEFAULT_BACKBONE}.prototxt "
+                           "is missing from the installed package; give a BACKBONE prototxt")
     return path
 
 
@@ -56,13 +59,6 @@ def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
     sub.mkdir(parents=True, exist_ok=True)
     atomic_copy(run / "supermodel.pt", sub / "supermodel.pt")
     return sub
-
-
-class Budget(Choice):
-    """How long the baselines train."""
-
-    EQUAL = "equal"  # as many weight updates as AutoMTL's search and fine-tuning together
-    FINETUNE = "finetune"  # the fine-tuning iterations alone (the paper's tables)
 
 
 BUDGETS = tuple(b.value for b in Budget)
