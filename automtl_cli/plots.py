@@ -77,11 +77,12 @@ def plot_policy(probs: np.ndarray, nodes: Sequence[str], tasks: Sequence[str],
     axes[0][0].set_yticks(range(n), list(nodes), fontsize=6.5)
     axes[0][0].set_ylabel("search node (input at the top)", fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in BRANCH_COLOURS]
-    fig.legend(handles, BRANCHES, loc="upper center", ncol=3, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
+    height = fig.get_figheight()
     fig.suptitle(title or "searched policy: P(branch) per node and task; outlined = chosen",
-                 fontsize=9, y=0.995 - 0.35 / fig.get_figheight())
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
+                 fontsize=9, y=1 - 0.06 / height, va="top")
+    fig.legend(handles, BRANCHES, loc="upper center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.26 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.42 / height))
     return _save(fig, plt, path)
 
 
@@ -129,17 +130,15 @@ def _method_colour(method: str) -> str:
 
 def plot_results(results: Mapping[str, Mapping[str, Any]], tasks: Sequence[Any],
                  path: str | os.PathLike) -> Path:
-    """`run`'s comparison: Δ_T against parameters for every method, and one bar panel per
-    task metric (test split). `tasks`: the run's Task objects (name, delta_metrics,
-    higher_is_better)."""
+    """`run`'s comparison on the test split: Δ_T against parameters for every method, and per
+    task its main metric (the first of `delta_metrics`) as one bar per method, each labelled
+    with its value and its Δ_t. `tasks`: the run's Task objects."""
     plt = _pyplot("drawing the results (results.png)")
-    columns = [(task, m) for task in tasks for m in task.delta_metrics]
     methods = list(results)
-    cols = max(len(columns), 1)
-    fig = plt.figure(figsize=(4.2 + 1.9 * min(cols, 4), 3.6 * (1 + (cols - 1) // 4)))
-    grid = fig.add_gridspec(1 + (cols - 1) // 4, 1 + min(cols, 4),
-                            width_ratios=[2.2] + [1] * min(cols, 4))
-    ax = fig.add_subplot(grid[:, 0])
+    fig, axes = plt.subplots(1, 1 + len(tasks), squeeze=False,
+                             figsize=(4.6 + 2.5 * len(tasks), 3.9),
+                             gridspec_kw={"width_ratios": [1.7] + [1] * len(tasks)})
+    ax = axes[0][0]
     for method in methods:
         out = results[method]
         delta = 0.0 if method == "single-task" else \
@@ -147,31 +146,39 @@ def plot_results(results: Mapping[str, Mapping[str, Any]], tasks: Sequence[Any],
         if delta is None:
             continue
         x = out["params"]["total"] / 1e6
-        ax.scatter([x], [delta], s=46, color=_method_colour(method), zorder=3,
+        ax.scatter([x], [delta], s=50, color=_method_colour(method), zorder=3,
                    edgecolor="black", linewidth=0.5)
-        ax.annotate(method, (x, delta), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.annotate(method, (x, delta), textcoords="offset points", xytext=(6, 3), fontsize=7.5)
     ax.axhline(0, color="#999999", linewidth=0.7, zorder=1)
     ax.set_xlabel("parameters (M), all tasks", fontsize=8)
-    ax.set_ylabel("Δ_T against single-task (%), higher is better", fontsize=8)
-    ax.set_title("accuracy against size", fontsize=9)
+    ax.set_ylabel("Δ_T against single-task (%)", fontsize=8)
+    ax.set_title("accuracy against size (up and left is better)", fontsize=9)
     ax.tick_params(labelsize=7)
     ax.grid(color="#e5e5e5", linewidth=0.5)
-    ax.margins(x=0.25, y=0.25)
-    for c, (task, metric) in enumerate(columns):
-        bar_ax = fig.add_subplot(grid[c // 4, 1 + c % 4])
+    ax.margins(x=0.3, y=0.25)
+    for bar_ax, task in zip(axes[0][1:], tasks):
+        metric = task.delta_metrics[0]
         values = [results[m]["metrics"]["test"][task.name][metric] for m in methods]
-        bar_ax.bar(range(len(methods)), values, color=[_method_colour(m) for m in methods],
-                   edgecolor="black", linewidth=0.4)
-        better = "higher" if task.higher_is_better[metric] else "lower"
-        bar_ax.set_title(f"{task.name} {metric}\n({better} is better)", fontsize=8)
-        bar_ax.set_xticks(range(len(methods)), methods, rotation=55, ha="right", fontsize=6.5)
-        bar_ax.tick_params(axis="y", labelsize=7)
+        bars = bar_ax.bar(range(len(methods)), values, width=0.7,
+                          color=[_method_colour(m) for m in methods], edgecolor="black",
+                          linewidth=0.4)
         low, high = min(values), max(values)
-        pad = (high - low) * 0.6 or abs(high) * 0.05 or 0.05
-        bar_ax.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad * 0.5)
+        pad = (high - low) or abs(high) * 0.05 or 0.05
+        bar_ax.set_ylim(low - 0.8 * pad if low - 0.8 * pad > 0 or low < 0 else 0,
+                        high + 0.45 * pad)
+        for m, b, v in zip(methods, bars, values):
+            d = results[m].get("delta", {}).get("test", {}).get("per_task", {}).get(task.name)
+            label = f"{v:.3g}" + ("" if m == "single-task" or d is None else f"\n{d:+.1f}%")
+            bar_ax.annotate(label, (b.get_x() + b.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=6.5, textcoords="offset points",
+                            xytext=(0, 1.5))
+        better = "higher" if task.higher_is_better[metric] else "lower"
+        bar_ax.set_title(f"{task.name}: {metric} ({better} is better)", fontsize=9)
+        bar_ax.set_xticks(range(len(methods)), methods, rotation=40, ha="right", fontsize=7)
+        bar_ax.tick_params(axis="y", labelsize=7)
         bar_ax.grid(axis="y", color="#e5e5e5", linewidth=0.5)
         bar_ax.set_axisbelow(True)
-    fig.suptitle("test split; Δ_T is the mean relative gain over the tasks' metrics", fontsize=8,
-                 y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.suptitle("test split. Bars: each task's main metric, labelled with its value and the "
+                 "task's Δ_t over all its metrics (Δ_T is their mean)", fontsize=8, y=0.99)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return _save(fig, plt, path)

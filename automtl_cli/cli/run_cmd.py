@@ -75,4 +75,6 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
         emit_json(result)
         return
     click.echo(result["table"])
-    click.echo(f"\n(test split; Δ_T against the single-task networks; {run_dir}/results.md)")
+    drawn = f", {result['picture']}" if result["picture"] else ""
+    click.echo(f"\n(test split; Δ_T against the single-task networks; {run_dir}/results.md"
+               f"{drawn})")
