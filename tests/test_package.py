@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from automtl_cli import __version__
 from automtl_cli.bundled import backbone_names, bundled_backbone, resolve_backbone, specs_dir
 from automtl_cli.cli.main import COMMANDS
 
@@ -106,7 +107,7 @@ def _venv_python(venv: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_and_runs_with_the_core_dependencies_only(tmp_path):
+def test_the_wheel_installs_and_runs_with_the_core_dependencies_only(tmp_path, scene_cache):
     """Build the wheel from a copy of the sources, install it into a fresh virtual environment
     (pip resolves the declared dependencies: the local wheel cache and indexes here, the
     package index in CI), and use it from an empty directory as a new user would."""
@@ -125,6 +126,14 @@ def test_the_wheel_installs_and_runs_with_the_core_dependencies_only(tmp_path):
     assert built.returncode == 0, built.stderr[-3000:]
     wheel, = dist.glob("automtl-*.whl")
     venv = tmp_path / "venv"
+    try:
+        _install_and_use(wheel, venv, tmp_path, scene_cache, pip_env)
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # about 1 GB: not kept with pytest's tmp dirs
+
+
+def _install_and_use(wheel: Path, venv: Path, tmp_path: Path, scene_cache: Path,
+                     pip_env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = _venv_python(venv)
     installed = subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)],
@@ -140,14 +149,14 @@ def test_the_wheel_installs_and_runs_with_the_core_dependencies_only(tmp_path):
     empty.mkdir()
     automtl = python.parent / "automtl"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(AUTOMTL_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    env.update(AUTOMTL_CACHE=str(scene_cache), OMP_NUM_THREADS="1")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(automtl), *args], cwd=empty, capture_output=True, text=True,
                               timeout=900, env=env)
 
     done = cli("--version")
-    assert done.returncode == 0 and done.stdout.strip() == "automtl, version 0.1.0"
+    assert done.returncode == 0 and done.stdout.strip() == f"automtl, version {__version__}"
     done = cli("compile", "resnet34.prototxt", "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -162,3 +171,18 @@ def test_the_wheel_installs_and_runs_with_the_core_dependencies_only(tmp_path):
     assert "pip install 'automtl[images]'" in done.stderr and "Traceback" not in done.stderr
     done = cli("run", "--help")
     assert done.returncode == 0 and "Usage: automtl run" in done.stdout
+
+
+def test_a_training_loop_says_once_how_long_it_will_take(tiny_run, run_cli):
+    """`run` and every stage say where they are: one line per loop, once its first steps are
+    timed (a log line off a terminal, where no progress bar is drawn); nothing with -q."""
+    experiment = tiny_run.parent / "tiny.prototxt"
+    rc, _, err = run_cli("search", tiny_run, "--experiment", experiment, "--warmup-iters", "2",
+                         "--iters", "4")
+    assert rc == 0, err
+    said = [line for line in err.splitlines() if line.startswith("search: ")]
+    assert len(said) == 1, err
+    assert said[0].startswith("search: 6 steps, about ") and "over the first 3)" in said[0]
+    rc, _, err = run_cli("-q", "search", tiny_run, "--experiment", experiment,
+                         "--warmup-iters", "2", "--iters", "4", "--seed", "1")
+    assert rc == 0 and "steps, about" not in err
