@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
+SPECS = ROOT / "automtl_cli" / "specs"  # package data: ships in the wheel (specs/ links here)
 OUTPUT_STRIDES = (8, 16, 32)
 
 # Caffe's running-average fraction: torch's BatchNorm momentum 0.1 (what the AutoMTL reference

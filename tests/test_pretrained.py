@@ -9,6 +9,7 @@ the source network's; `finetune --init pretrained` starts the derived network fr
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -317,3 +318,40 @@ def test_a_caffemodel_starts_the_search_from_the_caffe_network(tmp_path, run_cli
         want = plain(x)
     for t in range(len(TASKS)):
         torch.testing.assert_close(got[:, t], want, rtol=1e-5, atol=1e-5)
+
+
+def test_safetensors_weights(tmp_path, run_cli):
+    st = pytest.importorskip("safetensors.torch", reason="the `weights` extra is not installed")
+    module = _pretrained()
+    path = tmp_path / "w.safetensors"
+    st.save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    result = automtl.compile(f"{HERE}:TinyResNet", tasks=("seg",), input_shape=(1, 3, 16, 16),
+                             feature="layer1", weights=path)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        want = _layer1(module, x)
+    torch.testing.assert_close(_all_shared(result.supermodel, x)[:, 0], want, rtol=1e-5,
+                               atol=1e-5)
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    rc, _, err = run_cli("compile", f"{HERE}:TinyResNet", "--input-shape", "1,3,16,16",
+                         "--weights", path, "-o", tmp_path / "r")
+    assert rc == 65 and "not a safetensors file" in err and "Traceback" not in err
+
+
+def test_safetensors_without_the_extra_is_exit_69(tmp_path, run_cli, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_safetensors(name, *args, **kwargs):
+        if name.startswith("safetensors"):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_safetensors)
+    for key in [k for k in sys.modules if k.startswith("safetensors")]:
+        monkeypatch.delitem(sys.modules, key)
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    rc, _, err = run_cli("compile", f"{HERE}:TinyResNet", "--input-shape", "1,3,16,16",
+                         "--weights", tmp_path / "w.safetensors", "-o", tmp_path / "r")
+    assert rc == 69 and "pip install 'automtl[weights]'" in err

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
 from automtl_cli.cli.options import emit_json, frontend_options, search_space_options
-from automtl_cli.frontend.build import CompileOptions
-from automtl_cli.stages.compile import compile_backbone, compile_stage
+
+if TYPE_CHECKING:
+    from automtl_cli.frontend.build import CompileOptions
 
 log = logging.getLogger("automtl_cli.cli")
 
 
 def frontend_config(dialect, input_shapes, feature_blob, lenient, weights=None
                     ) -> CompileOptions:
+    from automtl_cli.frontend.build import CompileOptions
+
     return CompileOptions(dialect=dialect, input_shapes=dict(input_shapes),
                           feature_blob=feature_blob, lenient=lenient, weights=weights)
 
@@ -47,6 +51,8 @@ def compile_(backbone, run_dir, dialect, input_shapes, feature_blob, lenient, we
     supermodel's parameter breakdown. A PyTorch module's own weights (or --weights) are the
     initial weights of every branch; a prototxt starts from the seed unless --weights is given.
     """
+    from automtl_cli.stages.compile import compile_backbone, compile_stage
+
     options = frontend_config(dialect, input_shapes, feature_blob, lenient, weights)
     result = compile_backbone(backbone, options, tasks=tasks or (), bn=bn, skip=skip, seed=seed,
                               warn=log.warning)

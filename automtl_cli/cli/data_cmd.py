@@ -7,7 +7,6 @@ import logging
 import click
 
 from automtl_cli.cli.options import emit_json
-from automtl_cli.data.preview import preview_experiment
 from automtl_cli.experiment import SPLITS, build_preview_experiment
 
 log = logging.getLogger("automtl_cli.cli")
@@ -39,6 +38,8 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def preview(data_arg, experiment_path, tasks, split, samples, seed, cache_dir, output, as_json):
     """Draw a grid of samples with each task's label beside the image."""
+    from automtl_cli.data.preview import preview_experiment
+
     experiment = build_preview_experiment(experiment_path, tasks=tasks, data=data_arg)
     summary = preview_experiment(experiment, output, split=split, samples=samples, seed=seed,
                                  cache_dir=cache_dir)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
+from automtl_cli.choices import DeriveMode
 from automtl_cli.cli.options import choice_of, emit_json
-from automtl_cli.engine.plans.base import DeriveMode
-from automtl_cli.stages.derive import derive as derive_stage
-from automtl_cli.stages.derive import derive_experiment, plan_mode
 
 
 @click.command("derive")
@@ -28,6 +26,9 @@ from automtl_cli.stages.derive import derive_experiment, plan_mode
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def derive(run_dir, mode, plan, samples, seed, tasks, data, experiment_path, as_json):
     """Derive a compact multi-task network from the search (or a fixed plan)."""
+    from automtl_cli.stages.derive import derive as derive_stage
+    from automtl_cli.stages.derive import derive_experiment, plan_mode
+
     mode, plan_file = plan_mode(mode, plan)
     result = derive_stage(run_dir, mode=mode, plan_file=plan_file, samples=samples, seed=seed,
                           experiment=derive_experiment(run_dir, experiment_path, tasks, data))

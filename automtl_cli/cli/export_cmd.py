@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from automtl_cli.choices import ExportFormat
 from automtl_cli.cli.options import choice_of, emit_json
-from automtl_cli.deploy.formats.base import ExportFormat
 from automtl_cli.errors import BadInput
 
 

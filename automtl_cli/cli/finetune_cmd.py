@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import click
 
+from automtl_cli.choices import Init, MetricVariant
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
-from automtl_cli.engine.distributed import init_distributed
-from automtl_cli.engine.inits.base import Init
-from automtl_cli.stages.evaluate import evaluate_model
-from automtl_cli.stages.finetune import finetune as finetune_stage
-from automtl_cli.stages.finetune import finetune_config_for, read_metrics
-from automtl_cli.tasks.metrics import MetricVariant
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -54,6 +49,10 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
              batch_size, checkpoint_every, log_every, keep, workers, device, sync_bn, resume,
              as_json):
     """Train the derived network of RUN; write RUN/final.pt and RUN/metrics.json."""
+    from automtl_cli.engine.distributed import init_distributed
+    from automtl_cli.stages.finetune import finetune as finetune_stage
+    from automtl_cli.stages.finetune import finetune_config_for, read_metrics
+
     stl = read_metrics(stl_path) if stl_path else None
     dist, dev = init_distributed(resolve_device(device))
     config = finetune_config_for(
@@ -88,6 +87,9 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
 @click.option("--device", default="auto", show_default=True)
 def eval_(checkpoint, data, split, metrics, batch_size, workers, device):
     """Metrics of a final (or derived) model on a split, as JSON on stdout."""
+    from automtl_cli.engine.distributed import init_distributed
+    from automtl_cli.stages.evaluate import evaluate_model
+
     dist, dev = init_distributed(resolve_device(device))
     result = evaluate_model(checkpoint, split, data=data, variant=metrics,
                             batch_size=batch_size, num_workers=workers, device=dev, dist=dist)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from automtl_cli.compiler.strategies import BnMode, SkipMode
+from automtl_cli.choices import BnMode, SkipMode
 from automtl_cli.frontend.dialect import DIALECTS
 
 __all__ = ["InputShape", "TaskList", "choice_of", "deterministic_option", "emit_json",

@@ -7,12 +7,8 @@ from pathlib import Path
 
 import click
 
+from automtl_cli.choices import BnMode, Budget, DeriveMode, Init, SkipMode
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
-from automtl_cli.compiler.strategies import BnMode, SkipMode
-from automtl_cli.engine.inits.base import Init
-from automtl_cli.engine.plans.base import DeriveMode
-from automtl_cli.experiment import build_stage_experiment
-from automtl_cli.stages.run import BUDGETS, default_backbone, run_configs, run_pipeline
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -45,7 +41,7 @@ log = logging.getLogger("automtl_cli.cli")
                    "module): the search and every baseline start from them.")
 @click.option("--feature-blob", "--feature", "feature_blob", metavar="NAME",
               help="Cut the backbone here (a blob, or a module path of a PyTorch module).")
-@click.option("--budget", type=click.Choice(BUDGETS), default="equal", show_default=True,
+@click.option("--budget", type=choice_of(Budget), default="equal", show_default=True,
               help="equal: every baseline gets as many weight updates as AutoMTL's search and "
                    "fine-tuning together; finetune: the fine-tuning iterations alone.")
 @click.option("--search-iters", type=int, help="Policy-search iterations.")
@@ -67,6 +63,9 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
     BACKBONE is a prototxt or a PyTorch module (FILE.py:NAME, package.module:NAME), traced at
     the data's image size.
     """
+    from automtl_cli.experiment import build_stage_experiment
+    from automtl_cli.stages.run import default_backbone, run_configs, run_pipeline
+
     backbone = Path(backbone) if backbone else default_backbone()
     run_dir = Path(run_dir) if run_dir else Path("runs") / backbone.stem
     experiment = build_stage_experiment(experiment_path, tasks, data)
@@ -83,4 +82,6 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
         emit_json(result)
         return
     click.echo(result["table"])
-    click.echo(f"\n(test split; Δ_T against the single-task networks; {run_dir}/results.md)")
+    drawn = f", {result['picture']}" if result["picture"] else ""
+    click.echo(f"\n(test split; Δ_T against the single-task networks; {run_dir}/results.md"
+               f"{drawn})")

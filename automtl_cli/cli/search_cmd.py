@@ -6,14 +6,8 @@ import logging
 
 import click
 
+from automtl_cli.choices import Estimator, Regularizer, StepMode
 from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
-from automtl_cli.engine.distributed import init_distributed
-from automtl_cli.engine.estimators import Estimator
-from automtl_cli.engine.regularizers.base import Regularizer
-from automtl_cli.engine.runconfig import read_supermodel
-from automtl_cli.engine.stepping.base import StepMode
-from automtl_cli.stages.search import search as search_stage
-from automtl_cli.stages.search import search_config_for, search_experiment
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -65,6 +59,11 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
            log_every, keep,
            workers, device, resume, as_json):
     """Search the sharing policy of RUN/supermodel.pt: warm-up, then policy/weight cycles."""
+    from automtl_cli.engine.distributed import init_distributed
+    from automtl_cli.engine.runconfig import read_supermodel
+    from automtl_cli.stages.search import search as search_stage
+    from automtl_cli.stages.search import search_config_for, search_experiment
+
     compiled = read_supermodel(run_dir)  # read once: tasks, seed, graph
     experiment = search_experiment(compiled, experiment_path, tasks, data)
     dist, dev = init_distributed(resolve_device(device))

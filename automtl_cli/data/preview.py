@@ -174,6 +174,7 @@ def preview_experiment(experiment: ExperimentConfig, path: str | os.PathLike, *,
     """
     if samples < 1:
         raise BadInput(f"--samples must be at least 1, got {samples}")
+    _pil()  # a missing Pillow fails before any scene is generated or read
     data = experiment.data
     synthetic = data.source is DataSource.SYNTHETIC
     if synthetic and seed is not None:

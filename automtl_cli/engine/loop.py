@@ -11,6 +11,7 @@ and step at the first non-finite loss, without a host sync per step on a GPU.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -28,6 +29,20 @@ from automtl_cli.errors import BadInput, Interrupted
 from automtl_cli.seeding import seed_globals, stream_id
 
 __all__ = ["NonFiniteLoss", "TrainLoop"]
+
+
+log = logging.getLogger(__name__)
+
+ESTIMATE_AFTER = 3  # steps timed before the one line that says how long the loop will take
+
+
+def format_duration(seconds: float) -> str:
+    """`42 s`, `3.5 min`, `1.2 h`: a duration as people say it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class NonFiniteLoss(BadInput):
@@ -184,11 +199,27 @@ class TrainLoop:
         self.dist.barrier()
         return path
 
+    def _estimate(self, bar: tqdm, first: int, elapsed: float) -> None:
+        """One line, once the first steps are timed: what runs, how many steps, how long.
+        Above the progress bar on a terminal, a log line otherwise; nothing when quiet."""
+        if not self.show_progress or not self.dist.is_main:
+            return
+        done = self.step - first
+        per_step = elapsed / done
+        left = f"{self.total - first} steps" + (f" (resumed at {first})" if first else "")
+        message = (f"{self.name}: {left}, about {format_duration(per_step * (self.total - first))}"
+                   f" ({per_step:.2f} s/step over the first {done})")
+        if bar.disable:
+            log.info("%s", message)
+        else:
+            bar.write(message, file=sys.stderr)
+
     def run(self) -> dict[str, Any] | None:
         """Steps until `total`; returns the last log record."""
         t0 = time.perf_counter()
         disable = not self.show_progress or not sys.stderr.isatty()
         record = None
+        first = self.step
         with StopRequest() as stop, tqdm(total=self.total, initial=self.step, desc=self.name,
                                          file=sys.stderr, disable=disable,
                                          dynamic_ncols=True) as bar:
@@ -200,6 +231,8 @@ class TrainLoop:
                 self._account(losses, extra)
                 self.step += 1
                 bar.update(1)
+                if self.step - first == min(ESTIMATE_AFTER, self.total - first):
+                    self._estimate(bar, first, time.perf_counter() - t0)
                 stopping = stop.requested is not None
                 if self.device.type == "cpu" or self.dist.enabled:
                     # Free on CPU; distributed, one tiny collective agrees on NaN and signals.

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from automtl_cli.bundled import resolve_backbone
 from automtl_cli.errors import BadInput
 from automtl_cli.frontend.build import CompileOptions, FrontEndResult, build_graph, read_source
 from automtl_cli.frontend.caffemodel import caffemodel_weights
@@ -213,8 +214,11 @@ def build_source(spec: str, options: CompileOptions | None = None, *,
     options = options or CompileOptions()
     kind = source_kind(spec)
     front_end = SOURCES.get(kind)
-    path, text = front_end.read(spec)
+    found, note = resolve_backbone(spec)  # `resnet34` names the bundled backbone
+    path, text = front_end.read(found)
     front = front_end.build(spec, path, text, options, warn or log.warning)
+    if note:
+        front.notes.insert(0, note)
     record = {"kind": kind.value, "spec": spec, "path": os.path.abspath(front.graph.file),
               "text": text, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     return front, record

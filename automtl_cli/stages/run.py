@@ -23,17 +23,19 @@ from typing import Any
 
 from automtl_cli.artifacts import atomic_copy, write_json, write_text
 from automtl_cli.artifacts.lock import run_lock
+from automtl_cli.bundled import bundled_backbone, specs_dir
+from automtl_cli.choices import Budget
 from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for
 from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.runconfig import input_size
 from automtl_cli.engine.schedule import Alternation
 from automtl_cli.engine.search import SearchConfig
 from automtl_cli.engine.stepping import STEPPINGS
-from automtl_cli.errors import BadInput, MissingInput
+from automtl_cli.errors import BadInput, MissingDependency, MissingInput
 from automtl_cli.experiment import ExperimentConfig
 from automtl_cli.frontend.build import CompileOptions
 from automtl_cli.frontend.sources import SourceKind, source_kind
-from automtl_cli.registry import Choice, parse_choice
+from automtl_cli.registry import parse_choice
 from automtl_cli.stages.compile import DATA_CHANNELS, compile_backbone, compile_stage
 from automtl_cli.stages.derive import derive
 from automtl_cli.stages.finetune import finetune
@@ -43,14 +45,15 @@ from automtl_cli.tasks import build_tasks
 __all__ = ["BUDGETS", "Budget", "Pipeline", "default_backbone", "random_plan_seed",
            "results_table", "run_configs", "run_pipeline", "search_weight_updates"]
 
-SPECS = Path(__file__).resolve().parents[2] / "specs"
+DEFAULT_BACKBONE = "resnet18_w16"  # bundled (automtl_cli/specs/)
 
 
 def default_backbone() -> Path:
-    path = SPECS / "resnet18_w16.prototxt"
-    if not path.exists():
-        raise MissingInput(f"{path}: the default backbone ships with the source tree; give a "
-                           "BACKBONE prototxt")
+    """The bundled small ResNet `run` uses when no backbone is given."""
+    path = bundled_backbone(DEFAULT_BACKBONE)
+    if path is None:
+        raise MissingInput(f"{specs_dir()}: the default backbone {DEFAULT_BACKBONE}.prototxt "
+                           "is missing from the installed package; give a BACKBONE prototxt")
     return path
 
 
@@ -59,13 +62,6 @@ def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
     sub.mkdir(parents=True, exist_ok=True)
     atomic_copy(run / "supermodel.pt", sub / "supermodel.pt")
     return sub
-
-
-class Budget(Choice):
-    """How long the baselines train."""
-
-    EQUAL = "equal"  # as many weight updates as AutoMTL's search and fine-tuning together
-    FINETUNE = "finetune"  # the fine-tuning iterations alone (the paper's tables)
 
 
 BUDGETS = tuple(b.value for b in Budget)
@@ -117,6 +113,13 @@ class Pipeline:
         self.baseline_config = dataclasses.replace(
             finetune, init="scratch",
             iters=self.automtl_updates if equal else finetune.iters)
+        self.methods, self.started = 0, 0  # how many methods `run` compares, how many began
+
+    def _announce(self, name: str, what: str) -> None:
+        """One line as a method starts: which (k of n), what it will run, how many steps."""
+        self.started += 1
+        of = f" [{self.started}/{self.methods}]" if self.methods else ""
+        self.say(f"{name}{of}: {what}")
 
     def compile(self) -> None:
         """Compile the backbone (a PyTorch module is traced at the data's image size); with
@@ -140,15 +143,22 @@ class Pipeline:
                  stl: dict[str, Any] | None = None) -> dict[str, Any]:
         """A fixed plan (`specific`, `shared`, `random`) trained in RUN/baselines/NAME, from
         the seed or from the backbone's pretrained weights."""
+        label = {"specific": "single-task", "shared": "hard sharing"}.get(
+            name, name.replace("-", " "))
+        self._announce(label, f"the {mode} plan, fine-tuned {self.baseline_config.iters} "
+                              f"steps from {self.baseline_config.init}")
         sub = _baseline_run(self.run, name)
         derive(sub, experiment=self.experiment, mode=mode, seed=seed)
-        return self._finetune(name, sub, self.baseline_config, 0, stl)
+        return self._finetune(label, sub, self.baseline_config, 0, stl)
 
     def automtl(self, name: str = "AutoMTL", *, search: SearchConfig | None = None,
                 stl: dict[str, Any] | None = None) -> dict[str, Any]:
         """Search (with `search`, default the pipeline's), derive, fine-tune. The first AutoMTL
         method runs in RUN itself; others (an ablation's) in RUN/variants/NAME."""
         search = search or self.search
+        self._announce(name, f"search {search.total} steps ({search.warmup_iters} warm-up), "
+                             f"derive ({self.derive_mode}), fine-tune {self.finetune.iters} "
+                             f"steps from the {self.finetune.init} weights")
         sub = self.run if name == "AutoMTL" else _baseline_run(self.run, name, "variants")
         summary = search_stage(sub, search, self.experiment, show_progress=self.show_progress)
         self.say(f"{name}: searched {summary['steps']} steps; {summary['sharing']:.0%} of "
@@ -220,6 +230,7 @@ def _run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                     derive_mode=derive_mode, samples=samples, budget=budget, bn=bn, skip=skip,
                     weights=weights, feature=feature, say=say, show_progress=show_progress)
     pipe.compile()
+    pipe.methods = 3 + random_plans
     results: dict[str, dict[str, Any]] = {}
     results["single-task"] = stl = pipe.baseline("specific", "specific")
     results["hard sharing"] = pipe.baseline("shared", "shared", stl=stl)
@@ -228,13 +239,28 @@ def _run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                                                seed=random_plan_seed(search.seed, k), stl=stl)
     results["AutoMTL"] = pipe.automtl(stl=stl)
     run = pipe.run
-    table = results_table(results, build_tasks(experiment))
+    tasks = build_tasks(experiment)
+    table = results_table(results, tasks)
     write_text(run / "results.md", table + "\n")
+    picture = _draw_results(results, tasks, run / "results.png", say)
     write_json(run / "results.json", {
         "backbone": str(backbone), "tasks": list(pipe.tasks),
         "experiment": experiment.to_dict(), "search": dataclasses.asdict(search),
         "finetune": dataclasses.asdict(finetune), "budget": budget, "methods": results})
-    return {"run": str(run), "table": table, "methods": results}
+    return {"run": str(run), "table": table, "methods": results,
+            "picture": str(picture) if picture else None}
+
+
+def _draw_results(results: dict[str, dict[str, Any]], tasks, path: Path,
+                  say: Callable[[str], None]) -> Path | None:
+    """results.png beside the table; without matplotlib one line says why there is none."""
+    from automtl_cli.plots import plot_results
+
+    try:
+        return plot_results(results, tasks, path)
+    except MissingDependency as e:
+        say(f"note: no {path.name}: {e}")
+        return None
 
 
 def _budget_cell(budget: dict[str, Any] | None) -> str:

@@ -34,27 +34,15 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from automtl_cli.choices import MetricVariant
 from automtl_cli.data.base import IGNORE_INDEX
 from automtl_cli.experiment import TaskType
-from automtl_cli.registry import Choice, parse_choice
 from automtl_cli.tasks.losses import valid_mask
 
 __all__ = ["DenseMapMetric", "DepthMetric", "Metric", "MetricVariant", "NormalMetric",
            "SegMetric"]
 
 _HIST_BINS = 18000  # 0.01° bins over [0°, 180°]
-
-
-class MetricVariant(Choice):
-    """Which evaluation rules a metric follows (module docstring, docs/method.md §6)."""
-
-    CORRECT = "correct"
-    REFERENCE = "reference"
-
-    @classmethod
-    def parse(cls, value: MetricVariant | str) -> MetricVariant:
-        """A variant from its name (a flag or a stored config); unknown names list the known."""
-        return parse_choice("metric variant", cls, value)
 
 
 class _Rules(abc.ABC):

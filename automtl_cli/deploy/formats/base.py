@@ -7,17 +7,13 @@ from typing import ClassVar, Protocol
 import torch
 from torch import fx
 
+from automtl_cli.choices import ExportFormat
 from automtl_cli.deploy.verify import Runtime
-from automtl_cli.registry import Choice, Registry
+from automtl_cli.registry import Registry
 
 __all__ = ["EXPORT_FORMATS", "INPUT_NAME", "ExportFormat", "FormatWriter", "Runtime"]
 
 INPUT_NAME = "image"  # the exported graph's input; its outputs are named after the tasks
-
-
-class ExportFormat(Choice):
-    ONNX = "onnx"
-    TORCHSCRIPT = "torchscript"
 
 
 class FormatWriter(Protocol):

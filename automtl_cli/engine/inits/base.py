@@ -7,15 +7,10 @@ from typing import Protocol
 import torch
 
 from automtl_cli.artifacts import DerivedModel
-from automtl_cli.registry import Choice, Registry
+from automtl_cli.choices import Init
+from automtl_cli.registry import Registry
 
 __all__ = ["INITS", "Init", "Initializer"]
-
-
-class Init(Choice):
-    SCRATCH = "scratch"  # the seed's fresh weights (the paper's retraining)
-    SEARCH = "search"  # the weights the search trained, for the branches the plan kept
-    PRETRAINED = "pretrained"  # the backbone's pretrained weights, for the branches kept
 
 
 class Initializer(Protocol):

@@ -9,18 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from automtl_cli.registry import Choice, Registry
+from automtl_cli.choices import DeriveMode
+from automtl_cli.registry import Registry
 
 __all__ = ["DERIVE_MODES", "DeriveMode", "PlanMaker", "PlanRequest"]
-
-
-class DeriveMode(Choice):
-    SAMPLE = "sample"  # one seeded draw per node and task from softmax(α) (the reference)
-    ARGMAX = "argmax"  # the most likely branch
-    SHARED = "shared"  # hard sharing
-    SPECIFIC = "specific"  # one network per task
-    RANDOM = "random"  # uniform draws (the paper's random-plan ablation)
-    FILE = "file"  # a plan.json edited by hand
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,13 @@ from typing import Protocol
 
 import torch
 
+from automtl_cli.choices import Regularizer
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.frontend.ir import Graph
-from automtl_cli.registry import Choice, Registry
+from automtl_cli.registry import Registry
 
 __all__ = ["REGULARIZERS", "Noise", "RegContext", "Regularizer", "RegularizerStrategy",
            "SharingRegularizer"]
-
-
-class Regularizer(Choice):
-    REFERENCE = "reference"  # AutoMTL's: push the shared branch above the others, by depth
-    PARAMS = "params"  # the expected parameter count of the derived network
-    NONE = "none"  # no sharing pressure: the paper's "w/o reg" ablation
 
 
 Noise = Callable[[int], torch.Tensor]  # stream → Gumbel noise [S, T, 3] of the current step

@@ -6,14 +6,10 @@ from typing import Protocol
 
 import torch
 
-from automtl_cli.registry import Choice, Registry
+from automtl_cli.choices import StepMode
+from automtl_cli.registry import Registry
 
 __all__ = ["STEPPINGS", "SearchState", "StepMode", "Stepping"]
-
-
-class StepMode(Choice):
-    SUM = "sum"  # one step on the weighted sum of the task losses
-    PER_TASK = "per-task"  # the reference's: one step per task, each on its own batch
 
 
 class SearchState(Protocol):

@@ -14,18 +14,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from automtl_cli.registry import Choice, Registry
+from automtl_cli.choices import BnMode
+from automtl_cli.registry import Registry
 
 if TYPE_CHECKING:
     from automtl_cli.compiler.strategies.stage import StageStrategy
 
 __all__ = ["BN_MODES", "BnMode", "BnStrategy"]
-
-
-class BnMode(Choice):
-    TASK = "task"
-    FOLLOW = "follow"
-    SHARED = "shared"
 
 
 class BnStrategy(ABC):

@@ -10,14 +10,10 @@ from __future__ import annotations
 from abc import ABC
 from typing import ClassVar
 
+from automtl_cli.choices import SkipMode
 from automtl_cli.registry import Choice, Registry
 
 __all__ = ["SKIP_MODES", "SkipKind", "SkipMode", "SkipStrategy"]
-
-
-class SkipMode(Choice):
-    REFERENCE = "reference"
-    CHEAP = "cheap"
 
 
 class SkipKind(Choice):

@@ -12,17 +12,10 @@ from typing import ClassVar, Protocol
 
 import torch
 
-from automtl_cli.registry import Choice, Registry
+from automtl_cli.choices import Stage
+from automtl_cli.registry import Registry
 
 __all__ = ["STAGES", "PolicySource", "Stage", "StageStrategy"]
-
-
-class Stage(Choice):
-    WARMUP = "warmup"
-    SOFT = "soft"
-    HARD = "hard"
-    GDAS = "gdas"
-    DARTS = "darts"
 
 
 class PolicySource(Protocol):

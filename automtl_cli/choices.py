@@ -1,0 +1,113 @@
+"""The names of every switch a user types, in one module that imports nothing heavy.
+
+Each strategy axis (docs/adding-a-strategy.md) keeps its interface, registry and
+implementations in its own package; its `Choice` enum lives here, re-exported by the axis's
+`base.py`, so that the command line can build its options and `automtl COMMAND --help` can
+answer without importing torch.
+"""
+
+from __future__ import annotations
+
+from automtl_cli.registry import Choice, parse_choice
+
+__all__ = ["BnMode", "Budget", "DeriveMode", "Estimator", "ExportFormat", "Init",
+           "MetricVariant", "Regularizer", "SkipMode", "Stage", "StepMode"]
+
+
+class BnMode(Choice):
+    """`--bn`: how a BatchNorm after a search node is shared (compiler/strategies/bn)."""
+
+    TASK = "task"
+    FOLLOW = "follow"
+    SHARED = "shared"
+
+
+class SkipMode(Choice):
+    """`--skip`: what a node's skip branch is (compiler/strategies/skip)."""
+
+    REFERENCE = "reference"
+    CHEAP = "cheap"
+
+
+class Stage(Choice):
+    """The supermodel's forward stages (compiler/strategies/stage)."""
+
+    WARMUP = "warmup"
+    SOFT = "soft"
+    HARD = "hard"
+    GDAS = "gdas"
+    DARTS = "darts"
+
+
+class Estimator(Choice):
+    """`search --estimator`: how a search step's forward pass mixes the branches
+    (engine/estimators.py)."""
+
+    SOFT = "soft"  # the Gumbel-softmax mixture of every branch (the reference)
+    GDAS = "gdas"  # only the sampled branch runs, with a straight-through gradient
+    DARTS = "darts"  # softmax(α/τ) without Gumbel noise: DARTS' relaxation, the noise ablation
+
+    @property
+    def stage(self) -> Stage:
+        """The supermodel forward stage that implements this estimator."""
+        return Stage(self.value)
+
+
+class Regularizer(Choice):
+    """`search --reg` (engine/regularizers)."""
+
+    REFERENCE = "reference"  # AutoMTL's: push the shared branch above the others, by depth
+    PARAMS = "params"  # the expected parameter count of the derived network
+    NONE = "none"  # no sharing pressure: the paper's "w/o reg" ablation
+
+
+class StepMode(Choice):
+    """`search --step` (engine/stepping)."""
+
+    SUM = "sum"  # one step on the weighted sum of the task losses
+    PER_TASK = "per-task"  # the reference's: one step per task, each on its own batch
+
+
+class DeriveMode(Choice):
+    """`derive --mode`, `run --derive` (engine/plans)."""
+
+    SAMPLE = "sample"  # one seeded draw per node and task from softmax(α) (the reference)
+    ARGMAX = "argmax"  # the most likely branch
+    SHARED = "shared"  # hard sharing
+    SPECIFIC = "specific"  # one network per task
+    RANDOM = "random"  # uniform draws (the paper's random-plan ablation)
+    FILE = "file"  # a plan.json edited by hand
+
+
+class Init(Choice):
+    """`finetune --init`, `run --init` (engine/inits)."""
+
+    SCRATCH = "scratch"  # the seed's fresh weights (the paper's retraining)
+    SEARCH = "search"  # the weights the search trained, for the branches the plan kept
+    PRETRAINED = "pretrained"  # the backbone's pretrained weights, for the branches kept
+
+
+class ExportFormat(Choice):
+    """`export --format` (deploy/formats)."""
+
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+
+
+class MetricVariant(Choice):
+    """Which evaluation rules a metric follows (tasks/metrics.py, docs/method.md §6)."""
+
+    CORRECT = "correct"
+    REFERENCE = "reference"
+
+    @classmethod
+    def parse(cls, value: MetricVariant | str) -> MetricVariant:
+        """A variant from its name (a flag or a stored config); unknown names list the known."""
+        return parse_choice("metric variant", cls, value)
+
+
+class Budget(Choice):
+    """`run --budget`: how long the baselines train (stages/run.py)."""
+
+    EQUAL = "equal"  # as many weight updates as AutoMTL's search and fine-tuning together
+    FINETUNE = "finetune"  # the fine-tuning iterations alone (the paper's tables)
