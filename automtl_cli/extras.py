@@ -1,8 +1,9 @@
 """Optional extras, imported where used: a missing one is exit 69 with the line that installs it.
 
 The core install is torch, protobuf, click, numpy and tqdm; Pillow (`images`), matplotlib
-(`plot`), onnx (`onnx`, to read ONNX models), safetensors (`weights`, for `.safetensors`
-state dicts) and onnx with onnxruntime (`export`) come with extras, so that no command fails to start because something it does not use is absent.
+(`plot`), onnx (`onnx`, to read ONNX models), safetensors (`weights`, for `.safetensors` state
+dicts) and onnx with onnxruntime (`export`) come with extras, so that no command fails to start
+because something it does not use is absent.
 """
 
 from __future__ import annotations
