@@ -246,8 +246,8 @@ class Upsamples(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(4, 4, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.interpolate(self.body(self.conv(x)), scale_factor=2.0)
-        return y.view(y.size(0), -1)
+        y = F.interpolate(self.body(self.conv(x)), scale_factor=2.0, mode="bicubic")
+        return y.cumsum(1).roll(1, 2)
 
 
 class Branches(nn.Module):
@@ -275,11 +275,13 @@ def test_every_unsupported_op_is_listed_with_its_line():
     assert lines[1] == (f'{HERE}:{_line_of("y = F.interpolate(self.body")}: layer "conv" '
                         '(call_module torch.nn.Conv2d): padding_mode=\'reflect\' (only zeros)')
     assert lines[2] == (f'{HERE}:{line}: layer "interpolate" (call_function '
-                        "torch.nn.functional.interpolate): no layer kind for this op (the "
-                        'README\'s "PyTorch modules" lists the supported ones)')
-    view = _line_of("return y.view(")
-    assert lines[3].startswith(f'{HERE}:{view}: layer "size" (call_method size)')
-    assert lines[4].startswith(f'{HERE}:{view}: layer "view" (call_method view)')
+                        "torch.nn.functional.interpolate): mode='bicubic', align_corners=None "
+                        "(only bilinear with align_corners=True, and nearest by an integer "
+                        "factor)")
+    other = _line_of("return y.cumsum(")
+    assert lines[3] == (f'{HERE}:{other}: layer "cumsum" (call_method cumsum): no layer kind '
+                        'for this op (the README\'s "PyTorch modules" lists the supported ones)')
+    assert lines[4].startswith(f'{HERE}:{other}: layer "roll" (call_method roll)')
 
 
 def test_python_control_flow_on_a_tensor_names_the_line():
