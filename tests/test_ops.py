@@ -268,6 +268,9 @@ LONGTAIL_CASES = [
                                                                          7)),
     ("interp-size", _layer("x", "Interp", ["c1"], ["x"], "interp_param { height: 5 width: 6 }"),
      "Interp", [(2, 4, 5, 6)], 0, None),
+    ("interp-pixel-centres", _layer("x", "Interp", ["c1"], ["x"],
+                                    "interp_param { height: 24 width: 8 align_corners: false }"),
+     "Interp", [(2, 4, 24, 8)], 0, lambda i, m: _pixel_centres(i[0], 24, 8)),
     ("interp-like", _layer("p", "Pooling", ["c1"], ["p"],
                            "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
      + _layer("x", "Interp", ["p", "c1"], ["x"]), "Interp", [S], 0, None),
@@ -325,6 +328,22 @@ def _layer_norm_by_hand(x, axis, m, eps):
     var = ((x - mean) ** 2).mean(dims, keepdim=True)
     y = (x - mean) / torch.sqrt(var + eps) * m.weight
     return y + m.bias if m.bias is not None else y
+
+
+def _pixel_centres(x, oh, ow):
+    """Bilinear at pixel centres, by hand: output i samples input (i + 0.5)·h/size - 0.5,
+    clamped at 0 (PyTorch's align_corners=False)."""
+    def along(t, axis, size):
+        h = t.shape[axis]
+        pos = ((torch.arange(size, dtype=torch.float64) + 0.5) * h / size - 0.5).clamp(min=0)
+        lo = pos.floor().long().clamp(max=h - 1)
+        hi = (lo + 1).clamp(max=h - 1)
+        f = (pos - lo).to(t.dtype)
+        shape = [1] * t.dim()
+        shape[axis] = size
+        return t.index_select(axis, lo) * (1 - f.view(shape)) + t.index_select(axis, hi) \
+            * f.view(shape)
+    return along(along(x, 2, oh), 3, ow)
 
 
 def _align_corners(x, size):

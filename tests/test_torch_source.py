@@ -327,9 +327,8 @@ def test_every_unsupported_op_is_listed_with_its_line():
     assert lines[1] == (f'{HERE}:{_line_of("y = F.interpolate(self.body")}: layer "conv" '
                         '(call_module torch.nn.Conv2d): padding_mode=\'reflect\' (only zeros)')
     assert lines[2] == (f'{HERE}:{line}: layer "interpolate" (call_function '
-                        "torch.nn.functional.interpolate): mode='bicubic', align_corners=None "
-                        "(only bilinear with align_corners=True, and nearest by an integer "
-                        "factor)")
+                        "torch.nn.functional.interpolate): mode='bicubic' (only bilinear, and "
+                        "nearest by an integer factor)")
     other = _line_of("return y.cumsum(")
     assert lines[3] == (f'{HERE}:{other}: layer "cumsum" (call_method cumsum): no layer kind '
                         'for this op (the README\'s "PyTorch modules" lists the supported ones)')

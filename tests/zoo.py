@@ -14,6 +14,7 @@ with `ConvTranspose2d`. `tests/test_torch_zoo.py` compiles every one.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -643,12 +644,21 @@ class ConvNeXt(nn.Module):
         return x
 
 
+class TimmLinear(nn.Linear):
+    """timm's Linear: `F.linear` with the module's own weight and bias."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return F.linear(input, self.weight.to(dtype=input.dtype), self.bias)
+        return F.linear(input, self.weight, self.bias)
+
+
 class Mlp(nn.Module):
     """timm's Mlp: fc1, act, drop, norm (Identity), fc2, drop."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = TimmLinear(dim, hidden)
         self.act = nn.GELU()
         self.drop1 = nn.Dropout(0.0)
         self.norm = nn.Identity()
@@ -1110,20 +1120,158 @@ class UNetStyleUp(nn.Module):
         return self.fuse(torch.cat([up, self.skip(x)], dim=1))
 
 
+class TorchvisionFCNHead(nn.Module):
+    """torchvision's FCN: a backbone, an FCNHead, and the logits resized bilinearly (corners not
+    aligned) to the input's size; the result is a dict, as torchvision's segmentation models
+    return."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(ConvNormActivation(3, 8, stride=2),
+                                      ConvNormActivation(8, 16, stride=2))
+        self.classifier = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1, bias=False),
+                                        nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.1),
+                                        nn.Conv2d(8, classes, 1))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        input_shape = x.shape[-2:]
+        features = self.backbone(x)
+        result = OrderedDict()
+        x = self.classifier(features)
+        x = F.interpolate(x, size=input_shape, mode="bilinear", align_corners=False)
+        result["out"] = x
+        return result
+
+
+class ASPPConv(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=dilation,
+                                   dilation=dilation, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU())
+
+
+class ASPPPooling(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1,
+                                                            bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        for mod in self:
+            x = mod(x)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    def __init__(self, in_channels: int, atrous_rates: tuple[int, ...], out_channels: int = 8
+                 ) -> None:
+        super().__init__()
+        modules: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, out_channels, 1,
+                                                            bias=False),
+                                                  nn.BatchNorm2d(out_channels), nn.ReLU())]
+        modules += [ASPPConv(in_channels, out_channels, rate) for rate in atrous_rates]
+        modules.append(ASPPPooling(in_channels, out_channels))
+        self.convs = nn.ModuleList(modules)
+        self.project = nn.Sequential(
+            nn.Conv2d(len(self.convs) * out_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(0.5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _res = []
+        for conv in self.convs:
+            _res.append(conv(x))
+        res = torch.cat(_res, dim=1)
+        return self.project(res)
+
+
+class DeepLabV3(nn.Module):
+    """torchvision's DeepLabV3 pattern: a dilated backbone, ASPP (with image pooling resized
+    back from 1×1), a head, bilinear resizing to the input; a dict out."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(ConvNormActivation(3, 8, stride=2),
+                                      ConvNormActivation(8, 16, stride=2),
+                                      ConvNormActivation(16, 16, dilation=2))
+        self.classifier = nn.Sequential(ASPP(16, (2, 3)), nn.Conv2d(8, 8, 3, padding=1,
+                                                                    bias=False),
+                                        nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, classes, 1))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        input_shape = x.shape[-2:]
+        features = self.backbone(x)
+        x = self.classifier(features)
+        x = F.interpolate(x, size=input_shape, mode="bilinear", align_corners=False)
+        return {"out": x}
+
+
+class GhostModule(nn.Module):
+    """GhostNet's module: a primary conv, a cheap depthwise conv of its output, both
+    concatenated and cut to `oup` channels with `out[:, :self.oup, :, :]`."""
+
+    def __init__(self, inp: int, oup: int, kernel_size: int = 1, ratio: int = 2,
+                 dw_size: int = 3, stride: int = 1, relu: bool = True) -> None:
+        super().__init__()
+        self.oup = oup
+        init_channels = math.ceil(oup / ratio)
+        new_channels = init_channels * (ratio - 1)
+        self.primary_conv = nn.Sequential(
+            nn.Conv2d(inp, init_channels, kernel_size, stride, kernel_size // 2, bias=False),
+            nn.BatchNorm2d(init_channels), nn.ReLU(inplace=True) if relu else nn.Sequential())
+        self.cheap_operation = nn.Sequential(
+            nn.Conv2d(init_channels, new_channels, dw_size, 1, dw_size // 2,
+                      groups=init_channels, bias=False),
+            nn.BatchNorm2d(new_channels), nn.ReLU(inplace=True) if relu else nn.Sequential())
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = self.primary_conv(x)
+        x2 = self.cheap_operation(x1)
+        out = torch.cat([x1, x2], dim=1)
+        return out[:, :self.oup, :, :]
+
+
+class GhostNetTrunk(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_stem = nn.Conv2d(3, 8, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act1 = nn.ReLU(inplace=True)
+        self.ghost1 = GhostModule(8, 7)
+        self.ghost2 = GhostModule(7, 12, relu=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        return self.ghost2(self.ghost1(x))
+
+
 # --------------------------------------------------------------------------- refused
 
 
-class BilinearDecoder(nn.Module):
-    """torchvision's FCN / DeepLabV3 head upsampling: bilinear with align_corners=False, which
-    no layer kind computes (Interp aligns the corners): refused with its line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, 2, 1)
+class Conv2dSame(nn.Conv2d):
+    """timm's Conv2dSame (TensorFlow's "SAME" padding, for ported EfficientNets): the padding
+    is computed from the input's size with Python's `max`, which torch.fx cannot trace: refused
+    with the line."""
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
-        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        ih, iw = x.size()[-2:]
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        pad_h = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * self.dilation[0] + 1 - ih, 0)
+        pad_w = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * self.dilation[1] + 1 - iw, 0)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, (0, 0), self.dilation,
+                        self.groups)
+
+
+class TFSameStem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_stem = Conv2dSame(3, 8, 3, 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn1(self.conv_stem(x))
 
 
 @dataclass(frozen=True)
@@ -1158,4 +1306,7 @@ ZOO: list[Entry] = [
     Entry("GoogLeNet", GoogLeNet, (1, 3, 64, 64), "inception4a", ("fc",)),
     Entry("FCNDecoder", FCNDecoder, (1, 3, 32, 32)),
     Entry("UNetStyleUp", UNetStyleUp, (1, 3, 32, 32)),
+    Entry("TorchvisionFCNHead", TorchvisionFCNHead, (1, 3, 32, 32)),
+    Entry("DeepLabV3", DeepLabV3, (1, 3, 32, 32)),
+    Entry("GhostNetTrunk", GhostNetTrunk, (1, 3, 32, 32)),
 ]

@@ -47,6 +47,7 @@ class Layer:
     inputs: tuple[fx.Node, ...]
     # the layer module's state key (its last name) → the traced module's parameter it takes
     weights: dict[str, str] = field(default_factory=dict)
+    take: int | None = None  # the node is this one top of the layer's (`x[:, a:b]` of a Slice)
 
 
 @dataclass
@@ -238,22 +239,25 @@ def _layer_norm(x: fx.Node, ctx: Ctx, shape: Any, eps: float, affine: bool, bias
 
 
 def _resize(mode: str, align_corners: Any, x: fx.Node, ctx: Ctx) -> Layer:
-    """Bilinear with the corners aligned is DeepLab's Interp (to torch's output size); nearest by
-    an integer factor repeats each value (Upsample). Other modes have no kind."""
+    """Bilinear is DeepLab's Interp (to torch's output size; `align_corners` kept); nearest by
+    an integer factor repeats each value (Upsample), as any mode does from a 1×1 map. Other
+    modes have no kind."""
     if len(ctx.shape_of(x)) != 4:
         raise Unsupported("only 4-D (N, C, H, W) resizing")
     (_, _, h, w), (_, _, oh, ow) = ctx.shape_of(x), ctx.out
-    if mode == "bilinear" and align_corners:
+    if (h, w) == (1, 1) and mode in ("nearest", "bilinear", "bicubic"):  # every mode: a copy
+        mode = "nearest"  # (DeepLabV3's image pooling, resized back to the map)
+    if mode == "bilinear":
         return Layer("Interp", {"zoom": None, "shrink": None, "height": oh, "width": ow,
-                                "pad_beg": 0, "pad_end": 0}, (x,))
+                                "pad_beg": 0, "pad_end": 0,
+                                **({} if align_corners else {"align_corners": False})}, (x,))
     if mode == "nearest" and oh % h == 0 and ow % w == 0:
         return Layer("Upsample", {"scale": [oh // h, ow // w], "size": None,
                                   "pad_out": [False, False], "mask": False}, (x,))
     if mode == "nearest":
         raise Unsupported(f"nearest resizing from {h}x{w} to {oh}x{ow} (only by an integer "
                           "factor)")
-    raise Unsupported(f"mode={mode!r}, align_corners={align_corners} (only bilinear with "
-                      "align_corners=True, and nearest by an integer factor)")
+    raise Unsupported(f"mode={mode!r} (only bilinear, and nearest by an integer factor)")
 
 
 # --------------------------------------------------------------------------- modules
@@ -576,6 +580,51 @@ def _layer_norm_fn(node: fx.Node, ctx: Ctx) -> Layer:
                                           bias is not None), (x,), weights)
 
 
+def _linear_fn(node: fx.Node, ctx: Ctx) -> Layer:
+    """`F.linear(x, self.weight, self.bias)` (timm's Linear): InnerProduct over the last axis,
+    the weights the module's parameters."""
+    x = _input(node, ctx)
+    if len(node.args) > 3 or any(k not in ("weight", "bias") for k in node.kwargs):
+        raise Unsupported("arguments beyond weight, bias")
+    weight, bias = _arg(node, 1, "weight", None), _arg(node, 2, "bias", None)
+    names = {}
+    for key, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            if not isinstance(p, fx.Node) or ctx.param_of(p) is None:
+                raise Unsupported(f"{key} must be a parameter of the module")
+            names[key] = ctx.param_of(p)
+    out_features, in_features = ctx.shape_of(weight)
+    if ctx.shape_of(x)[-1] != in_features:
+        raise Unsupported(f"weight {[out_features, in_features]} for input {ctx.shape_of(x)}")
+    return Layer("InnerProduct", {"num_output": out_features, "bias": bias is not None,
+                                  "axis": len(ctx.shape_of(x)) - 1}, (x,), names)
+
+
+def _index(node: fx.Node, ctx: Ctx) -> Layer | fx.Node:
+    """`x[:, a:b]` (any one axis after the batch cut, step 1): the middle top of a Slice."""
+    x = node.args[0]
+    if not ctx.is_tensor(x):
+        raise Unsupported("indexing a tensor expected")
+    s = ctx.shape_of(x)
+    index = ctx.static(node.args[1])
+    index = list(index) if isinstance(index, tuple) else [index]
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index[at:at + 1] = [slice(None)] * (len(s) - len(index) + 1)
+    if len(index) > len(s) or not all(isinstance(i, slice) for i in index):
+        raise Unsupported("only slices (`x[:, a:b]`); an integer or tensor index has no layer")
+    cut = [(axis, i.indices(s[axis])) for axis, i in enumerate(index)
+           if i.indices(s[axis]) != (0, s[axis], 1)]
+    if not cut:
+        return x
+    if len(cut) > 1 or cut[0][0] == 0 or cut[0][1][2] != 1 or cut[0][1][0] >= cut[0][1][1]:
+        raise Unsupported("only a slice of one axis after the batch, with step 1")
+    axis, (start, stop, _) = cut[0]
+    points = [p for p in (start, stop) if 0 < p < s[axis]]
+    return Layer("Slice", {"axis": axis, "points": points, "tops": len(points) + 1}, (x,),
+                 take=1 if start > 0 else 0)
+
+
 def _interpolate(node: fx.Node, ctx: Ctx) -> Layer:
     x = _input(node, ctx)
     a = _bind(node, ctx, ("size", "scale_factor", "mode", "align_corners",
@@ -622,7 +671,8 @@ _FUNCTIONS: dict[Any, Rule] = {
                       ("alpha", "inplace")),
     F.adaptive_avg_pool2d: _adaptive("ave"), F.adaptive_max_pool2d: _adaptive("max"),
     F.max_pool2d: _window_fn("max"), F.avg_pool2d: _window_fn("ave"),
-    F.layer_norm: _layer_norm_fn, F.interpolate: _interpolate,
+    F.layer_norm: _layer_norm_fn, F.interpolate: _interpolate, F.linear: _linear_fn,
+    operator.getitem: _index,
 }
 _METHODS: dict[str, Rule] = {
     "add": _ADD, "add_": _ADD, "sub": _SUB, "sub_": _SUB, "mul": _MUL, "mul_": _MUL,

@@ -70,11 +70,16 @@ class _PathTracer(fx.Tracer):
         super().__init__()
         self.record_stack_traces = True
         self.paths: list[str] = []
+        self.failed_in: str | None = None  # the innermost module a tracing error came from
 
     def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
         self.paths.append(self.path_of_module(m))
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = self.paths[-1]
+            raise
         finally:
             self.paths.pop()
 
@@ -91,7 +96,7 @@ def _trace(module: nn.Module, where: str) -> fx.GraphModule:
     except Exception as e:  # the model's code cannot be traced: control flow on a value, ...
         frames = [(f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)]
         file, line = _user_frame(frames)
-        path = tracer.paths[-1] if tracer.paths else "(root)"
+        path = tracer.failed_in or "(root)"
         raise SourceError(f"torch.fx cannot trace this: {e}", file=file or where, line=line,
                           layer=path or "(root)", layer_type="trace") from e
     finally:
@@ -106,6 +111,8 @@ def _needed(gm: fx.GraphModule, feature: fx.Node | None) -> tuple[set[fx.Node], 
         outputs = [feature]
     else:
         out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+        if isinstance(out, dict):  # torchvision's segmentation models: {"out": ..., "aux": ...}
+            out = list(out.values())
         outputs = list(out) if isinstance(out, (tuple, list)) else [out]
     needed: set[fx.Node] = set()
     stack = [o for o in outputs if isinstance(o, fx.Node)]
@@ -356,7 +363,8 @@ class _Builder:
         if isinstance(mapped, fx.Node):  # passes its input through
             self.value[n] = self.value[mapped]
             return
-        self.value[n] = self._layer(n, mapped, module)
+        value = self._layer(n, mapped, module)
+        self.value[n] = value[mapped.take] if mapped.take is not None else value
 
     def _layer(self, n: fx.Node, layer: Layer, module: nn.Module | None) -> str | list[str]:
         name = self.name_of(n)
@@ -372,8 +380,9 @@ class _Builder:
                             layer_type=op_name(n, module)) from None
         want = self.torch_shapes.get(n)
         wants = want if isinstance(want, list) else [want] if want is not None else []
-        if len(wants) != len(out_shapes) or any(
-                tuple(w[1:]) != tuple(s[1:]) for w, s in zip(wants, out_shapes)):
+        given = out_shapes if layer.take is None else out_shapes[layer.take:layer.take + 1]
+        if len(wants) != len(given) or any(
+                tuple(w[1:]) != tuple(s[1:]) for w, s in zip(wants, given)):
             raise SourceError(f"{layer.type}'s shape rule gives "
                               f"{' '.join(str(list(s)) for s in out_shapes)} where torch "
                               f"computes {want if want else 'no tensor'} (at batch 1)",
@@ -479,7 +488,8 @@ def trace_module(module: nn.Module, input_shape: Shape, *, file: str, name: str,
         raise _refuse(builder.problems)
     if not all(isinstance(o, fx.Node) and isinstance(builder.value.get(o), str)
                for o in outputs):
-        raise SourceError("forward must return a tensor or a tuple of tensors", file=file)
+        raise SourceError("forward must return a tensor, or a tuple or dict of tensors",
+                          file=file)
     out_values = [builder.value[o] for o in outputs]
     if any(v == x.name for v in out_values) or not builder.nodes:
         raise SourceError("no layer between the input and the output", file=file)
