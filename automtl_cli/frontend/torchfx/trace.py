@@ -1,12 +1,15 @@
 """An `nn.Module` → the front end's IR, through `torch.fx`.
 
-The module is traced symbolically (`torch.fx.Tracer`, stack traces recorded, so every fx node
-knows the line of the user's code that made it); `--feature` cuts the fx graph before anything is
-looked up, so a classifier after the cut may hold any op; one forward pass at batch size 1 over
-the kept nodes gives torch's own shapes (fx's `ShapeProp`, run on the kept nodes only); each node
-is then looked up in the op table (`table.py`) and becomes an IR node whose shapes and parameters
-come from its layer kind, as a prototxt layer's do, and are checked against torch's. Every op
-outside the table is reported at once, one line each: file:line, the module path, the op.
+The module is traced symbolically in eval mode (`torch.fx.Tracer`, stack traces recorded, so
+every fx node knows the line of the user's code that made it; `self.training` branches take their
+eval path); `--feature` cuts the fx graph before anything is looked up, so a classifier after the
+cut may hold any op; forward passes at batch sizes 1 and 2 over the kept nodes give torch's own
+shapes and the values of the model's shape arithmetic (`x.size(0)` is the batch, `c // 2` a
+constant); parameters read by functions (`x * self.gamma`, `F.layer_norm(x, ..., self.weight)`)
+become the weights of the layer that reads them; each node is then looked up in the op table
+(`table.py`) and becomes an IR node whose shapes and parameters come from its layer kind, as a
+prototxt layer's do, and are checked against torch's. Every op outside the table is reported at
+once, one line each: file:line, the module path, the op.
 
 IR node names are module paths (`layer1.0.conv1`); a function call is named after the module
 that makes it (`layer1.0.add`), and a module called again is `path#1`, sharing the first call's
