@@ -160,3 +160,18 @@ def test_tf_same_padding_is_refused_with_its_line(run_cli, tmp_path):
                          "-o", tmp_path / "r")
     assert rc == 65
     assert err.strip().splitlines() == [f"error: {e.value}"]
+
+
+@pytest.mark.parametrize("name", ["UNetStyleUp", "DeepLabV3", "TorchvisionFCNHead"])
+def test_a_resize_to_another_tensors_size_follows_it(name):
+    """`F.interpolate(x, size=skip.shape[-2:])` is an Interp with `skip` as its size
+    reference, so a graph compiled at one input size re-infers what a trace at another gives
+    (a module object compiled by the API is re-inferred, not re-traced, at the data's size)."""
+    from automtl_cli.frontend.reinfer import reinfer_shapes
+
+    module = getattr(zoo, name)()
+    small = automtl.compile(module, input_shape=(1, 3, 32, 32)).graph
+    big = automtl.compile(module, input_shape=(2, 3, 64, 48)).graph
+    assert any(n.type == "Interp" and len(n.inputs) == 2 for n in small.nodes)
+    again = reinfer_shapes(small, (2, 3, 64, 48))
+    assert [n.shapes for n in again.nodes] == [n.shapes for n in big.nodes]

@@ -238,7 +238,43 @@ def _layer_norm(x: fx.Node, ctx: Ctx, shape: Any, eps: float, affine: bool, bias
             "bias": bool(affine and bias)}
 
 
-def _resize(mode: str, align_corners: Any, x: fx.Node, ctx: Ctx) -> Layer:
+def _spatial_size_of(size: Any, ctx: Ctx) -> fx.Node | None:
+    """The tensor whose height and width `size` reads (`skip.shape[-2:]`, `skip.size()[2:]`,
+    `(skip.size(2), skip.size(3))`), so a resize to it follows that tensor at any input size."""
+    def dims(a: Any) -> tuple[fx.Node, list[int]] | None:
+        """(tensor, axes) for `t.shape[i]`, `t.shape[i:]`, `t.size(i)`, `t.size()[i]`."""
+        if not isinstance(a, fx.Node):
+            return None
+        if a.op == "call_method" and a.target == "size" and len(a.args) == 2:
+            return a.args[0], [a.args[1]]
+        if a.op != "call_function" or a.target is not operator.getitem:
+            return None
+        whole, index = a.args
+        if not isinstance(whole, fx.Node) or not (
+                (whole.op == "call_method" and whole.target == "size" and len(whole.args) == 1)
+                or (whole.op == "call_function" and whole.target is getattr
+                    and whole.args[1] == "shape")):
+            return None
+        t = whole.args[0]
+        rank = len(ctx.shape_of(t) or ())
+        axes = list(range(rank))[index] if isinstance(index, slice) else [index]
+        return t, [x % rank for x in axes] if rank else []
+
+    parts = [dims(size)] if isinstance(size, fx.Node) else [dims(a) for a in size] \
+        if isinstance(size, (tuple, list)) else [None]
+    if None in parts:
+        return None
+    tensors = {t for t, _ in parts}
+    axes = [x for _, ax in parts for x in ax]
+    if len(tensors) != 1:
+        return None
+    (t,) = tensors
+    ok = ctx.is_tensor(t) and len(ctx.shape_of(t)) == 4 and [x % 4 for x in axes] == [2, 3]
+    return t if ok else None
+
+
+def _resize(mode: str, align_corners: Any, x: fx.Node, ctx: Ctx, ref: fx.Node | None = None
+            ) -> Layer:
     """Bilinear is DeepLab's Interp (to torch's output size; `align_corners` kept); nearest by
     an integer factor repeats each value (Upsample), as any mode does from a 1×1 map. Other
     modes have no kind."""
@@ -247,10 +283,14 @@ def _resize(mode: str, align_corners: Any, x: fx.Node, ctx: Ctx) -> Layer:
     (_, _, h, w), (_, _, oh, ow) = ctx.shape_of(x), ctx.out
     if (h, w) == (1, 1) and mode in ("nearest", "bilinear", "bicubic"):  # every mode: a copy
         mode = "nearest"  # (DeepLabV3's image pooling, resized back to the map)
+    corners = {} if align_corners or (h, w) == (1, 1) else {"align_corners": False}
+    if ref is not None and mode in ("bilinear", "nearest") and (
+            mode == "bilinear" or (h, w) == (1, 1)):  # to another tensor's size, as PSPNet's
+        return Layer("Interp", {"zoom": None, "shrink": None, "height": None, "width": None,
+                                "pad_beg": 0, "pad_end": 0, **corners}, (x, ref))
     if mode == "bilinear":
         return Layer("Interp", {"zoom": None, "shrink": None, "height": oh, "width": ow,
-                                "pad_beg": 0, "pad_end": 0,
-                                **({} if align_corners else {"align_corners": False})}, (x,))
+                                "pad_beg": 0, "pad_end": 0, **corners}, (x,))
     if mode == "nearest" and oh % h == 0 and ow % w == 0:
         return Layer("Upsample", {"scale": [oh // h, ow // w], "size": None,
                                   "pad_out": [False, False], "mask": False}, (x,))
@@ -632,7 +672,9 @@ def _interpolate(node: fx.Node, ctx: Ctx) -> Layer:
               {"mode": "nearest", "antialias": False})
     if a["antialias"]:
         raise Unsupported("antialias=True")
-    return _resize(a["mode"], a["align_corners"], x, ctx)
+    size = _arg(node, 1, "size", None)
+    ref = _spatial_size_of(size, ctx) if size is not None else None
+    return _resize(a["mode"], a["align_corners"], x, ctx, ref)
 
 
 def _identity(node: fx.Node, ctx: Ctx) -> fx.Node:

@@ -118,13 +118,29 @@ def _needed(gm: fx.GraphModule, feature: fx.Node | None) -> tuple[set[fx.Node], 
             out = list(out.values())
         outputs = list(out) if isinstance(out, (tuple, list)) else [out]
     needed: set[fx.Node] = set()
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
     stack = [o for o in outputs if isinstance(o, fx.Node)]
     while stack:
-        n = stack.pop()
-        if n not in needed:
-            needed.add(n)
-            stack.extend(n.all_input_nodes)
+        while stack:
+            n = stack.pop()
+            if n not in needed:
+                needed.add(n)
+                stack.extend(n.all_input_nodes)
+        # an in-place op whose result is unused still changes a kept tensor that is read
+        # after it (`z.add_(1); return z`): kept, to be refused
+        stack = [n for n in gm.graph.nodes if n not in needed and _changes_what_is_read(
+            gm, n, needed, order, feature is None)]
     return needed, outputs
+
+
+def _changes_what_is_read(gm: fx.GraphModule, n: fx.Node, needed: set[fx.Node],
+                          order: dict[fx.Node, int], whole: bool) -> bool:
+    x = n.args[0] if n.args else None
+    if not isinstance(x, fx.Node) or x not in needed or not _in_place(
+            n, gm.get_submodule(n.target) if n.op == "call_module" else None):
+        return False
+    return any(order[u] > order[n] and (u in needed or (whole and u.op == "output"))
+               for u in x.users if u is not n)
 
 
 def _scopes(node: fx.Node) -> list[str]:
@@ -221,7 +237,8 @@ class _Batch:
 
 BATCH = _Batch()
 _SHAPE_METHODS = ("size", "dim")
-_SHAPE_ATTRS = ("shape", "ndim")
+_SHAPE_ATTRS = ("shape", "ndim", "dtype", "device")
+_INPLACE = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
 _ARITHMETIC = (operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv,
                operator.truediv, operator.mod, operator.neg, int, len)
 # ops that give a parameter another shape, for a scale or bias (`self.gamma.view(1, -1, 1, 1)`)
@@ -259,6 +276,10 @@ class _Builder:
     calls: dict[str, str] = field(default_factory=dict)  # module path → its first node's name
     param_users: dict[str, str] = field(default_factory=dict)  # parameter → the node using it
     problems: list[SourceError] = field(default_factory=list)
+    order: dict[fx.Node, int] = field(init=False)  # each fx node's place in execution order
+
+    def __post_init__(self) -> None:
+        self.order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
 
     @property
     def torch_shapes(self) -> dict[fx.Node, Shape | list[Shape]]:
@@ -337,11 +358,25 @@ class _Builder:
             return True
         return False
 
+    def _overwrites_a_used_input(self, n: fx.Node, module: nn.Module | None) -> bool:
+        """An in-place op (`x.add_(y)`, `x += y`, `inplace=True`) whose input is read again
+        after it: torch reads the changed tensor there, the IR (which has no in-place layers)
+        the tensor as it was."""
+        x = n.args[0] if n.args else None
+        if not _in_place(n, module) or not isinstance(x, fx.Node):
+            return False
+        order = self.order
+        return any(order.get(u, -1) > order[n] for u in x.users if u is not n)
+
     def add(self, n: fx.Node) -> None:
         module = self.gm.get_submodule(n.target) if n.op == "call_module" else None
         try:
             if n in self.skipped or self._param(n) or self._static_value(n):
                 return
+            if self._overwrites_a_used_input(n, module):
+                raise Unsupported("an in-place op on a tensor that is read again afterwards "
+                                  "(torch reads the changed values there); assign the result "
+                                  "instead")
             if (n.op == "call_function" and n.target is operator.getitem
                     and isinstance(self.value.get(n.args[0]), list)):
                 self.value[n] = self.value[n.args[0]][n.args[1]]  # one top of a Slice
@@ -442,6 +477,15 @@ class _Builder:
                 continue
             self.fused[last] = Layer("ShuffleChannel", {"group": int(g)}, (source,))
             self.skipped.update(inner)
+
+
+def _in_place(n: fx.Node, module: nn.Module | None) -> bool:
+    """`x.add_(y)`, `x += y`, `F.relu(x, inplace=True)`, `nn.ReLU(inplace=True)`: the op
+    writes its first input."""
+    return (n.op == "call_method" and str(n.target).endswith("_")
+            and not str(n.target).startswith("_")) or (
+        n.op == "call_function" and (n.target in _INPLACE or n.kwargs.get("inplace") is True)
+    ) or (module is not None and getattr(module, "inplace", False) is True)
 
 
 def _reshape_like(n: fx.Node) -> bool:
