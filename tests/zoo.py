@@ -1245,6 +1245,31 @@ class GhostNetTrunk(nn.Module):
         return self.ghost2(self.ghost1(x))
 
 
+class SegNetStyle(nn.Module):
+    """SegNet in PyTorch: `nn.MaxPool2d(2, 2, return_indices=True)` in the encoder and
+    `nn.MaxUnpool2d(2, 2)` by those indices in the decoder (SegNet's Upsample by a mask), a
+    `F.max_pool2d(..., return_indices=True)` / `F.max_unpool2d` pair, MobileNetV1-style
+    `nn.Hardtanh(0, 6)` and `x.clamp(min=0)`, a softmax over the classes."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                                  nn.Hardtanh(0.0, 6.0))
+        self.enc2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.pool = nn.MaxPool2d(2, 2, return_indices=True)
+        self.unpool = nn.MaxUnpool2d(2, 2)
+        self.dec2 = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.dec1 = nn.Conv2d(8, classes, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, i1 = self.pool(self.enc1(x))
+        x = self.enc2(x).clamp(min=0)
+        x, i2 = F.max_pool2d(x, 2, 2, return_indices=True)
+        x = F.max_unpool2d(x, i2, 2, 2)
+        x = self.unpool(self.dec2(x), i1)
+        return F.softmax(self.dec1(x), dim=1)
+
+
 # --------------------------------------------------------------------------- refused
 
 
@@ -1309,4 +1334,5 @@ ZOO: list[Entry] = [
     Entry("TorchvisionFCNHead", TorchvisionFCNHead, (1, 3, 32, 32)),
     Entry("DeepLabV3", DeepLabV3, (1, 3, 32, 32)),
     Entry("GhostNetTrunk", GhostNetTrunk, (1, 3, 32, 32)),
+    Entry("SegNetStyle", SegNetStyle, (1, 3, 32, 32)),
 ]

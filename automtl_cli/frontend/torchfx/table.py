@@ -177,17 +177,39 @@ def _batchnorm(m: nn.BatchNorm2d, ctx: Ctx) -> Attrs:
 
 def _window(method: str, kernel: Any, stride: Any, pad: Any, ceil: bool, *, dilation: Any = 1,
             indices: bool = False, include_pad: bool = True, divisor: Any = None) -> Attrs:
-    """Pooling with a window: torch's arguments checked against what the kind expresses."""
-    if _pair(dilation) != [1, 1] or indices:
-        raise Unsupported("dilation and return_indices are not supported")
+    """Pooling with a window: torch's arguments checked against what the kind expresses;
+    `return_indices` is the MAX Pooling's mask top (SegNet's unpooling reads it)."""
+    if _pair(dilation) != [1, 1]:
+        raise Unsupported("dilation is not supported")
     pad = _pair(pad)
     if divisor is not None:
         raise Unsupported("divisor_override is not supported")
     if not include_pad and any(pad):
         raise Unsupported("count_include_pad=False with padding (the AVE window counts its "
                           "padding)")
-    return {"method": method, "ceil": bool(ceil), "global": False, "kernel": _pair(kernel),
-            "pad": pad, "stride": _pair(stride if stride not in (None, [], ()) else kernel)}
+    attrs = {"method": method, "ceil": bool(ceil), "global": False, "kernel": _pair(kernel),
+             "pad": pad, "stride": _pair(stride if stride not in (None, [], ()) else kernel)}
+    return {**attrs, "mask": True} if indices else attrs
+
+
+def _unpool(x: fx.Node, indices: Any, ctx: Ctx) -> Layer:
+    """`nn.MaxUnpool2d` / `F.max_unpool2d` by a MAX pooling's indices: SegNet's Upsample with a
+    mask, to torch's output size."""
+    if not ctx.is_tensor(indices):
+        raise Unsupported("the indices must be a MAX pooling's (return_indices=True)")
+    (_, _, h, w), (_, _, oh, ow) = ctx.shape_of(x), ctx.out
+    scale = [max(1, -(-oh // h)), max(1, -(-ow // w))]
+    return Layer("Upsample", {"scale": scale, "size": [oh, ow], "pad_out": [False, False],
+                              "mask": True}, (x, indices))
+
+
+def _clamp_layer(x: fx.Node, low: Any, high: Any) -> Layer:
+    """clamp / hardtanh to [0, ∞) or [0, 6]: ReLU and ReLU6; other bounds have no kind."""
+    if low == 0 and high is None:
+        return Layer("ReLU", {"negative_slope": 0.0}, (x,))
+    if low == 0 and high == 6:
+        return Layer("ReLU6", {}, (x,))
+    raise Unsupported(f"bounds [{low}, {high}] (only [0, ∞): ReLU, and [0, 6]: ReLU6)")
 
 
 def _pool_module(m: nn.MaxPool2d | nn.AvgPool2d, ctx: Ctx) -> Attrs:
@@ -353,12 +375,17 @@ _MODULES: dict[type[nn.Module], Callable[[Any, fx.Node, Ctx], Layer]] = {
     nn.Linear: _linear,
     nn.LayerNorm: _layer_norm_module,
     nn.Upsample: _upsample_module,
+    nn.Softmax: lambda m, x, c: Layer("Softmax", {"axis": _softmax_axis(m.dim, x, c)}, (x,)),
+    nn.Hardtanh: lambda m, x, c: _clamp_layer(x, m.min_val, m.max_val),
     nn.UpsamplingNearest2d: _upsample_module,
     nn.UpsamplingBilinear2d: _upsample_module,
 }
 
 
 def _map_module(m: nn.Module, node: fx.Node, ctx: Ctx) -> Layer | fx.Node:
+    if type(m) is nn.MaxUnpool2d:
+        x, indices = _only_tensor_args(node, ctx, 2, ("output_size",))
+        return _unpool(x, indices, ctx)
     (x,) = _only_tensor_args(node, ctx, 1)
     if type(m) is nn.Identity:
         return x
@@ -546,16 +573,18 @@ def _pieces(node: fx.Node, ctx: Ctx) -> Layer:
     return Layer("Slice", {"axis": axis, "points": points, "tops": len(sizes)}, (x,))
 
 
-def _window_fn(method: str) -> Rule:
-    """F.max_pool2d / F.avg_pool2d, their arguments as the modules take them."""
+def _window_fn(method: str, indices: bool = False) -> Rule:
+    """F.max_pool2d / F.avg_pool2d, their arguments as the modules take them (`return_indices`
+    makes fx record F.max_pool2d_with_indices)."""
     def rule(node: fx.Node, ctx: Ctx) -> Layer:
         x = _input(node, ctx)
         if method == "max":
             a = _bind(node, ctx, ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
                                   "return_indices"),
-                      {"padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False})
+                      {"padding": 0, "dilation": 1, "ceil_mode": False,
+                       "return_indices": indices})
             attrs = _window("max", a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"],
-                            dilation=a["dilation"], indices=a["return_indices"])
+                            dilation=a["dilation"], indices=a["return_indices"] or indices)
         else:
             a = _bind(node, ctx, ("kernel_size", "stride", "padding", "ceil_mode",
                                   "count_include_pad", "divisor_override"),
@@ -677,6 +706,43 @@ def _interpolate(node: fx.Node, ctx: Ctx) -> Layer:
     return _resize(a["mode"], a["align_corners"], x, ctx, ref)
 
 
+def _softmax_axis(dim: Any, x: fx.Node, ctx: Ctx) -> int:
+    if dim is None:
+        raise Unsupported("dim=None (the implicit axis is deprecated in torch); give dim")
+    rank = len(ctx.shape_of(x))
+    if int(dim) % rank == 0:
+        raise Unsupported("softmax over the batch axis")
+    return int(dim) % rank
+
+
+def _softmax(node: fx.Node, ctx: Ctx) -> Layer:
+    x = _input(node, ctx)
+    a = _bind(node, ctx, ("dim", "_stacklevel", "dtype"), {"_stacklevel": 3}, ignored=())
+    if a["dtype"] is not None:
+        raise Unsupported("dtype is not supported")
+    return Layer("Softmax", {"axis": _softmax_axis(a["dim"], x, ctx)}, (x,))
+
+
+def _clamp(node: fx.Node, ctx: Ctx) -> Layer:
+    x = _input(node, ctx)
+    a = _bind(node, ctx, ("min", "max"), {}, ignored=())
+    return _clamp_layer(x, a["min"], a["max"])
+
+
+def _hardtanh(node: fx.Node, ctx: Ctx) -> Layer:
+    x = _input(node, ctx)
+    a = _bind(node, ctx, ("min_val", "max_val"), {"min_val": -1.0, "max_val": 1.0})
+    return _clamp_layer(x, a["min_val"], a["max_val"])
+
+
+def _unpool_fn(node: fx.Node, ctx: Ctx) -> Layer:
+    x = _input(node, ctx)
+    names = ("indices", "kernel_size", "stride", "padding", "output_size")
+    if len(node.args) > 1 + len(names) or any(k not in names for k in node.kwargs):
+        raise Unsupported("arguments beyond indices, kernel_size, stride, padding, output_size")
+    return _unpool(x, _arg(node, 1, "indices", None), ctx)
+
+
 def _identity(node: fx.Node, ctx: Ctx) -> fx.Node:
     (x,) = _only_tensor_args(node, ctx, 1, ("memory_format",))
     return x
@@ -713,8 +779,11 @@ _FUNCTIONS: dict[Any, Rule] = {
                       ("alpha", "inplace")),
     F.adaptive_avg_pool2d: _adaptive("ave"), F.adaptive_max_pool2d: _adaptive("max"),
     F.max_pool2d: _window_fn("max"), F.avg_pool2d: _window_fn("ave"),
+    F.max_pool2d_with_indices: _window_fn("max", indices=True),
     F.layer_norm: _layer_norm_fn, F.interpolate: _interpolate, F.linear: _linear_fn,
     operator.getitem: _index,
+    F.softmax: _softmax, torch.softmax: _softmax, torch.clamp: _clamp, torch.clip: _clamp,
+    F.hardtanh: _hardtanh, F.max_unpool2d: _unpool_fn,
 }
 _METHODS: dict[str, Rule] = {
     "add": _ADD, "add_": _ADD, "sub": _SUB, "sub_": _SUB, "mul": _MUL, "mul_": _MUL,
@@ -723,7 +792,8 @@ _METHODS: dict[str, Rule] = {
     "flatten": _reshape, "view": _reshape, "reshape": _reshape, "squeeze": _reshape,
     "unsqueeze": _reshape, "permute": _permute, "transpose": _permute, "swapaxes": _permute,
     "chunk": _pieces, "split": _pieces, "tensor_split": _pieces,
-    "contiguous": _identity, "mean": _mean, "abs": _ABS,
+    "contiguous": _identity, "mean": _mean, "abs": _ABS, "softmax": _softmax,
+    "clamp": _clamp, "clip": _clamp, "clamp_": _clamp,
 }
 
 

@@ -377,10 +377,11 @@ class _Builder:
                 raise Unsupported("an in-place op on a tensor that is read again afterwards "
                                   "(torch reads the changed values there); assign the result "
                                   "instead")
-            if (n.op == "call_function" and n.target is operator.getitem
-                    and isinstance(self.value.get(n.args[0]), list)):
-                self.value[n] = self.value[n.args[0]][n.args[1]]  # one top of a Slice
-                return
+            if n.op == "call_function" and n.target is operator.getitem and isinstance(
+                    self.torch_shapes.get(n.args[0]), list):  # one top of a Slice, a Pooling
+                if isinstance(self.value.get(n.args[0]), list):
+                    self.value[n] = self.value[n.args[0]][n.args[1]]
+                return  # else the layer was refused: reported there
             if n not in self.torch_shapes:
                 raise Unsupported("an op that gives no tensor (a value from a tensor's "
                                   "contents, or a Python object) has no layer")
