@@ -315,6 +315,8 @@ LONGTAIL_CASES = [
     ("scale-last-axis", CHANNELS_LAST + _layer("x", "Scale", ["last"], ["x"],
                                                "scale_param { axis: 3 bias_term: true }")
      + BACK, "Scale", [(2, 16, 16, 4)], 8, lambda i, m: i[0] * m.weight + m.bias),
+    ("groupnorm", _layer("x", "GroupNorm", ["c1"], ["x"], "group_norm_param { group: 2 }"),
+     "GroupNorm", [S], 8, lambda i, m: _group_norm_by_hand(i[0], 2, m)),
     ("scale-spatial", _layer("x", "Scale", ["c1"], ["x"], "scale_param { axis: 2 num_axes: 2 }"),
      "Scale", [S], 256, lambda i, m: i[0] * m.weight.view(1, 1, 16, 16)),
 ]
@@ -328,6 +330,17 @@ def _layer_norm_by_hand(x, axis, m, eps):
     var = ((x - mean) ** 2).mean(dims, keepdim=True)
     y = (x - mean) / torch.sqrt(var + eps) * m.weight
     return y + m.bias if m.bias is not None else y
+
+
+def _group_norm_by_hand(x, groups, m):
+    """Each sample's channels in groups, each group's values minus their mean over their
+    standard deviation (biased, ε 1e-5), then a per-channel γ and β."""
+    n, c = x.shape[:2]
+    g = x.reshape(n, groups, -1)
+    mean = g.mean(2, keepdim=True)
+    var = ((g - mean) ** 2).mean(2, keepdim=True)
+    y = ((g - mean) / torch.sqrt(var + 1e-5)).reshape(x.shape)
+    return y * m.weight.view(1, c, 1, 1) + m.bias.view(1, c, 1, 1)
 
 
 def _pixel_centres(x, oh, ow):
@@ -521,6 +534,10 @@ LONGTAIL_ERRORS = [
      "eps must be positive, got 0.0"),
     (_layer("x", "Scale", ["c1"], ["x"], "scale_param { axis: 0 num_axes: 1 }"), "Scale",
      "a learned scale along the batch axis (axis: 0) is not supported"),
+    (_layer("x", "GroupNorm", ["c1"], ["x"], "group_norm_param { group: 3 }"), "GroupNorm",
+     "group 3 does not divide the channels of [2, 4, 16, 16]"),
+    (_layer("x", "GroupNorm", ["c1"], ["x"], "group_norm_param { group: 0 }"), "GroupNorm",
+     "group must be at least 1, got 0"),
 ]
 
 

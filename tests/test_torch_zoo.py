@@ -41,7 +41,7 @@ def _pretrained(entry: zoo.Entry) -> nn.Module:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
-            elif isinstance(m, nn.LayerNorm):
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
         for name, p in module.named_parameters():

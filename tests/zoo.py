@@ -1104,13 +1104,14 @@ class FCNDecoder(nn.Module):
 
 
 class UNetStyleUp(nn.Module):
-    """A decoder that resizes bilinearly with the corners aligned to a skip's size (DeepLab's
-    Interp) and concatenates."""
+    """A GroupNorm encoder and a decoder that resizes bilinearly with the corners aligned to a
+    skip's size (DeepLab's Interp) and concatenates."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.down = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(inplace=True))
+        self.down = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.GroupNorm(4, 8),
+                                  nn.ReLU(inplace=True), nn.Conv2d(8, 16, 3, 2, 1),
+                                  nn.GroupNorm(2, 16), nn.ReLU(inplace=True))
         self.skip = nn.Conv2d(3, 4, 1)
         self.fuse = nn.Conv2d(20, 8, 3, padding=1)
 

@@ -1,7 +1,8 @@
 """Normalisation: BatchNorm, Scale, Bias and LRN, after Caffe's batch_norm, scale, bias and lrn
 layers; caffe-segnet's BN, read as a BatchNorm (LEARN) or a Scale with bias (INFERENCE); and
 LayerNorm, automtl's own type (PyTorch's `nn.LayerNorm` / `F.layer_norm` over the last axes, ONNX's
-LayerNormalization), written as `layer { type: "LayerNorm" layer_norm_param { ... } }`.
+LayerNormalization), written as `layer { type: "LayerNorm" layer_norm_param { ... } }`, and
+GroupNorm, automtl's too (`nn.GroupNorm`, ONNX's GroupNormalization), `group_norm_param`.
 
 Scale and Bias take their operand either as a learned blob (one bottom) or from a second bottom,
 whose shape is the first bottom's from `axis` on (Caffe's rule); the operand broadcasts over the
@@ -33,7 +34,8 @@ from automtl_cli.frontend.ops.base import (
     register_layer,
 )
 
-__all__ = ["BN", "LRN", "BatchNorm", "Bias", "BroadcastOperand", "ChannelScale", "LayerNorm",
+__all__ = ["BN", "LRN", "BatchNorm", "Bias", "BroadcastOperand", "ChannelScale", "GroupNorm",
+           "LayerNorm",
            "LayerNormModule", "LearnedBias", "LearnedScale", "LocalResponseNorm", "Scale"]
 
 
@@ -430,3 +432,40 @@ class LayerNorm(LayerKind):
         if not a["affine"]:
             return None
         return [f"{key}/gamma"] + ([f"{key}/beta"] if a["bias"] else [])
+
+
+@register_layer
+class GroupNorm(LayerKind):
+    """automtl's own type: the channels in `group` groups, each normalised per sample over its
+    channels and the axes after them, then a per-channel γ and β (`affine`)."""
+
+    type = "GroupNorm"
+    param_field = "group_norm_param"
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        if p is None:
+            return {"group": 32, "eps": 1e-5, "affine": True}
+        if p.group < 1:
+            raise ctx.fail(f"group must be at least 1, got {p.group}", "group_norm_param.group")
+        if not p.eps > 0:
+            raise ctx.fail(f"eps must be positive, got {p.eps}", "group_norm_param.eps")
+        return {"group": int(p.group), "eps": float(p.eps), "affine": bool(p.affine)}
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        s = shapes[0]
+        if len(s) < 2 or s[1] % a["group"]:
+            raise ShapeError(f"group {a['group']} does not divide the channels of {list(s)}")
+        return [s]
+
+    def count_params(self, a: Attrs, shapes: list[Shape]) -> int:
+        return 2 * shapes[0][1] if a["affine"] else 0
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return nn.GroupNorm(a["group"], shapes[0][1], a["eps"], a["affine"])
+
+    def param_text(self, a: Attrs) -> str:
+        return f"group: {a['group']} eps: {a['eps']!r} affine: {str(a['affine']).lower()}"
+
+    def weight_names(self, a: Attrs, key: str) -> list[str] | None:
+        return [f"{key}/gamma", f"{key}/beta"] if a["affine"] else None

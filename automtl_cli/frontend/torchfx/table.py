@@ -374,6 +374,8 @@ _MODULES: dict[type[nn.Module], Callable[[Any, fx.Node, Ctx], Layer]] = {
     nn.ChannelShuffle: _module_kind("ShuffleChannel", lambda m, c: {"group": int(m.groups)}),
     nn.Linear: _linear,
     nn.LayerNorm: _layer_norm_module,
+    nn.GroupNorm: _module_kind("GroupNorm", lambda m, c: {
+        "group": int(m.num_groups), "eps": float(m.eps), "affine": bool(m.affine)}),
     nn.Upsample: _upsample_module,
     nn.Softmax: lambda m, x, c: Layer("Softmax", {"axis": _softmax_axis(m.dim, x, c)}, (x,)),
     nn.Hardtanh: lambda m, x, c: _clamp_layer(x, m.min_val, m.max_val),
