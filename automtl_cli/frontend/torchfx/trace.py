@@ -118,29 +118,42 @@ def _needed(gm: fx.GraphModule, feature: fx.Node | None) -> tuple[set[fx.Node], 
             out = list(out.values())
         outputs = list(out) if isinstance(out, (tuple, list)) else [out]
     needed: set[fx.Node] = set()
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
     stack = [o for o in outputs if isinstance(o, fx.Node)]
     while stack:
-        while stack:
-            n = stack.pop()
-            if n not in needed:
-                needed.add(n)
-                stack.extend(n.all_input_nodes)
-        # an in-place op whose result is unused still changes a kept tensor that is read
-        # after it (`z.add_(1); return z`): kept, to be refused
-        stack = [n for n in gm.graph.nodes if n not in needed and _changes_what_is_read(
-            gm, n, needed, order, feature is None)]
+        n = stack.pop()
+        if n not in needed:
+            needed.add(n)
+            stack.extend(n.all_input_nodes)
     return needed, outputs
 
 
-def _changes_what_is_read(gm: fx.GraphModule, n: fx.Node, needed: set[fx.Node],
-                          order: dict[fx.Node, int], whole: bool) -> bool:
-    x = n.args[0] if n.args else None
-    if not isinstance(x, fx.Node) or x not in needed or not _in_place(
-            n, gm.get_submodule(n.target) if n.op == "call_module" else None):
-        return False
-    return any(order[u] > order[n] and (u in needed or (whole and u.op == "output"))
-               for u in x.users if u is not n)
+def _alias_in_place(gm: fx.GraphModule) -> None:
+    """After an in-place op (`x.add_(y)`, `x += y`, `inplace=True`), the ops that read `x` read
+    the changed tensor, which is the op's result: point them at it. The IR has no in-place
+    layers, so without this a later read of `x` would see it unchanged (and `z.add_(1);
+    return z` would lose the add)."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for n in list(gm.graph.nodes):
+        x = n.args[0] if n.args else None
+        module = gm.get_submodule(n.target) if n.op == "call_module" else None
+        if not isinstance(x, fx.Node) or not _in_place(n, module) or not _tensor_valued(x):
+            continue
+        for u in list(x.users):
+            if u is not n and order[u] > order[n]:
+                u.replace_input_with(x, n)
+
+
+def _tensor_valued(n: fx.Node) -> bool:
+    """Whether a node gives tensors (not a size or an int, which `+=` rebinds, not changes),
+    judged from its op before anything runs."""
+    if n.op == "call_method":
+        return n.target not in ("size", "dim", "numel", "item", "tolist")
+    if n.op == "call_function":
+        if n.target is getattr:
+            return False
+        if n.target in _ARITHMETIC:
+            return any(_tensor_valued(i) for i in n.all_input_nodes)
+    return True
 
 
 def _scopes(node: fx.Node) -> list[str]:
@@ -276,11 +289,6 @@ class _Builder:
     calls: dict[str, str] = field(default_factory=dict)  # module path → its first node's name
     param_users: dict[str, str] = field(default_factory=dict)  # parameter → the node using it
     problems: list[SourceError] = field(default_factory=list)
-    order: dict[fx.Node, int] = field(init=False)  # each fx node's place in execution order
-
-    def __post_init__(self) -> None:
-        self.order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
-
     @property
     def torch_shapes(self) -> dict[fx.Node, Shape | list[Shape]]:
         return self.forward.shapes
@@ -358,25 +366,11 @@ class _Builder:
             return True
         return False
 
-    def _overwrites_a_used_input(self, n: fx.Node, module: nn.Module | None) -> bool:
-        """An in-place op (`x.add_(y)`, `x += y`, `inplace=True`) whose input is read again
-        after it: torch reads the changed tensor there, the IR (which has no in-place layers)
-        the tensor as it was."""
-        x = n.args[0] if n.args else None
-        if not _in_place(n, module) or not isinstance(x, fx.Node):
-            return False
-        order = self.order
-        return any(order.get(u, -1) > order[n] for u in x.users if u is not n)
-
     def add(self, n: fx.Node) -> None:
         module = self.gm.get_submodule(n.target) if n.op == "call_module" else None
         try:
             if n in self.skipped or self._param(n) or self._static_value(n):
                 return
-            if self._overwrites_a_used_input(n, module):
-                raise Unsupported("an in-place op on a tensor that is read again afterwards "
-                                  "(torch reads the changed values there); assign the result "
-                                  "instead")
             if n.op == "call_function" and n.target is operator.getitem and isinstance(
                     self.torch_shapes.get(n.args[0]), list):  # one top of a Slice, a Pooling
                 if isinstance(self.value.get(n.args[0]), list):
@@ -518,6 +512,7 @@ def trace_module(module: nn.Module, input_shape: Shape, *, file: str, name: str,
                  feature: str | None = None) -> tuple[Graph, list[str]]:
     """The module's IR at `input_shape` (N, C, H, W), and notes for the user."""
     gm = _trace(module, file)
+    _alias_in_place(gm)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise SourceError(f"forward takes {len(placeholders)} inputs; automtl compiles a "
