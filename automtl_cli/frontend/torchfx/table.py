@@ -61,11 +61,6 @@ class Ctx:
     static: Callable[[Any], Any]  # an argument's value (shape arithmetic evaluated)
     param_of: Callable[[Any], str | None]  # the parameter an operand is (its qualified name)
 
-    @property
-    def rank(self) -> int:
-        first = next((a for a in self.node.all_input_nodes if self.is_tensor(a)), None)
-        return len(self.shape_of(first) or ()) if first is not None else 0
-
     def is_tensor(self, a: Any) -> bool:
         """An activation: a tensor node that is not one of the module's parameters."""
         return isinstance(a, fx.Node) and self.shape_of(a) is not None and self.param_of(a) is None

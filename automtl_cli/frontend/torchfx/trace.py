@@ -289,6 +289,7 @@ class _Builder:
     calls: dict[str, str] = field(default_factory=dict)  # module path → its first node's name
     param_users: dict[str, str] = field(default_factory=dict)  # parameter → the node using it
     problems: list[SourceError] = field(default_factory=list)
+
     @property
     def torch_shapes(self) -> dict[fx.Node, Shape | list[Shape]]:
         return self.forward.shapes
