@@ -30,10 +30,10 @@ def layer(name, type_, bottoms, top, body=""):
 CASES = [
     ("unknown-field", HEAD + conv("c1", "data", "c1", "num_output: 4 kernel_size: 3 wibble: 2"),
      [], 65, 12, "c1", "Convolution", 'unknown field "wibble" in ConvolutionParameter'),
-    ("unsupported-types", HEAD + conv("c1", "data", "c1") + layer("up", "Permute", ["c1"], "u",
-                                                                  "  permute_param { order: 0 }\n")
-     + layer("sl", "PSROIPooling", ["u"], "s"), [], 65, 14, "up", "Permute",
-     'unsupported layers: line 14 "up" (Permute); line 21 "sl" (PSROIPooling)'),
+    ("unsupported-types", HEAD + conv("c1", "data", "c1") + layer("up", "Normalize", ["c1"], "u",
+                                                                  "  propagate_down: false\n")
+     + layer("sl", "PSROIPooling", ["u"], "s"), [], 65, 14, "up", "Normalize",
+     'unsupported layers: line 14 "up" (Normalize); line 21 "sl" (PSROIPooling)'),
     ("eltwise-shapes", HEAD + conv("a", "data", "a") + conv("b", "data", "b",
                                                             "num_output: 8 kernel_size: 1")
      + layer("sum", "Eltwise", ["a", "b"], "s"), [], 65, 21, "sum", "Eltwise",

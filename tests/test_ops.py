@@ -197,6 +197,10 @@ def _depthwise_by_hand(inputs, m):
 
 
 # (id, layers after c1, IR type of "x", shapes of "x", params of "x", by hand: (inputs, module))
+CHANNELS_LAST = _layer("last", "Permute", ["c1"], ["last"],
+                       "permute_param { order: 0 order: 2 order: 3 order: 1 }")
+BACK = _layer("back", "Permute", ["x"], ["back"], "permute_param { order: 0 order: 3 order: 1 }")
+
 LONGTAIL_CASES = [
     ("slice", _layer("x", "Slice", ["c1"], ["s0", "s1", "s2"],
                      "slice_param { axis: 1 slice_point: 1 slice_point: 3 }")
@@ -264,6 +268,9 @@ LONGTAIL_CASES = [
                                                                          7)),
     ("interp-size", _layer("x", "Interp", ["c1"], ["x"], "interp_param { height: 5 width: 6 }"),
      "Interp", [(2, 4, 5, 6)], 0, None),
+    ("interp-pixel-centres", _layer("x", "Interp", ["c1"], ["x"],
+                                    "interp_param { height: 24 width: 8 align_corners: false }"),
+     "Interp", [(2, 4, 24, 8)], 0, lambda i, m: _pixel_centres(i[0], 24, 8)),
     ("interp-like", _layer("p", "Pooling", ["c1"], ["p"],
                            "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
      + _layer("x", "Interp", ["p", "c1"], ["x"]), "Interp", [S], 0, None),
@@ -294,7 +301,62 @@ LONGTAIL_CASES = [
      "ShuffleChannel", [S], 0, lambda i, m: i[0][:, [0, 2, 1, 3]]),
     ("axpy", GATE + _conv("c2", "c1", 4, 1, 0) + _layer("x", "Axpy", ["gate", "c1", "c2"], ["x"]),
      "Axpy", [S], 0, lambda i, m: i[0] * i[1] + i[2]),
+    ("permute", _layer("x", "Permute", ["c1"], ["x"], "permute_param { order: 0 order: 2 "
+                                                        "order: 3 order: 1 }")
+     + _layer("back", "Permute", ["x"], ["back"], "permute_param { order: 0 order: 3 "
+                                                    "order: 1 }"),
+     "Permute", [(2, 16, 16, 4)], 0, lambda i, m: i[0].transpose(1, 2).transpose(2, 3)),
+    ("layernorm-last", CHANNELS_LAST + _layer("x", "LayerNorm", ["last"], ["x"],
+                                              "layer_norm_param { eps: 1e-6 }") + BACK,
+     "LayerNorm", [(2, 16, 16, 4)], 8, lambda i, m: _layer_norm_by_hand(i[0], 3, m, 1e-6)),
+    ("layernorm-chw", _layer("x", "LayerNorm", ["c1"], ["x"],
+                             "layer_norm_param { axis: 1 bias: false }"),
+     "LayerNorm", [S], 4 * 16 * 16, lambda i, m: _layer_norm_by_hand(i[0], 1, m, 1e-5)),
+    ("scale-last-axis", CHANNELS_LAST + _layer("x", "Scale", ["last"], ["x"],
+                                               "scale_param { axis: 3 bias_term: true }")
+     + BACK, "Scale", [(2, 16, 16, 4)], 8, lambda i, m: i[0] * m.weight + m.bias),
+    ("groupnorm", _layer("x", "GroupNorm", ["c1"], ["x"], "group_norm_param { group: 2 }"),
+     "GroupNorm", [S], 8, lambda i, m: _group_norm_by_hand(i[0], 2, m)),
+    ("scale-spatial", _layer("x", "Scale", ["c1"], ["x"], "scale_param { axis: 2 num_axes: 2 }"),
+     "Scale", [S], 256, lambda i, m: i[0] * m.weight.view(1, 1, 16, 16)),
 ]
+
+
+def _layer_norm_by_hand(x, axis, m, eps):
+    """Each position's values over the axes from `axis` on: minus their mean, over their
+    standard deviation (biased), then γ and β."""
+    dims = tuple(range(axis, x.dim()))
+    mean = x.mean(dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dims, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + eps) * m.weight
+    return y + m.bias if m.bias is not None else y
+
+
+def _group_norm_by_hand(x, groups, m):
+    """Each sample's channels in groups, each group's values minus their mean over their
+    standard deviation (biased, ε 1e-5), then a per-channel γ and β."""
+    n, c = x.shape[:2]
+    g = x.reshape(n, groups, -1)
+    mean = g.mean(2, keepdim=True)
+    var = ((g - mean) ** 2).mean(2, keepdim=True)
+    y = ((g - mean) / torch.sqrt(var + 1e-5)).reshape(x.shape)
+    return y * m.weight.view(1, c, 1, 1) + m.bias.view(1, c, 1, 1)
+
+
+def _pixel_centres(x, oh, ow):
+    """Bilinear at pixel centres, by hand: output i samples input (i + 0.5)·h/size - 0.5,
+    clamped at 0 (PyTorch's align_corners=False)."""
+    def along(t, axis, size):
+        h = t.shape[axis]
+        pos = ((torch.arange(size, dtype=torch.float64) + 0.5) * h / size - 0.5).clamp(min=0)
+        lo = pos.floor().long().clamp(max=h - 1)
+        hi = (lo + 1).clamp(max=h - 1)
+        f = (pos - lo).to(t.dtype)
+        shape = [1] * t.dim()
+        shape[axis] = size
+        return t.index_select(axis, lo) * (1 - f.view(shape)) + t.index_select(axis, hi) \
+            * f.view(shape)
+    return along(along(x, 2, oh), 3, ow)
 
 
 def _align_corners(x, size):
@@ -464,6 +526,20 @@ LONGTAIL_ERRORS = [
      "ShuffleChannel", "group 3 does not divide the channels of [2, 4, 16, 16]"),
     (_layer("x", "Axpy", ["c1", "c1", "c1"], ["x"]), "Axpy",
      "a (bottom 1) must be [2, 4, 1, 1] for x [2, 4, 16, 16], got [2, 4, 16, 16]"),
+    (_layer("x", "Permute", ["c1"], ["x"], "permute_param { order: 0 order: 1 order: 1 }"),
+     "Permute", "order [0, 1, 1] names an axis twice"),
+    (_layer("x", "Permute", ["c1"], ["x"], "permute_param { order: 0 order: 4 }"), "Permute",
+     "order [0, 4] names an axis beyond a 4-D input"),
+    (_layer("x", "LayerNorm", ["c1"], ["x"], "layer_norm_param { axis: 0 }"), "LayerNorm",
+     "a LayerNorm over the batch axis (axis: 0) is not supported"),
+    (_layer("x", "LayerNorm", ["c1"], ["x"], "layer_norm_param { eps: 0 }"), "LayerNorm",
+     "eps must be positive, got 0.0"),
+    (_layer("x", "Scale", ["c1"], ["x"], "scale_param { axis: 0 num_axes: 1 }"), "Scale",
+     "a learned scale along the batch axis (axis: 0) is not supported"),
+    (_layer("x", "GroupNorm", ["c1"], ["x"], "group_norm_param { group: 3 }"), "GroupNorm",
+     "group 3 does not divide the channels of [2, 4, 16, 16]"),
+    (_layer("x", "GroupNorm", ["c1"], ["x"], "group_norm_param { group: 0 }"), "GroupNorm",
+     "group must be at least 1, got 0"),
 ]
 
 
@@ -488,6 +564,8 @@ def test_longtail_errors_name_file_line_and_layer(case, tmp_path):
      "Reduction over the channel (or batch) axis leaves no channel axis to stack the tasks on"),
     (_layer("x", "Flatten", ["c1"], ["x"], "flatten_param { axis: 0 }"),
      "Flatten from the batch axis cannot be shared between tasks"),
+    (_layer("x", "Permute", ["c1"], ["x"], "permute_param { order: 1 order: 0 }"),
+     "Permute that moves the batch axis cannot be shared between tasks"),
 ])
 def test_longtail_ops_that_would_mix_tasks_are_refused(layers, message, tmp_path):
     g = _graph(HEAD + C1 + layers, tmp_path)

@@ -148,11 +148,79 @@ class ShuffleBlock(nn.Module):
         return F.elu(self.shared_prelu(x).abs(), alpha=0.3) + torch.abs(x)
 
 
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt-style: a depthwise 7x7, then channels-last `x.permute(0, 2, 3, 1)`, LayerNorm,
+    Linear, GELU, Linear, a layer-scale parameter, `x.permute(0, 3, 1, 2)`, the residual; a
+    LayerNorm2d (permute, `F.layer_norm`, permute) before a strided conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 2, 2)
+        self.dwconv = nn.Conv2d(8, 8, 7, padding=3, groups=8)
+        self.norm = nn.LayerNorm(8, eps=1e-6)
+        self.pwconv1, self.act, self.pwconv2 = nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)
+        self.gamma = nn.Parameter(torch.full((8,), 0.5))
+        self.down_norm = nn.LayerNorm(8)
+        self.down = nn.Conv2d(8, 12, 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        x = x + (self.gamma * y).permute(0, 3, 1, 2)
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (8,), self.down_norm.weight,
+                         self.down_norm.bias, 1e-5).permute(0, 3, 1, 2)
+        return self.down(x)
+
+
+class StaticShapes(nn.Module):
+    """Shape arithmetic and the ops it feeds: `x.shape` unpacked, a channel shuffle through
+    view/permute/reshape, a general reshape, split, scalar arithmetic, functional pooling,
+    nearest resizing, adaptive pooling to 4x4, a transposed convolution, a broadcast subtract."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.up = nn.ConvTranspose2d(8, 8, 4, 2, 1, groups=4)
+        self.bias = nn.Parameter(torch.full((1, 8, 1, 1), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        n, c, h, w = x.shape
+        y = x.view(n, 2, c // 2, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
+        z = F.max_pool2d(x.reshape(n, c // 2, 2 * h, w), (2, 1), (2, 1), ceil_mode=True)
+        a, b = torch.split(y + self.bias, [3, 5], dim=1)
+        u = F.avg_pool2d(F.interpolate(z, scale_factor=2), 2)
+        up = F.adaptive_avg_pool2d(self.up(x), h)
+        out = torch.cat([a * 0.5 + 1, 2 - b, u / 4, -x.transpose(1, 3).transpose(1, 3), up], 1)
+        out = out.unsqueeze(2).squeeze(2)
+        return F.adaptive_avg_pool2d(out, 4) - out.mean((2, 3), keepdim=True)
+
+
+class InPlace(nn.Module):
+    """In-place ops whose tensors are read again: the later reads see the changed values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        z = y * 2
+        z.add_(1)  # the result unused: z itself is what changed
+        out = self.relu(y)  # y changes too
+        return out + y + z
+
+
 def tiny_resnet() -> nn.Module:  # a function returning a module: also a NAME
     return TinyResNet()
 
 
 TRUNKS = [TinyResNet, InvertedResidual, SqueezeExcite, DenseBlock, Activations, ShuffleBlock]
+# through the torch front end only (for now): the issue's ConvNeXt-style trunk (channels-last,
+# LayerNorm, a layer scale) and the shape-op table; each gets the checks below
+TABLE_TRUNKS = [ConvNeXtBlock, StaticShapes, InPlace]
 SHAPE = (2, 3, 16, 16)
 
 
@@ -162,7 +230,7 @@ def _trace(module: nn.Module, feature: str | None = None, shape=SHAPE):
     return graph
 
 
-@pytest.mark.parametrize("cls", TRUNKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", TRUNKS + TABLE_TRUNKS, ids=lambda c: c.__name__)
 def test_counts_match_the_module(cls):
     torch.manual_seed(0)
     module = cls().eval()
@@ -175,7 +243,7 @@ def test_counts_match_the_module(cls):
     assert sorted(n.name for n in graph.searchable) == sorted(convs)
 
 
-@pytest.mark.parametrize("cls", TRUNKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", TRUNKS + TABLE_TRUNKS, ids=lambda c: c.__name__)
 def test_backbone_with_the_module_weights_computes_the_module(cls):
     torch.manual_seed(0)
     module = cls().eval()
@@ -191,7 +259,7 @@ def test_backbone_with_the_module_weights_computes_the_module(cls):
         assert torch.allclose(backbone.eval()(x), module(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", TRUNKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", TRUNKS + TABLE_TRUNKS, ids=lambda c: c.__name__)
 def test_the_supermodel_all_shared_equals_the_backbone(cls):
     """Every traced op, the broadcasting SE multiply included, runs on the tasks' stacked batch."""
     graph = _trace(cls(), feature="layer1" if cls is TinyResNet else None)
@@ -227,7 +295,7 @@ def test_feature_cuts_at_a_module_path():
         _trace(module, feature="layer9")
 
 
-@pytest.mark.parametrize("cls", TRUNKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", TRUNKS + TABLE_TRUNKS, ids=lambda c: c.__name__)
 def test_the_written_prototxt_recompiles_to_the_same_counts(tmp_path, cls):
     graph = _trace(cls())
     path = tmp_path / "trunk.prototxt"
@@ -246,8 +314,8 @@ class Upsamples(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(4, 4, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.interpolate(self.body(self.conv(x)), scale_factor=2.0)
-        return y.view(y.size(0), -1)
+        y = F.interpolate(self.body(self.conv(x)), scale_factor=2.0, mode="bicubic")
+        return y.cumsum(1).roll(1, 2)
 
 
 class Branches(nn.Module):
@@ -275,11 +343,56 @@ def test_every_unsupported_op_is_listed_with_its_line():
     assert lines[1] == (f'{HERE}:{_line_of("y = F.interpolate(self.body")}: layer "conv" '
                         '(call_module torch.nn.Conv2d): padding_mode=\'reflect\' (only zeros)')
     assert lines[2] == (f'{HERE}:{line}: layer "interpolate" (call_function '
-                        "torch.nn.functional.interpolate): no layer kind for this op (the "
-                        'README\'s "PyTorch modules" lists the supported ones)')
-    view = _line_of("return y.view(")
-    assert lines[3].startswith(f'{HERE}:{view}: layer "size" (call_method size)')
-    assert lines[4].startswith(f'{HERE}:{view}: layer "view" (call_method view)')
+                        "torch.nn.functional.interpolate): mode='bicubic' (only bilinear, and "
+                        "nearest by an integer factor)")
+    other = _line_of("return y.cumsum(")
+    assert lines[3] == (f'{HERE}:{other}: layer "cumsum" (call_method cumsum): no layer kind '
+                        'for this op (the README\'s "PyTorch modules" lists the supported ones)')
+    assert lines[4].startswith(f'{HERE}:{other}: layer "roll" (call_method roll)')
+
+
+class ShapeRefusals(nn.Module):
+    """Ops whose arguments no layer kind expresses, each refused on its own line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(3, 4, 3, 2, 1, output_padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(5)
+        self.register_buffer("mean", torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a = self.pool(self.up(x))
+        b = F.interpolate(x, scale_factor=1.5)
+        c = (x - self.mean).permute(1, 0, 2, 3)
+        d = x.view(-1, 16) / x.view(-1, 16)
+        return a, b, c, d
+
+
+def test_unexpressible_arguments_are_refused_one_line_each():
+    with pytest.raises(SourceError) as e:
+        _trace(ShapeRefusals())
+    lines = str(e.value).splitlines()
+    assert lines[0] == "8 unsupported ops:"
+    place = f"{HERE}:{_line_of('a = self.pool(self.up(x))')}"
+    assert lines[1] == (f'{place}: layer "up" (call_module torch.nn.ConvTranspose2d): '
+                        "output_padding=(1, 1) (Deconvolution has none; crop or pad explicitly)")
+    assert lines[2] == (f'{place}: layer "pool" (call_module torch.nn.AdaptiveAvgPool2d): '
+                        "adaptive pooling from 32x32 to 5x5: neither size divides the other (the "
+                        "bins overlap unevenly)")
+    assert lines[3] == (f'{HERE}:{_line_of("b = F.interpolate(x, scale_factor=1.5)")}: layer '
+                        '"interpolate" (call_function torch.nn.functional.interpolate): nearest '
+                        "resizing from 16x16 to 24x24 (only by an integer factor)")
+    place = f"{HERE}:{_line_of('c = (x - self.mean)')}"
+    assert lines[4] == (f'{place}: layer "mean" (get_attr mean): mean is a buffer or constant, '
+                        "not a parameter (only parameters become a layer's weights)")
+    assert lines[5] == (f'{place}: layer "permute" (call_method permute): a permutation '
+                        "[1, 0, 2, 3] that moves the batch axis")
+    place = f"{HERE}:{_line_of('d = x.view(-1, 16)')}"
+    assert lines[6] == (f'{place}: layer "view" (call_method view): a reshape from '
+                        "[1, 3, 16, 16] to [48, 16] that moves values across the batch axis")
+    assert lines[7].startswith(f'{place}: layer "view_1" (call_method view): a reshape')
+    assert lines[8] == (f'{place}: layer "truediv" (call_function operator.truediv): dividing '
+                        "by a tensor has no layer form")
 
 
 def test_python_control_flow_on_a_tensor_names_the_line():

@@ -1,5 +1,8 @@
 """Normalisation: BatchNorm, Scale, Bias and LRN, after Caffe's batch_norm, scale, bias and lrn
-layers; and caffe-segnet's BN, read as a BatchNorm (LEARN) or a Scale with bias (INFERENCE).
+layers; caffe-segnet's BN, read as a BatchNorm (LEARN) or a Scale with bias (INFERENCE); and
+LayerNorm, automtl's own type (PyTorch's `nn.LayerNorm` / `F.layer_norm` over the last axes, ONNX's
+LayerNormalization), written as `layer { type: "LayerNorm" layer_norm_param { ... } }`, and
+GroupNorm, automtl's too (`nn.GroupNorm`, ONNX's GroupNormalization), `group_norm_param`.
 
 Scale and Bias take their operand either as a learned blob (one bottom) or from a second bottom,
 whose shape is the first bottom's from `axis` on (Caffe's rule); the operand broadcasts over the
@@ -31,8 +34,9 @@ from automtl_cli.frontend.ops.base import (
     register_layer,
 )
 
-__all__ = ["BN", "LRN", "BatchNorm", "Bias", "BroadcastOperand", "ChannelScale", "LearnedBias",
-           "LocalResponseNorm", "Scale"]
+__all__ = ["BN", "LRN", "BatchNorm", "Bias", "BroadcastOperand", "ChannelScale", "GroupNorm",
+           "LayerNorm",
+           "LayerNormModule", "LearnedBias", "LearnedScale", "LocalResponseNorm", "Scale"]
 
 
 class ChannelScale(nn.Module):
@@ -89,10 +93,35 @@ def _batch_operand_conflict(kind: str, a: Attrs, shapes: list[Shape]) -> str | N
     return None
 
 
+class LearnedScale(nn.Module):
+    """Caffe's Scale with one bottom along `axis`...: a learned blob shaped like those axes of
+    `x` (and a bias of that shape), broadcast over the axes after them."""
+
+    def __init__(self, axis: int, shape: Shape, bias: bool) -> None:
+        super().__init__()
+        self.axis = axis
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1,) * self.axis + tuple(self.weight.shape) + (1,) * (
+            x.dim() - self.axis - self.weight.dim())
+        y = x * self.weight.view(shape)
+        return y + self.bias.view(shape) if self.bias is not None else y
+
+
+def _learned_span(a: Attrs) -> bool:
+    """A one-bottom Scale along other axes than the channels (`num_axes` in its attrs); a
+    two-bottom Scale has `axis` alone, a per-channel one neither."""
+    return "num_axes" in a
+
+
 @register_layer
 class Scale(LayerKind):
-    """One bottom: a learned per-channel γ (and β). Two bottoms: the second bottom is the scale
-    (`axis`, default 1, is where it lines up with the first), plus a learned bias if asked."""
+    """One bottom: a learned γ (and β), per channel, or along `axis` for `num_axes` axes (a
+    PyTorch trunk's layer scale, `x * self.gamma` over the last axis). Two bottoms: the second
+    bottom is the scale (`axis`, default 1, is where it lines up with the first), plus a learned
+    bias if asked."""
 
     type = "Scale"
     param_field = "scale_param"
@@ -107,23 +136,35 @@ class Scale(LayerKind):
                                "scale_param.bias_term")
             return {"bias": False, "axis": int(p.axis) if p is not None else 1}
         if p is not None and (p.axis != 1 or p.num_axes != 1):
-            raise ctx.fail("only a per-channel Scale (axis: 1, num_axes: 1) is supported",
-                           self.param_field)
+            if p.num_axes < -1:
+                raise ctx.fail(f"num_axes must be -1 or more, got {p.num_axes}",
+                               "scale_param.num_axes")
+            return {"bias": bias, "axis": int(p.axis), "num_axes": int(p.num_axes)}
         return {"bias": bias}
 
     def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
         if len(shapes) == 2:
             _operand_span(self.type, {**a, "num_axes": -1}, shapes)
+        elif _learned_span(a):
+            if _operand_span(self.type, a, shapes)[0] == 0:
+                raise ShapeError("a learned scale along the batch axis (axis: 0) is not "
+                                 "supported")
         elif len(shapes[0]) < 2:
             raise ShapeError(f"Scale needs a channel axis, got {list(shapes[0])}")
         return [shapes[0]]
 
     def count_params(self, a: Attrs, shapes: list[Shape]) -> int:
-        return 0 if len(shapes) == 2 else shapes[0][1] * (2 if a["bias"] else 1)
+        if len(shapes) == 2:
+            return 0
+        per = math.prod(_operand_span(self.type, a, shapes)[1]) if _learned_span(a) \
+            else shapes[0][1]
+        return per * (2 if a["bias"] else 1)
 
     def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
         if len(shapes) == 2:
             return BroadcastOperand(norm_axis(a["axis"], len(shapes[0])), add=False)
+        if _learned_span(a):
+            return LearnedScale(*_operand_span(self.type, a, shapes), a["bias"])
         return ChannelScale(shapes[0][1], a["bias"])
 
     def task_stacking_conflict(self, a: Attrs, shapes: list[Shape]) -> str | None:
@@ -131,10 +172,11 @@ class Scale(LayerKind):
 
     def param_text(self, a: Attrs) -> str:
         text = f"bias_term: {str(a['bias']).lower()}"
-        return text + (f" axis: {a['axis']}" if "axis" in a else "")
+        text += f" axis: {a['axis']}" if "axis" in a else ""
+        return text + (f" num_axes: {a['num_axes']}" if _learned_span(a) else "")
 
     def weight_names(self, a: Attrs, key: str) -> list[str] | None:
-        if "axis" in a:  # the scale is the second bottom: nothing learned
+        if "axis" in a and not _learned_span(a):  # the scale is the second bottom
             return None
         return [f"{key}/gamma"] + ([f"{key}/beta"] if a["bias"] else [])
 
@@ -331,3 +373,99 @@ class LRN(LayerKind):
         region = "WITHIN_CHANNEL" if a["within_channel"] else "ACROSS_CHANNELS"
         return (f"local_size: {a['size']} alpha: {a['alpha']!r} beta: {a['beta']!r} "
                 f"k: {a['k']!r} norm_region: {region}")
+
+
+class LayerNormModule(nn.Module):
+    """Each position normalised over the axes from `axis` on, then γ and β of their shape."""
+
+    def __init__(self, axis: int, shape: Shape, eps: float, affine: bool, bias: bool) -> None:
+        super().__init__()
+        self.axis, self.shape, self.eps = axis, tuple(shape), eps
+        self.weight = nn.Parameter(torch.ones(shape)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(shape)) if affine and bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[self.axis:], self.weight, self.bias, self.eps)
+
+
+@register_layer
+class LayerNorm(LayerKind):
+    """automtl's own type: the axes from `axis` on (-1: the last) normalised per position, with
+    a learned γ (`affine`) and β (`bias`) of their shape. PyTorch trunks use it over the last
+    axis of a channels-last block (ConvNeXt, between two Permutes); γ/β count as parameters."""
+
+    type = "LayerNorm"
+    param_field = "layer_norm_param"
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        if p is None:
+            return {"axis": -1, "eps": 1e-5, "affine": True, "bias": True}
+        if not p.eps > 0:
+            raise ctx.fail(f"eps must be positive, got {p.eps}", "layer_norm_param.eps")
+        return {"axis": int(p.axis), "eps": float(p.eps), "affine": bool(p.affine),
+                "bias": bool(p.affine and p.bias)}
+
+    def _span(self, a: Attrs, shape: Shape) -> tuple[int, Shape]:
+        axis = norm_axis(a["axis"], len(shape))
+        if axis == 0:
+            raise ShapeError("a LayerNorm over the batch axis (axis: 0) is not supported")
+        return axis, tuple(shape[axis:])
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        self._span(a, shapes[0])
+        return [shapes[0]]
+
+    def count_params(self, a: Attrs, shapes: list[Shape]) -> int:
+        per = math.prod(self._span(a, shapes[0])[1])
+        return (per if a["affine"] else 0) + (per if a["bias"] else 0)
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        axis, shape = self._span(a, shapes[0])
+        return LayerNormModule(axis, shape, a["eps"], a["affine"], a["bias"])
+
+    def param_text(self, a: Attrs) -> str:
+        return (f"axis: {a['axis']} eps: {a['eps']!r} affine: {str(a['affine']).lower()} "
+                f"bias: {str(a['bias']).lower()}")
+
+    def weight_names(self, a: Attrs, key: str) -> list[str] | None:
+        if not a["affine"]:
+            return None
+        return [f"{key}/gamma"] + ([f"{key}/beta"] if a["bias"] else [])
+
+
+@register_layer
+class GroupNorm(LayerKind):
+    """automtl's own type: the channels in `group` groups, each normalised per sample over its
+    channels and the axes after them, then a per-channel γ and β (`affine`)."""
+
+    type = "GroupNorm"
+    param_field = "group_norm_param"
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        if p is None:
+            return {"group": 32, "eps": 1e-5, "affine": True}
+        if p.group < 1:
+            raise ctx.fail(f"group must be at least 1, got {p.group}", "group_norm_param.group")
+        if not p.eps > 0:
+            raise ctx.fail(f"eps must be positive, got {p.eps}", "group_norm_param.eps")
+        return {"group": int(p.group), "eps": float(p.eps), "affine": bool(p.affine)}
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        s = shapes[0]
+        if len(s) < 2 or s[1] % a["group"]:
+            raise ShapeError(f"group {a['group']} does not divide the channels of {list(s)}")
+        return [s]
+
+    def count_params(self, a: Attrs, shapes: list[Shape]) -> int:
+        return 2 * shapes[0][1] if a["affine"] else 0
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return nn.GroupNorm(a["group"], shapes[0][1], a["eps"], a["affine"])
+
+    def param_text(self, a: Attrs) -> str:
+        return f"group: {a['group']} eps: {a['eps']!r} affine: {str(a['affine']).lower()}"
+
+    def weight_names(self, a: Attrs, key: str) -> list[str] | None:
+        return [f"{key}/gamma", f"{key}/beta"] if a["affine"] else None

@@ -1,7 +1,12 @@
 """Layers that change a blob's shape or order: Flatten, Reshape, InnerProduct (flatten from `axis`,
-then a matrix product), Crop, Slice, Split, Tile, Reduction and ShuffleChannel, after Caffe's
-flatten, reshape, inner_product, crop, slice, split, tile and reduction layers and ShuffleNet's
-shuffle_channel layer (farmingyard/ShuffleNet).
+then a matrix product), Crop, Slice, Split, Tile, Reduction, ShuffleChannel and Permute, after
+Caffe's flatten, reshape, inner_product, crop, slice, split, tile and reduction layers, ShuffleNet's
+shuffle_channel layer (farmingyard/ShuffleNet) and SSD's permute layer (weiliu89/caffe).
+
+Permute is how a channels-last block of a PyTorch trunk (ConvNeXt's `x.permute(0, 2, 3, 1)`, a
+LayerNorm and Linear layers over the last axis, `x.permute(0, 3, 1, 2)`) stays what it is in the
+IR: the ops between act on the last axis (LayerNorm `axis: -1`, InnerProduct `axis: 3`, a Scale
+along axis 3), so nothing is rewritten, and an ONNX Transpose maps to the same kind.
 
 Slice and Split have several tops: their torch modules return a tuple, one tensor per top.
 """
@@ -27,8 +32,9 @@ from automtl_cli.frontend.ops.base import (
 from automtl_cli.frontend.ops.convolution import weight_and_bias_names
 
 __all__ = ["ChannelShuffle", "Copies", "Crop", "CropModule", "Flatten", "InnerProduct",
-           "LinearFromAxis", "Reduce", "Reduction", "Reshape", "ReshapeModule", "ShuffleChannel",
-           "Slice", "SliceModule", "Split", "Tile", "TileModule"]
+           "LinearFromAxis", "Permute", "PermuteModule", "Reduce", "Reduction", "Reshape",
+           "ReshapeModule", "ShuffleChannel", "Slice", "SliceModule", "Split", "Tile",
+           "TileModule"]
 
 
 class CropModule(nn.Module):
@@ -505,3 +511,51 @@ class InnerProduct(LayerKind):
 
     def weight_names(self, a: Attrs, key: str) -> list[str] | None:
         return weight_and_bias_names(key, a["bias"])
+
+
+class PermuteModule(nn.Module):
+    def __init__(self, order: list[int]) -> None:
+        super().__init__()
+        self.order = tuple(order)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.order)
+
+
+@register_layer
+class Permute(LayerKind):
+    """The output's axis i is the input's axis `order[i]`; axes `order` leaves out follow in
+    their order (SSD's rule)."""
+
+    type = "Permute"
+    param_field = "permute_param"
+    fork = "SSD's caffe fork (weiliu89/caffe)"
+
+    def read(self, layer: Message, ctx: ReadContext) -> Attrs:
+        p = self.params_of(layer)
+        order = [int(o) for o in p.order] if p is not None else []
+        if len(set(order)) != len(order):
+            raise ctx.fail(f"order {order} names an axis twice", "permute_param.order")
+        return {"order": order}
+
+    def full_order(self, a: Attrs, ndim: int) -> list[int]:
+        order = list(a["order"])
+        if any(o >= ndim for o in order):
+            raise ShapeError(f"order {order} names an axis beyond a {ndim}-D input")
+        return order + [i for i in range(ndim) if i not in order]
+
+    def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
+        s = shapes[0]
+        return [tuple(s[i] for i in self.full_order(a, len(s)))]
+
+    def build(self, a: Attrs, shapes: list[Shape]) -> nn.Module:
+        return PermuteModule(self.full_order(a, len(shapes[0])))
+
+    def task_stacking_conflict(self, a: Attrs, shapes: list[Shape]) -> str | None:
+        order = self.full_order(a, len(shapes[0]))
+        if order[0] != 0 or len(order) < 2:
+            return "Permute that moves the batch axis cannot be shared between tasks"
+        return None
+
+    def param_text(self, a: Attrs) -> str:
+        return " ".join(f"order: {o}" for o in a["order"])

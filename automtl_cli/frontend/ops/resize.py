@@ -1,6 +1,10 @@
 """Spatial resizing from caffe forks: DeepLab's Interp (bilinear, corners aligned) and the forks'
 Upsample (nearest, by an integer scale).
 
+automtl adds `align_corners: false` to Interp (`attrs["align_corners"]`, absent when true, as
+DeepLab's): samples at pixel centres, as PyTorch's `F.interpolate(..., mode="bilinear")` does by
+default and torchvision's FCN and DeepLabV3 heads use.
+
 Interp follows DeepLab's interp_layer.cpp (deeplab-public-ver2): the input, cropped by `pad_beg`
 and `pad_end` (0 or negative), is resized to a size given by `zoom_factor` (h + (h-1)(z-1)),
 `shrink_factor` ((h-1)/s + 1), both (shrink, then zoom), `height`/`width`, or, as PSPNet's fork
@@ -64,7 +68,8 @@ class InterpModule(nn.Module):
         b, e = -a["pad_beg"], a["pad_end"]
         if b or e:
             x = x[:, :, b:h + e, b:w + e]
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        return F.interpolate(x, size=size, mode="bilinear",
+                             align_corners=a.get("align_corners", True))
 
 
 @register_layer
@@ -106,6 +111,8 @@ class Interp(LayerKind):
                            f"{path}.height" if p.HasField("height") else f"{path}.width")
         if not two and attrs["zoom"] is None and attrs["shrink"] is None and not sized:
             raise ctx.fail("give zoom_factor, shrink_factor, or height and width", path)
+        if p.HasField("align_corners") and not p.align_corners:
+            attrs["align_corners"] = False
         return attrs
 
     def infer(self, a: Attrs, shapes: list[Shape]) -> list[Shape]:
@@ -124,7 +131,9 @@ class Interp(LayerKind):
         fields = [f"{field}: {a[name]}" for name, field in (
             ("zoom", "zoom_factor"), ("shrink", "shrink_factor"), ("height", "height"),
             ("width", "width")) if a[name] is not None]
-        return " ".join([*fields, f"pad_beg: {a['pad_beg']}", f"pad_end: {a['pad_end']}"])
+        corners = [] if a.get("align_corners", True) else ["align_corners: false"]
+        return " ".join([*fields, f"pad_beg: {a['pad_beg']}", f"pad_end: {a['pad_end']}",
+                         *corners])
 
 
 class NearestUpsample(nn.Module):

@@ -81,16 +81,24 @@ def _import(name: str) -> types.ModuleType:
 
 def _exec_file(path: str, text: str) -> types.ModuleType:
     """Run a file's text as a fresh module named after the file, its folder on `sys.path` (for
-    its sibling imports) while it runs."""
-    module = types.ModuleType(os.path.splitext(os.path.basename(path))[0])
+    its sibling imports) and the module in `sys.modules` (where `@dataclass` and `typing` look a
+    class's module up) while it runs."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    module = types.ModuleType(name)
     module.__file__ = path
     folder = os.path.dirname(path)
     sys.path.insert(0, folder)
+    before = sys.modules.get(name)
+    sys.modules[name] = module
     try:
         # the user's own model file, run as `python FILE` would run it
         exec(compile(text, path, "exec"), module.__dict__)
     finally:
         sys.path.remove(folder)
+        if before is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = before
     return module
 
 
