@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from test_torch_source import (
     Activations,
+    ConvNeXtBlock,
     DenseBlock,
+    InPlace,
     InvertedResidual,
     SqueezeExcite,
+    StaticShapes,
     TinyResNet,
 )
 from torch import nn
@@ -115,8 +118,10 @@ class ChannelShuffle(nn.Module):
         return self.conv2(x)
 
 
-TRUNKS = [TinyResNet, InvertedResidual, SqueezeExcite, DenseBlock, Activations,
-          SqueezeExciteHard, LayerScaled]
+# the torch front end's TRUNKS but ShuffleBlock (torch cannot export nn.ChannelShuffle; the
+# shuffle is ChannelShuffle below), and all its TABLE_TRUNKS
+TRUNKS = [TinyResNet, InvertedResidual, SqueezeExcite, DenseBlock, Activations, ConvNeXtBlock,
+          StaticShapes, InPlace, SqueezeExciteHard, LayerScaled]
 
 
 def _randomised(module: nn.Module) -> nn.Module:
@@ -183,19 +188,26 @@ def test_the_written_prototxt_recompiles_to_the_same_counts(tmp_path, cls):
 
 
 @pytest.mark.parametrize("cls, opset", [(Activations, 11), (LayerScaled, 17),
-                                        (SqueezeExciteHard, 9), (DenseBlock, 13)],
+                                        (SqueezeExciteHard, 9), (DenseBlock, 13),
+                                        (ConvNeXtBlock, 17), (ConvNeXtBlock, 13)],
                          ids=lambda v: getattr(v, "__name__", str(v)))
 def test_older_opsets(tmp_path, cls, opset):
     """Opset 9's Upsample-era attributes, Clip's attributes before 11, Softmax and Split before
-    13, and the exact GELU as x * (1 + erf(x / sqrt 2)) * 0.5 before 20 (one GELU layer)."""
+    13, the exact GELU as x * (1 + erf(x / sqrt 2)) * 0.5 before 20 (one GELU layer), and
+    LayerNorm as one LayerNormalization from 17, written out before (a LayerNorm, its γ and β
+    a Scale and a Bias along the last axis)."""
     module = _randomised(cls())
     front, _ = compile_onnx(export(module, tmp_path / "m.onnx", opset_version=opset))
     assert front.graph.params == sum(p.numel() for p in module.parameters())
     x = torch.randn((1, *SHAPE[1:]))
     with torch.no_grad():
         assert torch.allclose(_plain(front)(x), module(x), atol=1e-5)
+    types = [n.type for n in front.graph.nodes]
     if cls is Activations:
-        assert [n.type for n in front.graph.nodes].count("GELU") == 1
+        assert types.count("GELU") == 1
+    if cls is ConvNeXtBlock:
+        assert types.count("LayerNorm") == 2 and types.count("Permute") == 4
+        assert types.count("Bias") == (2 if opset < 17 else 0)
 
 
 def test_an_erf_outside_the_gelu_is_refused(tmp_path):
@@ -263,8 +275,9 @@ def test_feature_cuts_at_an_onnx_tensor(tmp_path):
         compile_onnx(tmp_path / "m.onnx", feature="layer1.9")
 
 
-def test_the_supermodel_all_shared_computes_the_module(tmp_path):
-    module = _randomised(SqueezeExcite())
+@pytest.mark.parametrize("cls", TRUNKS, ids=lambda c: c.__name__)
+def test_the_supermodel_all_shared_computes_the_module(tmp_path, cls):
+    module = _randomised(cls())
     front, _ = compile_onnx(export(module, tmp_path / "m.onnx"))
     model = build_supermodel(front.graph, SearchSpace(("seg",)), seed=0).eval()
     plain = build_backbone(front.graph).eval()
@@ -477,3 +490,40 @@ def test_cli_refuses_with_exit_65(run_cli, tmp_path):
     rc, _, err = run_cli("compile", path, "-o", tmp_path / "run")
     assert rc == 65
     assert f'{path}: layer "e" (Mish): no layer kind for this op' in err
+
+
+class ChannelsLastNorms(nn.Module):
+    """LayerNorms without γ and β (`elementwise_affine=False`) and without β (`bias=False`): the
+    exporter writes constant ones and zeros for them, which are not parameters; a layer scale
+    whose values are all 1 is one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.plain, self.no_bias = nn.LayerNorm(8, elementwise_affine=False), \
+            nn.LayerNorm(8, bias=False)
+        self.fc = nn.Linear(8, 8, bias=False)
+        self.gamma = nn.Parameter(torch.ones(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.no_bias(self.plain(self.conv(x).permute(0, 2, 3, 1)))
+        return (self.gamma * self.fc(y)).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_layer_norms_without_their_parameters(tmp_path, opset):
+    module = _randomised(ChannelsLastNorms())
+    front, _ = compile_onnx(export(module, tmp_path / "m.onnx", opset_version=opset))
+    assert front.graph.params == sum(p.numel() for p in module.parameters())
+    norms = [n.attrs for n in front.graph.nodes if n.type == "LayerNorm"]
+    assert [(a["affine"], a["bias"]) for a in norms] == [(False, False), (opset >= 17, False)]
+    x = torch.randn((1, *SHAPE[1:]))
+    with torch.no_grad():
+        assert torch.allclose(_plain(front)(x), module(x), atol=1e-5)
+
+
+def test_a_transpose_of_the_batch_axis_is_refused(tmp_path):
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3], name="t")]
+    with pytest.raises(SourceError, match=r'layer "t" \(Transpose\): Transpose with perm='
+                                          r"\[1, 0, 2, 3\] moves the batch axis"):
+        compile_onnx(_write(tmp_path, _model(nodes, {})))

@@ -191,7 +191,7 @@ class StaticShapes(nn.Module):
         z = F.max_pool2d(x.reshape(n, c // 2, 2 * h, w), (2, 1), (2, 1), ceil_mode=True)
         a, b = torch.split(y + self.bias, [3, 5], dim=1)
         u = F.avg_pool2d(F.interpolate(z, scale_factor=2), 2)
-        up = F.adaptive_avg_pool2d(self.up(x), h)
+        up = F.adaptive_avg_pool2d(self.up(x), (h, w))
         out = torch.cat([a * 0.5 + 1, 2 - b, u / 4, -x.transpose(1, 3).transpose(1, 3), up], 1)
         out = out.unsqueeze(2).squeeze(2)
         return F.adaptive_avg_pool2d(out, 4) - out.mean((2, 3), keepdim=True)

@@ -115,6 +115,7 @@ class _Builder:
     consts: dict[str, np.ndarray]
     consumers: dict[str, list[str]]  # tensor → the op types that read it
     outputs: set[str]
+    initialisers: set[str]  # the file's initialisers, and Identity copies of them
     value: dict[str, str] = field(default_factory=dict)  # ONNX tensor → IR value
     shapes: dict[str, Shape] = field(default_factory=dict)  # IR value → shape
     pendings: dict[str, Pending] = field(default_factory=dict)
@@ -148,6 +149,11 @@ class _Builder:
 
     def consumer_ops(self, name: str) -> list[str]:
         return [] if name in self.outputs else list(self.consumers.get(name, []))
+
+    def learned(self, name: str) -> bool:
+        """An initialiser (a parameter of the exported module), not a constant the exporter
+        wrote."""
+        return name in self.initialisers
 
     # -- building
     def unique(self, name: str) -> str:
@@ -196,6 +202,8 @@ class _Builder:
                 self.consts[node.output[0]] = np.asarray(FOLDERS[op](attrs, xs))
             except (ValueError, IndexError, TypeError, KeyError) as e:
                 raise Unsupported(f"cannot compute this constant: {e}") from e
+            if op == "Identity" and inputs[0] in self.initialisers:
+                self.initialisers.add(node.output[0])
             return
         rule = RULES.get(op)
         if rule is None:
@@ -241,6 +249,9 @@ class _Builder:
                 p = self.pendings[t]
                 then = {"pad": "a following Conv or AveragePool", "grouped": "a channel "
                         "shuffle", "shuffled": "a channel shuffle"}.get(p.kind, "the exact GELU")
+                if p.kind.startswith("ln:"):
+                    then = ("a LayerNorm written out (ReduceMean, Sub, Pow, ReduceMean, Add, "
+                            "Sqrt, Div)")
                 raise Unsupported(f"its input is the {p.op} of a pattern that only {then} "
                                   "completes")
             if t not in self.value:
@@ -330,7 +341,8 @@ def onnx_graph(data: bytes, *, file: str, input_shapes: Mapping[str | None, Shap
     for n in nodes:
         for i in n.input:
             consumers.setdefault(i, []).append(n.op_type)
-    builder = _Builder(file, _opset(model), dict(inits), consumers, set(outputs))
+    builder = _Builder(file, _opset(model), dict(inits), consumers, set(outputs),
+                       set(inits))
     builder.names.add(x.name)
     builder.value[x.name] = x.name
     builder.shapes[x.name] = shape

@@ -6,7 +6,8 @@ and returns a `Layer` (a kind, its attributes, its tensor inputs and its weights
 state dict of the kind's own module), an `Alias` (an op that passes its input through: Identity,
 a reshape to the same shape), a `Pending` (part of a pattern that only a later node completes: a
 zero Pad before a convolution, the 5-D view of a channel shuffle, the steps of an exact GELU
-written out), a `BiasOf` (MatMul's bias `Add`), or raises `Unsupported` with the reason.
+or of a LayerNorm written out), a `BiasOf` (MatMul's bias `Add`), or raises `Unsupported` with
+the reason.
 
 Kinds that Caffe's long tail brings (PReLU, ELU, ShuffleChannel, Power, Bias, Reshape, Slice,
 Upsample), and Scale, are filled from the Caffe fields they read (`_caffe_kind`), so this table
@@ -53,10 +54,12 @@ class Alias:
 
 @dataclass(frozen=True)
 class Pending:
-    kind: str  # "pad", "grouped" (N, g, C/g, H, W), "shuffled" (N, C/g, g, H, W), "gelu:*"
+    kind: str  # "pad", "grouped" (N, g, C/g, H, W), "shuffled" (N, C/g, g, H, W), "gelu:*",
+    # "ln:*" (data: the first normalised axis)
     tensor: str  # the real tensor it derives from
     data: tuple[int, ...]
     op: str  # the ONNX op that made it, for errors
+    value: float = 0.0  # "ln:eps", "ln:std": the epsilon
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Env(Protocol):
     def pending(self, name: str) -> Pending | None: ...
     def linear_without_bias(self, name: str) -> bool: ...
     def consumer_ops(self, name: str) -> list[str]: ...
+    def learned(self, name: str) -> bool: ...
 
 
 Rule = Callable[[Env, Any, dict[str, Any]], "Layer | Alias | Pending | BiasOf"]
@@ -317,6 +321,78 @@ def _gelu_step(env: Env, node: Any) -> Layer | Pending | None:
     return None
 
 
+def _layer_norm_step(env: Env, node: Any, a: dict[str, Any], axes: list[int] | None = None
+                     ) -> Layer | Pending | None:
+    """LayerNorm as exporters before opset 17 write it, (x - mean(x)) / sqrt(var(x) + eps) over
+    the trailing axes (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div), one step at a
+    time: each step a Pending, the Div a LayerNorm without γ, β (the Mul and Add after it are a
+    Scale and a Bias along those axes); None when `node` is no step."""
+    op, ins = node.op_type, list(node.input)
+    ps = [env.pending(i) for i in ins[:2]]
+    kinds = [p.kind if p is not None else None for p in ps]
+    if op == "ReduceMean":
+        if axes is None or not int(a.get("keepdims", 1)):
+            return None
+        if kinds[0] == "ln:square":
+            p = ps[0]
+            same = _trailing(axes, len(env.shape(p.tensor))) == p.data[0]
+            return Pending("ln:var", p.tensor, p.data, op) if same else None
+        rank = len(env.shape(ins[0]))
+        first = _trailing(axes, rank) if ps[0] is None else None
+        if first is not None and env.consumer_ops(node.output[0]) == ["Sub"] and \
+                (first, rank) != (2, 4):  # over (2, 3) of N, C, H, W: global pooling
+            return Pending("ln:mean", ins[0], (first,), op)
+        return None
+    if op == "Sub" and kinds[1] == "ln:mean" and ps[1].tensor == ins[0] and ps[0] is None:
+        return Pending("ln:centred", ins[0], ps[1].data, op)
+    if op == "Pow" and kinds[0] == "ln:centred" and _scalar(env.const(ins[1]), 2.0):
+        return Pending("ln:square", ps[0].tensor, ps[0].data, op)
+    if op == "Add" and kinds[0] == "ln:var":
+        eps = env.const(ins[1])
+        if eps is not None and eps.size == 1 and float(eps.reshape(-1)[0]) > 0:
+            return Pending("ln:eps", ps[0].tensor, ps[0].data, op, float(eps.reshape(-1)[0]))
+    if op == "Sqrt" and kinds[0] == "ln:eps":
+        return Pending("ln:std", ps[0].tensor, ps[0].data, op, ps[0].value)
+    if op == "Div" and kinds == ["ln:centred", "ln:std"] and ps[0].tensor == ps[1].tensor \
+            and ps[0].data == ps[1].data:
+        return Layer("LayerNorm", {"axis": ps[0].data[0], "eps": ps[1].value, "affine": False,
+                                   "bias": False}, [ps[0].tensor])
+    return None
+
+
+def _trailing(axes: list[int], rank: int) -> int | None:
+    """The first axis when `axes` are the last ones of a `rank`-D tensor, after the batch."""
+    got = sorted(v % rank for v in axes)
+    if not got or got != list(range(got[0], rank)) or got[0] == 0:
+        return None
+    return got[0]
+
+
+def _pow(env: Env, node: Any, a: dict[str, Any]) -> Layer | Pending:
+    """x ** p by a scalar constant: Power (by 2, a step of a LayerNorm written out)."""
+    step = _layer_norm_step(env, node, a)
+    if step is not None:
+        return step
+    p = env.const(node.input[1])
+    if env.const(node.input[0]) is not None or p is None or p.size != 1:
+        raise Unsupported("only a tensor to a scalar constant power")
+    power = float(p.reshape(-1)[0])
+    return Layer("Power", _caffe_kind("Power", f"power_param {{ power: {power!r} }}"),
+                 [node.input[0]])
+
+
+def _sqrt(env: Env, node: Any, a: dict[str, Any]) -> Layer | Pending:
+    step = _layer_norm_step(env, node, a)
+    if step is not None:
+        return step
+    return Layer("Power", _caffe_kind("Power", "power_param { power: 0.5 }"), [node.input[0]])
+
+
+def _neg(env: Env, node: Any, a: dict[str, Any]) -> Layer:
+    return Layer("Power", _caffe_kind("Power", "power_param { power: 1 scale: -1 }"),
+                 [node.input[0]])
+
+
 def _erf(env: Env, node: Any, a: dict[str, Any]) -> Pending:
     p = env.pending(node.input[0])
     if p is None or p.kind != "gelu:div":
@@ -327,9 +403,9 @@ def _erf(env: Env, node: Any, a: dict[str, Any]) -> Pending:
 def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf | Pending:
     op = node.op_type
     x, y = node.input[0], node.input[1]
-    gelu = _gelu_step(env, node)
-    if gelu is not None:
-        return gelu
+    step = _gelu_step(env, node) or _layer_norm_step(env, node, a)
+    if step is not None:
+        return step
     cx, cy = env.const(x), env.const(y)
     if cx is None and cy is None:
         if op == "Div":
@@ -341,11 +417,17 @@ def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf | P
         attrs = {"operation": "prod" if op == "Mul" else "sum",
                  "coeff": [1.0, -1.0] if op == "Sub" else None}
         return Layer("Eltwise", attrs, [x, y])
+    if cx is not None and op == "Sub" and cx.size == 1:  # c - x = (c + -1 · x) ^ 1
+        attrs = _caffe_kind("Power", f"power_param {{ power: 1 scale: -1 "
+                                     f"shift: {float(cx.reshape(-1)[0])!r} }}")
+        return Layer("Power", attrs, [y])
     if cx is not None and op in ("Sub", "Div"):
-        raise Unsupported(f"a constant {'minus' if op == 'Sub' else 'divided by'} a tensor")
+        raise Unsupported(f"a constant {'minus' if op == 'Sub' else 'divided by'} a tensor "
+                          "(only a scalar minus a tensor)")
     tensor, c = (y, cx) if cx is not None else (x, cy)
     c = _f32(c)
-    if np.all(c == _NEUTRAL[op]) and c.ndim <= len(env.shape(tensor)):
+    learned = env.learned(x if cx is not None else y)  # a parameter, kept though it is 1 or 0
+    if np.all(c == _NEUTRAL[op]) and c.ndim <= len(env.shape(tensor)) and not learned:
         return Alias(tensor)
     shape = env.shape(tensor)
     if op == "Add" and env.linear_without_bias(tensor) and c.size == shape[-1] \
@@ -358,20 +440,38 @@ def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf | P
         attrs = _caffe_kind("Power", f"power_param {{ power: 1 scale: {scale!r} "
                                      f"shift: {shift!r} }}")
         return Layer("Power", attrs, [tensor])
-    channels = shape[1] if len(shape) == 4 else None
-    per_channel = len(shape) == 4 and c.size == channels and c.ndim >= 3 and \
-        c.shape[-3] == channels and c.ndim <= 4
+    span = _operand_axes(c, shape)
     source = (y if cx is None else x,)
-    if per_channel and op in ("Mul", "Div"):
+    if span is not None and op in ("Mul", "Div"):
         gamma = c.reshape(-1) if op == "Mul" else 1.0 / c.reshape(-1)
-        return Layer("Scale", _caffe_kind("Scale", "scale_param { bias_term: false }"),
+        along = "" if span == (1, 1) else f" axis: {span[0]} num_axes: {span[1]}"
+        return Layer("Scale", _caffe_kind("Scale", f"scale_param {{ bias_term: false{along} }}"),
                      [tensor], {ONLY_PARAMETER: gamma}, source)
-    if per_channel and op in ("Add", "Sub"):
+    if span is not None and op in ("Add", "Sub"):
         beta = c.reshape(-1) if op == "Add" else -c.reshape(-1)
-        return Layer("Bias", _caffe_kind("Bias", "bias_param { axis: 1 num_axes: 1 }"),
+        return Layer("Bias", _caffe_kind("Bias", f"bias_param {{ axis: {span[0]} "
+                                                 f"num_axes: {span[1]} }}"),
                      [tensor], {ONLY_PARAMETER: beta}, source)
-    raise Unsupported(f"{op} with a constant of shape {list(c.shape)} (a scalar, or a "
-                      "per-channel factor, is supported)")
+    raise Unsupported(f"{op} with a constant of shape {list(c.shape)} on an input of "
+                      f"{list(shape)} (a scalar, or a factor along whole axes after the batch: "
+                      "per channel, or per last axis in a channels-last block)")
+
+
+def _operand_axes(c: np.ndarray, shape: Shape) -> tuple[int, int] | None:
+    """(first axis, number of axes) of the input that a constant operand runs along, as numpy
+    broadcasting lines it up (from the right); None when it broadcasts inside that span, runs
+    along the batch axis, or has more axes than the input. `[C, 1, 1]` on N, C, H, W is per
+    channel, `(1, 1)`, and `[C]` on a channels-last N, H, W, C is along axis 3."""
+    if c.ndim > len(shape):
+        return None
+    aligned = (1,) * (len(shape) - c.ndim) + tuple(c.shape)
+    span = [i for i, d in enumerate(aligned) if d != 1]
+    if not span or span[0] == 0:
+        return None
+    first, last = span[0], span[-1]
+    if any(aligned[i] != shape[i] for i in range(first, last + 1)):
+        return None
+    return first, last + 1 - first
 
 
 def _check_features(have: int, weight: int) -> None:
@@ -450,12 +550,16 @@ def _global(method: str) -> Rule:
 
 
 def _reduce(method: str) -> Rule:
-    """`x.mean((2, 3), keepdim=True)`: global pooling."""
-    def rule(env: Env, node: Any, a: dict[str, Any]) -> Layer:
-        rank = len(_four_d(env, node.input[0], node.op_type))
+    """`x.mean((2, 3), keepdim=True)`: global pooling; a mean over the trailing axes, kept, is
+    the first step of a LayerNorm written out (opset < 17)."""
+    def rule(env: Env, node: Any, a: dict[str, Any]) -> Layer | Pending:
         axes_input = _opt_const(env, node, 1, "axes")
         axes = [int(v) for v in (axes_input.reshape(-1) if axes_input is not None
                                  else a.get("axes", []))]
+        step = _layer_norm_step(env, node, a, axes) if method == "ave" else None
+        if step is not None:
+            return step
+        rank = len(_four_d(env, node.input[0], node.op_type))
         if sorted(v % rank for v in axes) != [2, 3] or not int(a.get("keepdims", 1)):
             raise Unsupported(f"axes={axes}, keepdims={a.get('keepdims', 1)} (only the spatial "
                               "axes 2, 3, kept)")
@@ -556,6 +660,9 @@ def _reshape(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | Pending:
         target_in[0] = 0
     p = env.pending(x)
     if p is not None:
+        if p.kind == "grouped" and reshape_target(_grouped(env, p), target_in) == \
+                env.shape(p.tensor):  # the view undone: x.unsqueeze(2).squeeze(2)
+            return Alias(p.tensor)
         if p.kind == "shuffled":
             shape = env.shape(p.tensor)
             if len(target_in) == 4 and reshape_target(
@@ -575,6 +682,14 @@ def _squeeze(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | Pending:
     shape = env.shape(x)
     given = _opt_const(env, node, 1, "axes")
     axes = [int(v) for v in (given.reshape(-1) if given is not None else a.get("axes", []))]
+    p = env.pending(x)
+    if p is not None and p.kind == "grouped" and node.op_type == "Squeeze":
+        grouped = _grouped(env, p)
+        drop = {v % 5 for v in axes} if axes else {i for i, d in enumerate(grouped) if d == 1}
+        if tuple(d for i, d in enumerate(grouped) if i not in drop) == shape:
+            return Alias(p.tensor)  # the view undone: x.unsqueeze(2).squeeze(2)
+    if p is not None:
+        raise Unsupported(f"a {node.op_type} after {p.op} (only a channel shuffle's)")
     if node.op_type == "Squeeze":
         drop = {v % len(shape) for v in axes} if axes else \
             {i for i, d in enumerate(shape) if d == 1}
@@ -587,6 +702,12 @@ def _squeeze(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | Pending:
             out.insert(v, 1)
         target = tuple(out)
     return _reshape_to(x, shape, target)
+
+
+def _grouped(env: Env, p: Pending) -> Shape:
+    """The 5-D shape of a "grouped" view, (N, g, C/g, H, W)."""
+    n, _, *spatial = env.shape(p.tensor)
+    return (n, *p.data, *spatial)
 
 
 def _reshape_to(x: str, shape: Shape, target: tuple[int, ...]) -> Layer | Alias | Pending:
@@ -604,15 +725,52 @@ def _reshape_to(x: str, shape: Shape, target: tuple[int, ...]) -> Layer | Alias 
     return Layer("Reshape", attrs, [x])
 
 
-def _transpose(env: Env, node: Any, a: dict[str, Any]) -> Alias | Pending:
+def _transpose(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | Pending:
+    """The middle of a channel shuffle, or a Permute (a channels-last block's (0, 2, 3, 1) and
+    back); the batch axis must stay first."""
     x = node.input[0]
     perm = [int(v) for v in a.get("perm", [])]
     p = env.pending(x)
     if p is not None and p.kind == "grouped" and perm == [0, 2, 1, 3, 4]:
         return Pending("shuffled", p.tensor, (p.data[1], p.data[0]), "Transpose")
-    if p is None and perm == list(range(len(env.shape(x)))):
+    if p is not None:
+        raise Unsupported(f"Transpose with perm={perm} after {p.op} (only a channel shuffle's)")
+    rank = len(env.shape(x))
+    perm = perm or list(reversed(range(rank)))
+    if sorted(perm) != list(range(rank)):
+        raise Unsupported(f"perm={perm} is not a permutation of the {rank} axes")
+    if perm == list(range(rank)):
         return Alias(x)
-    raise Unsupported(f"Transpose with perm={perm} (only a channel shuffle's, or the identity)")
+    if perm[0] != 0:
+        raise Unsupported(f"Transpose with perm={perm} moves the batch axis")
+    order = " ".join(f"order: {o}" for o in perm)
+    return Layer("Permute", _caffe_kind("Permute", f"permute_param {{ {order} }}"), [x])
+
+
+def _layer_norm(env: Env, node: Any, a: dict[str, Any]) -> Layer:
+    """LayerNormalization (opset 17 on) over the axes from `axis` on. Its scale and bias are
+    learned unless they are the constants ones and zeros that an exporter writes for a LayerNorm
+    without them (`elementwise_affine=False`, `bias=False`)."""
+    x = node.input[0]
+    shape = env.shape(x)
+    axis = int(a.get("axis", -1)) % len(shape)
+    if axis == 0:
+        raise Unsupported("normalising over the batch axis (axis=0)")
+    span = tuple(shape[axis:])
+    scale = _f32(_need_const(env, node, 1, "scale"))
+    bias = _opt_const(env, node, 2, "bias")
+    for what, v in (("scale", scale), ("bias", bias)):
+        if v is not None and v.size != math.prod(span):
+            raise Unsupported(f"a {what} of shape {list(v.shape)} for the normalised axes "
+                              f"{list(span)}")
+    has_bias = bias is not None and (env.learned(node.input[2]) or bool(np.any(bias != 0)))
+    affine = has_bias or env.learned(node.input[1]) or bool(np.any(scale != 1))
+    weights = {"weight": scale.reshape(span)} if affine else {}
+    if has_bias:
+        weights["bias"] = _f32(bias).reshape(span)
+    attrs = {"axis": axis, "eps": float(a.get("epsilon", 1e-5)), "affine": affine,
+             "bias": has_bias}
+    return Layer("LayerNorm", attrs, [x], weights, tuple(node.input[1:3]) if affine else ())
 
 
 def _resize(env: Env, node: Any, a: dict[str, Any]) -> Layer:
@@ -653,7 +811,8 @@ RULES: dict[str, Rule] = {
     "GlobalAveragePool": _global("ave"), "GlobalMaxPool": _global("max"),
     "ReduceMean": _reduce("ave"), "ReduceMax": _reduce("max"), "Pad": _pad,
     "Flatten": _flatten, "Reshape": _reshape, "Squeeze": _squeeze, "Unsqueeze": _squeeze,
-    "Transpose": _transpose,
+    "Transpose": _transpose, "LayerNormalization": _layer_norm, "Pow": _pow, "Sqrt": _sqrt,
+    "Neg": _neg,
     "Resize": _resize, "Upsample": _resize,
     "Identity": lambda env, node, a: Alias(node.input[0]),
 }
