@@ -31,9 +31,9 @@ from automtl_cli.frontend.onnx.table import (
     ONLY_PARAMETER,
     RULES,
     Alias,
-    BiasOf,
     Layer,
     Pending,
+    WeightOf,
 )
 from automtl_cli.frontend.ops import LAYER_KINDS, ShapeError
 from automtl_cli.frontend.passes.rewrite import assign_depths
@@ -141,11 +141,14 @@ class _Builder:
     def pending(self, name: str) -> Pending | None:
         return self.pendings.get(name)
 
-    def linear_without_bias(self, name: str) -> bool:
+    def folds_into(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """The kind and attributes of the layer that writes `name`, when `name`'s one reader may
+        become part of it (not a graph output, weights not shared)."""
         node = self.by_value.get(self.value.get(name, ""))
-        return (node is not None and node.type == "InnerProduct" and not node.attrs["bias"]
-                and "shares" not in node.attrs and len(self.consumers.get(name, [])) == 1
-                and name not in self.outputs)
+        if node is None or "shares" in node.attrs or len(self.consumers.get(name, [])) != 1 \
+                or name in self.outputs:
+            return None
+        return node.type, dict(node.attrs)
 
     def consumer_ops(self, name: str) -> list[str]:
         return [] if name in self.outputs else list(self.consumers.get(name, []))
@@ -221,8 +224,8 @@ class _Builder:
             self._alias(out, result.tensor)
         elif isinstance(result, Pending):
             self.pendings[out] = result
-        elif isinstance(result, BiasOf):
-            self._bias(out, result)
+        elif isinstance(result, WeightOf):
+            self._weight(out, result)
         else:
             self._layer(name, out, result)
 
@@ -234,13 +237,13 @@ class _Builder:
         else:
             self.consts[out] = self.consts[tensor]
 
-    def _bias(self, out: str, result: BiasOf) -> None:
+    def _weight(self, out: str, result: WeightOf) -> None:
         value = self.value[result.tensor]
         node = self.by_value[value]
-        node.attrs["bias"] = True
+        node.attrs[result.attr] = True
         in_shapes = [self.shapes[v] for v in node.inputs]
         node.params = int(LAYER_KINDS[node.type].count_params(node.attrs, in_shapes))
-        self.weights[node.name]["linear.bias"] = result.bias
+        self.weights.setdefault(node.name, {})[result.key] = result.value
         self.value[out] = value
 
     def _layer(self, name: str, out: str, layer: Layer) -> None:

@@ -6,8 +6,8 @@ and returns a `Layer` (a kind, its attributes, its tensor inputs and its weights
 state dict of the kind's own module), an `Alias` (an op that passes its input through: Identity,
 a reshape to the same shape), a `Pending` (part of a pattern that only a later node completes: a
 zero Pad before a convolution, the 5-D view of a channel shuffle, the steps of an exact GELU
-or of a LayerNorm written out), a `BiasOf` (MatMul's bias `Add`), or raises `Unsupported` with
-the reason.
+or of a LayerNorm written out), a `WeightOf` (MatMul's bias `Add`, a LayerNorm's γ and β
+written out), or raises `Unsupported` with the reason.
 
 Kinds that Caffe's long tail brings (PReLU, ELU, ShuffleChannel, Power, Bias, Reshape, Slice,
 Upsample), and Scale, are filled from the Caffe fields they read (`_caffe_kind`), so this table
@@ -31,7 +31,7 @@ from automtl_cli.frontend.onnx.fold import Unsupported, reshape_target
 from automtl_cli.frontend.ops import LAYER_KINDS, Attrs, ReadContext
 from automtl_cli.proto import automtl_pb2 as pb
 
-__all__ = ["RULES", "Alias", "BiasOf", "Layer", "Pending", "Unsupported"]
+__all__ = ["RULES", "Alias", "Layer", "Pending", "Unsupported", "WeightOf"]
 
 ONLY_PARAMETER = "*"  # a weights key: the one parameter of a kind whose key this table can't know
 
@@ -63,11 +63,15 @@ class Pending:
 
 
 @dataclass(frozen=True)
-class BiasOf:
-    """`Add(MatMul(x, W), b)`: b becomes the bias of the InnerProduct made for the MatMul."""
+class WeightOf:
+    """A constant that becomes a weight of the layer that wrote `tensor`: `Add(MatMul(x, W), b)`
+    is the InnerProduct's bias; the Mul and Add after a LayerNorm written out are its γ and β.
+    The layer's attribute `attr` becomes true and its state dict gets `key`."""
 
     tensor: str
-    bias: np.ndarray
+    attr: str
+    key: str
+    value: np.ndarray
 
 
 class Env(Protocol):
@@ -76,12 +80,12 @@ class Env(Protocol):
     def const(self, name: str) -> np.ndarray | None: ...
     def shape(self, name: str) -> Shape: ...
     def pending(self, name: str) -> Pending | None: ...
-    def linear_without_bias(self, name: str) -> bool: ...
+    def folds_into(self, name: str) -> tuple[str, Attrs] | None: ...
     def consumer_ops(self, name: str) -> list[str]: ...
     def learned(self, name: str) -> bool: ...
 
 
-Rule = Callable[[Env, Any, dict[str, Any]], "Layer | Alias | Pending | BiasOf"]
+Rule = Callable[[Env, Any, dict[str, Any]], "Layer | Alias | Pending | WeightOf"]
 
 
 def _input(node: Any, i: int) -> str | None:
@@ -325,8 +329,8 @@ def _layer_norm_step(env: Env, node: Any, a: dict[str, Any], axes: list[int] | N
                      ) -> Layer | Pending | None:
     """LayerNorm as exporters before opset 17 write it, (x - mean(x)) / sqrt(var(x) + eps) over
     the trailing axes (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div), one step at a
-    time: each step a Pending, the Div a LayerNorm without γ, β (the Mul and Add after it are a
-    Scale and a Bias along those axes); None when `node` is no step."""
+    time: each step a Pending, the Div a LayerNorm, whose γ and β are the Mul and Add after it
+    (`WeightOf`); None when `node` is no step."""
     op, ins = node.op_type, list(node.input)
     ps = [env.pending(i) for i in ins[:2]]
     kinds = [p.kind if p is not None else None for p in ps]
@@ -400,7 +404,7 @@ def _erf(env: Env, node: Any, a: dict[str, Any]) -> Pending:
     return Pending("gelu:erf", p.tensor, (), "Erf")
 
 
-def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf | Pending:
+def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | WeightOf | Pending:
     op = node.op_type
     x, y = node.input[0], node.input[1]
     step = _gelu_step(env, node) or _layer_norm_step(env, node, a)
@@ -430,9 +434,9 @@ def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf | P
     if np.all(c == _NEUTRAL[op]) and c.ndim <= len(env.shape(tensor)) and not learned:
         return Alias(tensor)
     shape = env.shape(tensor)
-    if op == "Add" and env.linear_without_bias(tensor) and c.size == shape[-1] \
-            and c.ndim <= len(shape) and all(d == 1 for d in c.shape[:-1]):
-        return BiasOf(tensor, c.reshape(-1))
+    folded = _weight_of(env, op, tensor, c, shape)
+    if folded is not None:
+        return folded
     if c.size == 1:  # y = (shift + scale * x) ^ 1
         value = float(c.reshape(-1)[0])
         scale, shift = {"Mul": (value, 0.0), "Div": (1.0 / value, 0.0), "Add": (1.0, value),
@@ -455,6 +459,28 @@ def _arith(env: Env, node: Any, a: dict[str, Any]) -> Layer | Alias | BiasOf | P
     raise Unsupported(f"{op} with a constant of shape {list(c.shape)} on an input of "
                       f"{list(shape)} (a scalar, or a factor along whole axes after the batch: "
                       "per channel, or per last axis in a channels-last block)")
+
+
+def _weight_of(env: Env, op: str, tensor: str, c: np.ndarray, shape: Shape) -> WeightOf | None:
+    """A MatMul's bias (Add of a vector over the last axis), or the γ (Mul) and β (Add) over
+    the normalised axes of a LayerNorm written out, when the constant's only reader is the
+    layer."""
+    layer = env.folds_into(tensor)
+    if layer is None or op not in ("Mul", "Add"):
+        return None
+    kind, attrs = layer
+    if kind == "InnerProduct" and op == "Add" and not attrs["bias"] and \
+            c.size == shape[-1] and c.ndim <= len(shape) and all(d == 1 for d in c.shape[:-1]):
+        return WeightOf(tensor, "bias", "linear.bias", c.reshape(-1))
+    if kind != "LayerNorm" or _operand_axes(c, shape) != (attrs["axis"],
+                                                          len(shape) - attrs["axis"]):
+        return None
+    span = tuple(shape[attrs["axis"]:])
+    if op == "Mul" and not attrs["affine"]:
+        return WeightOf(tensor, "affine", "weight", c.reshape(span))
+    if op == "Add" and attrs["affine"] and not attrs["bias"]:
+        return WeightOf(tensor, "bias", "bias", c.reshape(span))
+    return None
 
 
 def _operand_axes(c: np.ndarray, shape: Shape) -> tuple[int, int] | None:
