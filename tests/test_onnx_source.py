@@ -527,3 +527,12 @@ def test_a_transpose_of_the_batch_axis_is_refused(tmp_path):
     with pytest.raises(SourceError, match=r'layer "t" \(Transpose\): Transpose with perm='
                                           r"\[1, 0, 2, 3\] moves the batch axis"):
         compile_onnx(_write(tmp_path, _model(nodes, {})))
+
+
+def test_half_a_layer_norm_written_out_is_refused(tmp_path):
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1]),
+             helper.make_node("Sub", ["x", "m"], ["c"]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    with pytest.raises(SourceError, match=r'layer "relu" \(Relu\): its input is the Sub of a '
+                                          "pattern that only a LayerNorm written out"):
+        compile_onnx(_write(tmp_path, _model(nodes, {}, opset=13)))
