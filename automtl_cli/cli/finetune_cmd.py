@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
+from automtl_cli.cli.options import (
+    choice_of,
+    deterministic_option,
+    emit_json,
+    precision_option,
+    resolve_device,
+)
 from automtl_cli.engine.distributed import init_distributed
 from automtl_cli.engine.inits.base import Init
 from automtl_cli.stages.evaluate import evaluate_model
@@ -45,13 +51,15 @@ def _metrics_table(metrics: dict) -> list[str]:
 @click.option("--workers", type=int, default=0, show_default=True)
 @deterministic_option
 @click.option("--device", default="auto", show_default=True)
+@precision_option
 @click.option("--sync-bn", is_flag=True,
               help="Under torchrun: BatchNorm statistics over the global batch.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/finetune/last.pt.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, stl_path, seed,
-             batch_size, checkpoint_every, log_every, keep, workers, device, sync_bn, resume,
+             batch_size, checkpoint_every, log_every, keep, workers, device, precision, sync_bn,
+             resume,
              as_json):
     """Train the derived network of RUN; write RUN/final.pt and RUN/metrics.json."""
     stl = read_metrics(stl_path) if stl_path else None
@@ -59,7 +67,7 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
     config = finetune_config_for(
         run_dir, iters=iters, lr=lr, lr_step=lr_step, init=init, batch_size=batch_size,
         checkpoint_every=checkpoint_every, log_every=log_every, keep=keep, seed=seed,
-        num_workers=workers, device=dev, metrics=metrics, sync_bn=sync_bn)
+        num_workers=workers, device=dev, metrics=metrics, sync_bn=sync_bn, precision=precision)
     result = finetune_stage(run_dir, config, resume=resume, candidate_iters=candidate_iters,
                           show_progress=not ctx.obj["quiet"], stl_metrics=stl, dist=dist)
     if not dist.is_main:
@@ -86,11 +94,14 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
 @click.option("--batch-size", type=int)
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def eval_(checkpoint, data, split, metrics, batch_size, workers, device):
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="bf16: the forward passes under bfloat16 autocast.")
+def eval_(checkpoint, data, split, metrics, batch_size, workers, device, precision):
     """Metrics of a final (or derived) model on a split, as JSON on stdout."""
     dist, dev = init_distributed(resolve_device(device))
     result = evaluate_model(checkpoint, split, data=data, variant=metrics,
-                            batch_size=batch_size, num_workers=workers, device=dev, dist=dist)
+                            batch_size=batch_size, num_workers=workers, device=dev, dist=dist,
+                            precision=precision)
     if not dist.is_main:
         return
     emit_json({"checkpoint": checkpoint, "split": split, "metric_variant": metrics,
