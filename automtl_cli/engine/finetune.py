@@ -94,7 +94,8 @@ class Finetuner(TrainLoop):
         self.derived, self.config, self.experiment = derived, config, experiment
         self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
                                    batch_size=config.batch_size, num_workers=config.num_workers,
-                                   rank=self.dist.rank, world_size=self.dist.world)
+                                   rank=self.dist.rank, world_size=self.dist.world,
+                                   pin_memory=self.device.type == "cuda")
         self.network = network_of(derived, INITS.get(config.init).weights(derived),
                                   class_weights=class_weights(self.loader))
         if config.sync_bn:

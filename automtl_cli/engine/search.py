@@ -175,7 +175,8 @@ class Searcher(TrainLoop):
             split: build_loader(data, names, split, seed=config.seed + i,
                                 batch_size=config.batch_size, num_workers=config.num_workers,
                                 count=(count or {}).get(split), rank=self.dist.rank,
-                                world_size=self.dist.world)
+                                world_size=self.dist.world,
+                                pin_memory=torch.device(config.device).type == "cuda")
             for i, split in enumerate(("train", "train1", "train2"))
         }
         info = getattr(self.loaders["train"].dataset, "info", None)
