@@ -46,12 +46,17 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# As the CLI does (automtl_cli/cli/main.py): spinning OpenMP threads make every kernel many times
+# slower as soon as another process wants the same cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 import torch.nn.functional as F
@@ -477,7 +482,6 @@ def overhead(args) -> dict:
     """The real search and fine-tune loops on the synthetic scenes (ResNet-34 width 16, T = 3,
     the bench's batch and size): the share of each step spent outside the model's forward,
     backward and optimiser step (fetching data, logging, checkpoints, bookkeeping)."""
-    import os
     import tempfile
 
     from automtl_cli.cli.main import main
@@ -519,7 +523,6 @@ def overhead(args) -> dict:
 
 def gdas_policy(args) -> dict:
     """One short search with each estimator on the synthetic scenes, same seed."""
-    import os
     import tempfile
 
     from automtl_cli.cli.main import main

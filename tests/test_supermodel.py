@@ -369,3 +369,13 @@ def test_hard_inference_shortcuts_compute_the_same(policy):
         fast = model(x, "hard", policy=choices)
     slow = model(x, "hard", policy=choices)
     torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_mixture_backward_takes_any_incoming_gradient():
+    from automtl_cli.compiler.supermodel.conv import mix_weights
+
+    shared = torch.randn(4, 2, 3, 3, requires_grad=True)
+    task = torch.randn(3, 4, 2, 3, 3, requires_grad=True)
+    a, b = torch.rand(3), torch.tensor([0.5, 1.0, 2.0])
+    mix_weights(a, b, shared, task).sum().backward()  # an expanded (stride-0) gradient
+    torch.testing.assert_close(task.grad, b.view(3, 1, 1, 1, 1).expand_as(task))

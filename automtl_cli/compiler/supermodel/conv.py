@@ -62,7 +62,11 @@ class _MixWeights(torch.autograd.Function):
         if need_s:
             gs = torch.mv(g.t(), a).view(shared.shape)
         if need_t:
-            gt = torch.mul(grad, b.view((t,) + (1,) * (task.dim() - 1)))
+            bv = b.view((t,) + (1,) * (task.dim() - 1))
+            # In place where the incoming gradient is a plain buffer of its own (the
+            # convolution's weight gradient): one pass and no new allocation.
+            gt = grad.mul_(bv) if grad.is_contiguous() and grad.requires_grad is False \
+                and not torch.is_grad_enabled() else torch.mul(grad, bv)
         return ga, gb, gs, gt
 
 
