@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from automtl_cli.compiler.space import SearchSpace
@@ -151,10 +152,19 @@ class SearchBatchNorm(TaskStacked):
                                                       self.eps)
             self._stats_update(mean, invstd, x.numel() // x.shape[1], a, task)
             return y
-        # Evaluation: each term is a per-channel affine map of x (running statistics), so
-        # their blend is one too: x·scale + shift, a single pass over the activations.
+        # Evaluation: one set of running statistics is one batch_norm call; a blend of the two
+        # is a blend of two per-channel affine maps of x, itself one: x·scale + shift.
         rows = slice(None) if task is None else slice(task, task + 1)
         k = 1 if task is not None else t
+        if not self.has_task or (isinstance(a, float) and a == 1.0):
+            sh = self.shared
+            return F.batch_norm(x, sh.running_mean.repeat(k), sh.running_var.repeat(k),
+                                *self._affine(1.0, k), False, 0.0, self.eps)
+        if isinstance(a, float) and a == 0.0:
+            tw = self.task_weight[rows].reshape(-1) if self.task_weight is not None else None
+            tb = self.task_bias[rows].reshape(-1) if self.task_bias is not None else None
+            return F.batch_norm(x, self.task_mean[rows].reshape(-1),
+                                self.task_var[rows].reshape(-1), tw, tb, False, 0.0, self.eps)
         scale, shift = self._eval_affine(a, k, rows)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return torch.addcmul(shift.to(x.dtype).view(shape), x, scale.to(x.dtype).view(shape))

@@ -86,13 +86,14 @@ def mix_weights(a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor, task: to
 # Layers measured (scripts/bench.py --layers, 1 thread, this repository's ResNet-34 specs at
 # 64²): T plain convolutions beat the grouped one from 256 input channels per task at small
 # spatial sizes (9×9: 0.85–0.93× the time); channels-last wins for a first layer with few input
-# channels (7×7 over 3 channels: 0.4–0.65×); elsewhere the grouped one is as fast or faster.
+# channels (7×7 over 3 channels: 0.4–0.65×) and for a strided 1×1 (0.35–0.6×: in NCHW it falls
+# to the slow reference kernel); elsewhere the grouped one is as fast or faster.
 def conv_mode(in_channels: int, groups: int, kernel: tuple[int, int], hw: tuple[int, int],
-              device_type: str) -> str:
+              device_type: str, stride: tuple[int, int] = (1, 1)) -> str:
     """How a layer's T task convolutions run: "grouped", "separate" or "channels_last"."""
     if device_type != "cpu":
         return "grouped"  # not measured off CPU yet: scripts/gpu_check.sh measures it
-    if groups == 1 and in_channels <= 4:
+    if groups == 1 and (in_channels <= 4 or (tuple(kernel) == (1, 1) and tuple(stride) != (1, 1))):
         return "channels_last"
     if groups == 1 and in_channels >= 256 and hw[0] * hw[1] <= 256:
         return "separate"
@@ -125,12 +126,13 @@ class SearchConv(TaskStacked):
         self._stacked = stacked
         self.skip = SkipBranch(skip_plan(node, in_shape, space.skip), space.tasks)
         self._mode_args = (in_shape[1], a["group"], tuple(a["kernel"]), tuple(in_shape[2:]))
-        self.mode = conv_mode(*self._mode_args, "cpu")
+        self._stride = tuple(a["stride"])
+        self.mode = conv_mode(*self._mode_args, "cpu", self._stride)
 
     def _apply(self, fn, recurse=True):
         """Moving the module re-chooses how its convolutions run (see `conv_mode`)."""
         out = super()._apply(fn, recurse)
-        self.mode = conv_mode(*self._mode_args, self.shared.weight.device.type)
+        self.mode = conv_mode(*self._mode_args, self.shared.weight.device.type, self._stride)
         return out
 
     # Set by Supermodel.forward for a `sampled_only` stage: which branches any task sampled here.
