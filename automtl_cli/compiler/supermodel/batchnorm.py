@@ -138,12 +138,22 @@ class SearchBatchNorm(TaskStacked):
             if not (isinstance(a, float) and a == 0.0):
                 # As if the tasks' batches had passed one after the other, as in the reference.
                 k = mean.shape[0]
-                decay = (1 - m) ** torch.arange(k - 1, -1, -1, device=mean.device,
-                                                dtype=mean.dtype)
-                w = (m * decay).unsqueeze(1)
+                w = self._decay(k, mean)
                 keep = (1 - m) ** k
-                self.shared.running_mean.mul_(keep).add_((w * mean).sum(0))
-                self.shared.running_var.mul_(keep).add_((w * var).sum(0))
+                self.shared.running_mean.mul_(keep).addmv_(mean.t(), w)
+                self.shared.running_var.mul_(keep).addmv_(var.t(), w)
+
+    def _decay(self, k: int, like: torch.Tensor) -> torch.Tensor:
+        """m·(1−m)^(k−1−i), the weight of the i-th of k batches in the running statistics
+        (made once per k, device and dtype: the step should not rebuild it)."""
+        key = (k, like.device, like.dtype, self.momentum)
+        cached = self.__dict__.get("_decay_cache")
+        if cached is None or cached[0] != key:
+            m = self.momentum
+            w = m * (1 - m) ** torch.arange(k - 1, -1, -1, device=like.device, dtype=like.dtype)
+            cached = (key, w)
+            self.__dict__["_decay_cache"] = cached
+        return cached[1]
 
     def _normalise(self, x: torch.Tensor, a, t: int, task: int | None) -> torch.Tensor:
         if self.training:

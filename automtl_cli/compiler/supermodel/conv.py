@@ -192,8 +192,9 @@ class SearchConv(TaskStacked):
             return y
         s = self.skip(x)
         n, _, h, w = s.shape
-        s = p[:, 2].view(1, t, 1, 1, 1) * s.view(n, t, -1, h, w)
-        return (s if y is None else y.view(n, t, -1, h, w) + s).view(n, -1, h, w)
+        p2, s = p[:, 2].view(1, t, 1, 1, 1), s.view(n, t, -1, h, w)
+        out = p2 * s if y is None else torch.addcmul(y.view(n, t, -1, h, w), p2, s)
+        return out.view(n, -1, h, w)
 
     def _forward_chosen(self, x: torch.Tensor) -> torch.Tensor:
         """One-hot π without gradients (`choices`, set by Supermodel.forward): each task runs
