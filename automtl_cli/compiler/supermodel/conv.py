@@ -178,21 +178,23 @@ class SearchConv(TaskStacked):
         if stage.one_hot and not torch.is_grad_enabled():
             return self._forward_chosen(x)
         t = len(self.tasks)
-        p = pi[self.index]  # [T, 3]
+        # [T] each; one unbind (one backward node) rather than three selects
+        p_shared, p_task, p_skip = pi[self.index].unbind(1)
         conv_needed, skip_needed = self.sampled if stage.sampled_only else (True, True)
         y = None
         if conv_needed:
             conv = self.shared
-            weight = mix_weights(p[:, 0], p[:, 1], conv.weight, self.task_weight)
+            weight = mix_weights(p_shared, p_task, conv.weight, self.task_weight)
             bias = None
             if conv.bias is not None:
-                bias = (p[:, 0:1] * conv.bias + p[:, 1:2] * self.task_bias).reshape(-1)
+                bias = (p_shared[:, None] * conv.bias + p_task[:, None] * self.task_bias
+                        ).reshape(-1)
             y = self._convolve(x, weight, bias)
         if not skip_needed:
             return y
         s = self.skip(x)
         n, _, h, w = s.shape
-        p2, s = p[:, 2].view(1, t, 1, 1, 1), s.view(n, t, -1, h, w)
+        p2, s = p_skip.view(1, t, 1, 1, 1), s.view(n, t, -1, h, w)
         out = p2 * s if y is None else torch.addcmul(y.view(n, t, -1, h, w), p2, s)
         return out.view(n, -1, h, w)
 
