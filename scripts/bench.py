@@ -508,7 +508,8 @@ def overhead(args) -> dict:
                                          str(sum(iters)), "--device", args.device, *extra])):
             spent: dict[str, float] = {}
             with _timing(cls, "train_step", spent), _timing(BatchStream, "__next__", spent), \
-                    _timing(cls, "run", spent), contextlib.redirect_stdout(io.StringIO()):
+                    _timing(cls, "run", spent), _timing(cls, "save", spent), \
+                    _timing(cls, "_log", spent), contextlib.redirect_stdout(io.StringIO()):
                 if loop == "finetune":
                     main(["-q", "derive", str(run), "--mode", "argmax"])
                 main(argv)
@@ -517,6 +518,8 @@ def overhead(args) -> dict:
             out[loop] = {"steps": steps, "loop_step_s": round(spent["run"] / steps, 4),
                          "bare_step_s": round(bare / steps, 4),
                          "data_s": round(spent.get("__next__", 0.0) / steps, 4),
+                         "checkpoint_s": round(spent.get("save", 0.0) / steps, 4),
+                         "log_s": round(spent.get("_log", 0.0) / steps, 4),
                          "overhead_share": round(1 - bare / spent["run"], 4)}
     return out
 
