@@ -174,6 +174,16 @@ class SearchConv(TaskStacked):
         y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, self.groups * t)
         return y.contiguous()
 
+    def _plain(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+               ) -> torch.Tensor:
+        """One task's (or a stacked batch's) convolution, in channels-last where `mode` is."""
+        conv = self.shared
+        if self.mode == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, self.groups)
+        return y.contiguous()
+
     def forward(self, x: torch.Tensor, pi: torch.Tensor, stage: StageStrategy) -> torch.Tensor:
         if stage.one_hot and not torch.is_grad_enabled():
             return self._forward_chosen(x)
@@ -207,7 +217,7 @@ class SearchConv(TaskStacked):
         n, _, h, w = x.shape
         choices = self.choices
         if all(c == 0 for c in choices):
-            y = conv(x.reshape(n * t, -1, h, w))
+            y = self._plain(x.reshape(n * t, -1, h, w), conv.weight, conv.bias)
             return y.reshape(n, -1, *y.shape[2:])
         if all(c == 1 for c in choices):
             bias = self.task_bias.reshape(-1) if self.task_bias is not None else None
@@ -218,14 +228,14 @@ class SearchConv(TaskStacked):
         if shared:
             k = len(shared)
             stacked = xs[:, shared].transpose(0, 1).reshape(k * n, -1, h, w)
-            ys = conv(stacked).view(k, n, -1, *outs_shape(conv, h, w))
+            ys = self._plain(stacked, conv.weight, conv.bias).view(k, n, -1,
+                                                                   *outs_shape(conv, h, w))
             for j, i in enumerate(shared):
                 outs[i] = ys[j]
         for i, c in enumerate(choices):
             if c == 1:
                 bias = self.task_bias[i] if self.task_bias is not None else None
-                outs[i] = F.conv2d(xs[:, i], self.task_weight[i], bias, conv.stride,
-                                   conv.padding, conv.dilation, self.groups)
+                outs[i] = self._plain(xs[:, i], self.task_weight[i], bias)
             elif c == 2:
                 outs[i] = self.skip.forward_task(xs[:, i], i)
         y = torch.stack(outs, 1)
