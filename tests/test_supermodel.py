@@ -351,6 +351,10 @@ def test_weight_mixture_gradients_are_exact():
     assert torch.autograd.gradcheck(mix_weights, (a, b, shared, task))
     want = a.view(3, 1, 1, 1, 1) * shared + b.view(3, 1, 1, 1, 1) * task
     torch.testing.assert_close(mix_weights(a, b, shared, task), want)
+    from automtl_cli.compiler.supermodel.conv import mix_weights_split
+
+    assert torch.autograd.gradcheck(mix_weights_split, (a, b, shared, task))
+    torch.testing.assert_close(torch.stack(mix_weights_split(a, b, shared, task)), want)
 
 
 @pytest.mark.parametrize("policy", ["shared", "specific", "random"])

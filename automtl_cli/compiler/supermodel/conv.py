@@ -31,7 +31,7 @@ from automtl_cli.compiler.supermodel.skip import SkipBranch
 from automtl_cli.compiler.supermodel.stacking import TaskStacked
 from automtl_cli.frontend.ir import Node
 
-__all__ = ["SearchConv", "conv_mode", "mix_weights"]
+__all__ = ["SearchConv", "conv_mode", "mix_weights", "mix_weights_split"]
 
 
 class _MixWeights(torch.autograd.Function):
@@ -74,6 +74,48 @@ def outs_shape(conv: nn.Conv2d, h: int, w: int) -> tuple[int, int]:
     """The output height and width of `conv` over an h×w input."""
     return tuple((size + 2 * p - d * (k - 1) - 1) // st + 1 for size, k, st, p, d in zip(
         (h, w), conv.kernel_size, conv.stride, conv.padding, conv.dilation))
+
+
+class _MixWeightsSplit(torch.autograd.Function):
+    """The same mixture as T separate tensors, for layers that run T plain convolutions: their
+    T weight gradients arrive apart and are written once into the task weights' gradient, where
+    unbinding one mixed tensor would first stack them (a pass over T×K)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor,
+                task: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.save_for_backward(a, b, shared, task)
+        return tuple(torch.mul(task[i], b[i]).addcmul_(shared, a[i])
+                     for i in range(task.shape[0]))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        a, b, shared, task = ctx.saved_tensors
+        t = task.shape[0]
+        grads = tuple(torch.zeros_like(shared) if g is None else g for g in grads)
+        ga = gb = gs = gt = None
+        need_a, need_b, need_s, need_t = ctx.needs_input_grad
+        flat = shared.reshape(-1)
+        if need_a:
+            ga = torch.stack([torch.dot(g.reshape(-1), flat) for g in grads])
+        if need_b:
+            gb = torch.stack([torch.dot(g.reshape(-1), task[i].reshape(-1))
+                              for i, g in enumerate(grads)])
+        if need_s:
+            gs = torch.mul(grads[0], a[0])
+            for i in range(1, t):
+                gs.addcmul_(grads[i], a[i])
+        if need_t:
+            gt = torch.empty_like(task)
+            for i, g in enumerate(grads):
+                torch.mul(g, b[i], out=gt[i])
+        return ga, gb, gs, gt
+
+
+def mix_weights_split(a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor,
+                      task: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`mix_weights` as a tuple of T tensors (see `_MixWeightsSplit`)."""
+    return _MixWeightsSplit.apply(a.to(task.dtype), b.to(task.dtype), shared, task)
 
 
 def mix_weights(a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor, task: torch.Tensor
@@ -157,9 +199,10 @@ class SearchConv(TaskStacked):
 
     # ------------------------------------------------------------------ forward passes
 
-    def _convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-                  ) -> torch.Tensor:
-        """The T task convolutions, `weight` [T, Cout, Cin/g, kh, kw], the way `mode` says."""
+    def _convolve(self, x: torch.Tensor, weight: torch.Tensor | tuple[torch.Tensor, ...],
+                  bias: torch.Tensor | None) -> torch.Tensor:
+        """The T task convolutions, `weight` [T, Cout, Cin/g, kh, kw] (or, in `separate` mode,
+        T tensors), the way `mode` says."""
         conv, t = self.shared, len(self.tasks)
         if self.mode == "separate":
             n, _, h, w = x.shape
@@ -194,7 +237,8 @@ class SearchConv(TaskStacked):
         y = None
         if conv_needed:
             conv = self.shared
-            weight = mix_weights(p_shared, p_task, conv.weight, self.task_weight)
+            mix = mix_weights_split if self.mode == "separate" else mix_weights
+            weight = mix(p_shared, p_task, conv.weight, self.task_weight)
             bias = None
             if conv.bias is not None:
                 bias = (p_shared[:, None] * conv.bias + p_task[:, None] * self.task_bias
