@@ -114,11 +114,7 @@ class SkipBranch(TaskStacked):
     def forward_task(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.kind is SkipKind.CONV:
             x = self._spatial(x, subsample=False)
-            weight = self.weight[t]
-            if x.is_cpu and tuple(self.stride) != (1, 1):  # as in `forward`
-                x = x.contiguous(memory_format=torch.channels_last)
-                weight = weight.contiguous(memory_format=torch.channels_last)
-            y = F.conv2d(x, weight, None, self.stride).contiguous()
+            y = F.conv2d(x, self.weight[t], None, self.stride)
             return F.batch_norm(y, self.running_mean[t], self.running_var[t],
                                 self.bn_weight[t], self.bn_bias[t], self.training,
                                 self.BN_MOMENTUM, self.BN_EPS)
