@@ -11,7 +11,7 @@ from __future__ import annotations
 from automtl_cli.registry import Choice, parse_choice
 
 __all__ = ["BnMode", "Budget", "DeriveMode", "Estimator", "ExportFormat", "Init",
-           "MetricVariant", "Regularizer", "SkipMode", "Stage", "StepMode"]
+           "MetricVariant", "Precision", "Regularizer", "SkipMode", "Stage", "StepMode"]
 
 
 class BnMode(Choice):
@@ -111,3 +111,10 @@ class Budget(Choice):
 
     EQUAL = "equal"  # as many weight updates as AutoMTL's search and fine-tuning together
     FINETUNE = "finetune"  # the fine-tuning iterations alone (the paper's tables)
+
+
+class Precision(Choice):
+    """`--precision` of search, finetune, eval and run (engine/precision.py)."""
+
+    FP32 = "fp32"  # float32 throughout (the default, the reference's)
+    BF16 = "bf16"  # autocast to bfloat16, float32 master weights

@@ -326,3 +326,60 @@ def test_gdas_gradients_reach_only_the_sampled_branches():
     assert (soft.grad[chosen] != 0).float().mean() > 0.9
     assert all(m.policy.grad is not None and m.policy.grad.abs().sum() > 0
                for m in model.search_nodes)
+
+
+# --------------------------------------------------------------------------- speed paths
+
+@pytest.mark.parametrize("mode", ["grouped", "separate", "channels_last"])
+def test_every_conv_mode_equals_the_reference(mode, device, monkeypatch):
+    """However a layer's task convolutions run (issue 18: chosen per layer by shape), outputs,
+    gradients and statistics are the reference's."""
+    import automtl_cli.compiler.supermodel.conv as conv
+
+    monkeypatch.setattr(conv, "conv_mode", lambda *a: mode)
+    _compare_fused_and_reference(spec_graph("resnet18_w8"), SearchSpace(TASKS3, "task"), device,
+                                 stages=("soft", "hard"))
+
+
+def test_weight_mixture_gradients_are_exact():
+    from automtl_cli.compiler.supermodel.conv import mix_weights
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(3, dtype=torch.float64, generator=g, requires_grad=True) for _ in "ab")
+    shared = torch.randn(4, 2, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    task = torch.randn(3, 4, 2, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(mix_weights, (a, b, shared, task))
+    want = a.view(3, 1, 1, 1, 1) * shared + b.view(3, 1, 1, 1, 1) * task
+    torch.testing.assert_close(mix_weights(a, b, shared, task), want)
+    from automtl_cli.compiler.supermodel.conv import mix_weights_split
+
+    assert torch.autograd.gradcheck(mix_weights_split, (a, b, shared, task))
+    torch.testing.assert_close(torch.stack(mix_weights_split(a, b, shared, task)), want)
+
+
+@pytest.mark.parametrize("policy", ["shared", "specific", "random"])
+def test_hard_inference_shortcuts_compute_the_same(policy):
+    """Without gradients a one-hot stage skips the mixture and unchosen branches; with them it
+    does not: both give the same features."""
+    g = spec_graph("resnet18_w8")
+    model = perturbed_supermodel(g, SearchSpace(TASKS3), seed=2).eval()
+    s = len(g.searchable)
+    choices = {"shared": torch.zeros(s, 3, dtype=torch.long),
+               "specific": torch.ones(s, 3, dtype=torch.long),
+               "random": torch.randint(0, 3, (s, 3),
+                                       generator=torch.Generator().manual_seed(1))}[policy]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fast = model(x, "hard", policy=choices)
+    slow = model(x, "hard", policy=choices)
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_mixture_backward_takes_any_incoming_gradient():
+    from automtl_cli.compiler.supermodel.conv import mix_weights
+
+    shared = torch.randn(4, 2, 3, 3, requires_grad=True)
+    task = torch.randn(3, 4, 2, 3, 3, requires_grad=True)
+    a, b = torch.rand(3), torch.tensor([0.5, 1.0, 2.0])
+    mix_weights(a, b, shared, task).sum().backward()  # an expanded (stride-0) gradient
+    torch.testing.assert_close(task.grad, b.view(3, 1, 1, 1, 1).expand_as(task))

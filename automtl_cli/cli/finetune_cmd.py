@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import click
 
-from automtl_cli.choices import Init, MetricVariant
-from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
+from automtl_cli.choices import Init, MetricVariant, Precision
+from automtl_cli.cli.options import (
+    choice_of,
+    deterministic_option,
+    emit_json,
+    precision_option,
+    resolve_device,
+)
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -40,13 +46,15 @@ def _metrics_table(metrics: dict) -> list[str]:
 @click.option("--workers", type=int, default=0, show_default=True)
 @deterministic_option
 @click.option("--device", default="auto", show_default=True)
+@precision_option
 @click.option("--sync-bn", is_flag=True,
               help="Under torchrun: BatchNorm statistics over the global batch.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/finetune/last.pt.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, stl_path, seed,
-             batch_size, checkpoint_every, log_every, keep, workers, device, sync_bn, resume,
+             batch_size, checkpoint_every, log_every, keep, workers, device, precision, sync_bn,
+             resume,
              as_json):
     """Train the derived network of RUN; write RUN/final.pt and RUN/metrics.json."""
     from automtl_cli.engine.distributed import init_distributed
@@ -58,7 +66,7 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
     config = finetune_config_for(
         run_dir, iters=iters, lr=lr, lr_step=lr_step, init=init, batch_size=batch_size,
         checkpoint_every=checkpoint_every, log_every=log_every, keep=keep, seed=seed,
-        num_workers=workers, device=dev, metrics=metrics, sync_bn=sync_bn)
+        num_workers=workers, device=dev, metrics=metrics, sync_bn=sync_bn, precision=precision)
     result = finetune_stage(run_dir, config, resume=resume, candidate_iters=candidate_iters,
                           show_progress=not ctx.obj["quiet"], stl_metrics=stl, dist=dist)
     if not dist.is_main:
@@ -85,14 +93,16 @@ def finetune(ctx, run_dir, init, iters, lr, lr_step, candidate_iters, metrics, s
 @click.option("--batch-size", type=int)
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def eval_(checkpoint, data, split, metrics, batch_size, workers, device):
+@precision_option
+def eval_(checkpoint, data, split, metrics, batch_size, workers, device, precision):
     """Metrics of a final (or derived) model on a split, as JSON on stdout."""
     from automtl_cli.engine.distributed import init_distributed
     from automtl_cli.stages.evaluate import evaluate_model
 
     dist, dev = init_distributed(resolve_device(device))
     result = evaluate_model(checkpoint, split, data=data, variant=metrics,
-                            batch_size=batch_size, num_workers=workers, device=dev, dist=dist)
+                            batch_size=batch_size, num_workers=workers, device=dev, dist=dist,
+                            precision=precision or Precision.FP32.value)
     if not dist.is_main:
         return
     emit_json({"checkpoint": checkpoint, "split": split, "metric_variant": metrics,

@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from automtl_cli.choices import BnMode, SkipMode
+from automtl_cli.choices import BnMode, Precision, SkipMode
 from automtl_cli.frontend.dialect import DIALECTS
 
 __all__ = ["InputShape", "TaskList", "choice_of", "deterministic_option", "emit_json",
-           "frontend_options", "resolve_device", "search_space_options"]
+           "frontend_options", "precision_option", "resolve_device", "search_space_options"]
 
 
 def choice_of(choices: type[enum.Enum], *only: enum.Enum) -> click.Choice:
@@ -81,6 +81,14 @@ def search_space_options(f: Callable) -> Callable:
     f = click.option("--tasks", type=TaskList(), default=None,
                      help="Comma-separated task names (may also be given to `search`).")(f)
     return f
+
+
+def precision_option(f):
+    """`--precision fp32|bf16`: bf16 runs the forward passes under autocast (float32 master
+    weights; engine/precision.py)."""
+    return click.option("--precision", type=choice_of(Precision), default=None,
+                        help="fp32 (default) or bf16: forward passes under bfloat16 autocast, "
+                             "float32 master weights.")(f)
 
 
 def resolve_device(name: str) -> str:

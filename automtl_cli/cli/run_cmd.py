@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from automtl_cli.choices import BnMode, Budget, DeriveMode, Init, SkipMode
-from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
+from automtl_cli.cli.options import (
+    choice_of,
+    deterministic_option,
+    emit_json,
+    precision_option,
+    resolve_device,
+)
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -52,11 +58,12 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--workers", type=int, default=0, show_default=True)
 @deterministic_option
 @click.option("--device", default="auto", show_default=True)
+@precision_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_plans,
         derive_mode, samples, init, weights, feature_blob, budget, search_iters, warmup_iters,
-        finetune_iters, seed, workers, device, as_json):
+        finetune_iters, seed, workers, device, precision, as_json):
     """Compile, search, derive and fine-tune, with the baselines; print the results table.
 
     With no arguments: the built-in synthetic scenes (seg, depth, normal) on a small ResNet.
@@ -72,7 +79,7 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
     search, finetune = run_configs(experiment, search_iters=search_iters,
                                    warmup_iters=warmup_iters, finetune_iters=finetune_iters,
                                    init=init, seed=seed, num_workers=workers,
-                                   device=resolve_device(device))
+                                   device=resolve_device(device), precision=precision)
     result = run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                           random_plans=random_plans, samples=samples,
                           derive_mode=derive_mode, budget=budget, bn=bn, skip=skip,

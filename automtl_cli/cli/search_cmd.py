@@ -7,7 +7,13 @@ import logging
 import click
 
 from automtl_cli.choices import Estimator, Regularizer, StepMode
-from automtl_cli.cli.options import choice_of, deterministic_option, emit_json, resolve_device
+from automtl_cli.cli.options import (
+    choice_of,
+    deterministic_option,
+    emit_json,
+    precision_option,
+    resolve_device,
+)
 
 log = logging.getLogger("automtl_cli.cli")
 
@@ -50,6 +56,7 @@ log = logging.getLogger("automtl_cli.cli")
               help="Data worker processes.")
 @deterministic_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@precision_option
 @click.option("--resume", is_flag=True, help="Continue from RUN/search/last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @click.pass_context
@@ -57,7 +64,7 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
            weight_steps, tau, tau_decay, tau_every, reg, reg_weight, reg_target, warmup_lr,
            policy_lr, weight_lr, step_mode, estimator, seed, batch_size, checkpoint_every,
            log_every, keep,
-           workers, device, resume, as_json):
+           workers, device, precision, resume, as_json):
     """Search the sharing policy of RUN/supermodel.pt: warm-up, then policy/weight cycles."""
     from automtl_cli.engine.distributed import init_distributed
     from automtl_cli.engine.runconfig import read_supermodel
@@ -74,7 +81,7 @@ def search(ctx, run_dir, tasks, data, experiment_path, iters, warmup_iters, poli
         warmup_lr=warmup_lr, policy_lr=policy_lr, weight_lr=weight_lr, step=step_mode,
         estimator=estimator, seed=seed, batch_size=batch_size,
         checkpoint_every=checkpoint_every, log_every=log_every, keep=keep, num_workers=workers,
-        device=dev)
+        device=dev, precision=precision)
     summary = search_stage(run_dir, config, experiment, supermodel=compiled, resume=resume,
                            show_progress=not ctx.obj["quiet"], dist=dist)
     if not dist.is_main:

@@ -99,7 +99,10 @@ class MultiTaskDataset(Dataset):
 
 
 def collate(items: Sequence[Any]) -> Any:
-    """`default_collate`, except that a LoadFailure in the batch becomes the batch."""
+    """`default_collate`, except that a LoadFailure in the batch becomes the batch, and a batch
+    a dataset decoded whole (`__getitems__` returning a dict) is already collated."""
+    if isinstance(items, dict):
+        return items
     for item in items:
         if isinstance(item, LoadFailure):
             return item

@@ -3,7 +3,10 @@
 `build_dataset(data, tasks, split)` picks the dataset for `data.source`; `build_loader(...)`
 wraps it in a `BatchLoader`, whose batch order is a pure function of (seed, epoch) and whose
 augmentation is a pure function of (seed, epoch, index): any `num_workers` gives the same
-batches. Workers are torch DataLoader processes with one thread each. The loader's own
+batches. Workers are torch DataLoader processes with one thread each; they are started once and
+persist across epochs (the batch sampler says which epoch they serve), prefetch two batches
+each, and on CUDA hand over pinned memory. A dataset that decodes a whole batch at once
+(`__getitems__`, the in-memory synthetic scenes) does so without per-sample work. The loader's own
 `torch.Generator` keeps DataLoader from drawing on the global torch RNG, so iterating data never
 changes a model's random stream. An error in a worker reaches the caller as the same one-line
 `BadInput` it would be in the main process.
@@ -99,7 +102,7 @@ class BatchLoader:
 
     def __init__(self, dataset: MultiTaskDataset, *, batch_size: int, seed: int = 0,
                  shuffle: bool = False, drop_last: bool = False, num_workers: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> None:
         if batch_size < 1:
             raise BadInput(f"batch size must be positive, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -112,7 +115,11 @@ class BatchLoader:
         self.num_workers = num_workers
         self.rank = rank
         self.world_size = world_size
+        self.pin_memory = pin_memory
         self._next_epoch = 0
+        self._sampler = _EpochBatches(self)
+        self._loader: DataLoader | None = None  # the persistent one, made at the first epoch
+        self._busy = False  # an epoch of the persistent loader is being read
         if len(self) == 0:
             raise BadInput(f"the {dataset.split} split has {len(dataset)} samples, fewer than "
                            f"one batch of {batch_size}")
@@ -137,21 +144,38 @@ class BatchLoader:
             return full // self.world_size
         return len(range(self.rank, full, self.world_size))
 
+    def _data_loader(self, sampler: _EpochBatches, persistent: bool) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
+                          collate_fn=collate, pin_memory=self.pin_memory,
+                          worker_init_fn=_worker_init if workers else None,
+                          persistent_workers=persistent and workers > 0,
+                          prefetch_factor=2 if workers else None,
+                          generator=torch.Generator().manual_seed(derive_seed(self.seed, 0)))
+
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of `epoch`, from its `start`-th (a resumed run picks up mid-epoch)."""
-        loader = DataLoader(self.dataset, batch_sampler=self.batches(epoch)[start:],
-                            num_workers=self.num_workers, collate_fn=collate,
-                            worker_init_fn=_worker_init if self.num_workers else None,
-                            generator=torch.Generator().manual_seed(
-                                derive_seed(self.seed, epoch)))
-        with _stop_signals_held(self.num_workers > 0):
-            before = set(multiprocessing.active_children())
-            batches = iter(loader)  # forks the workers, which inherit the held signals
-            _WORKERS.update(set(multiprocessing.active_children()) - before)
-        for batch in batches:
-            if isinstance(batch, LoadFailure):
-                batch.raise_()
-            yield batch
+        if self._busy:  # another epoch is still being read: a loader of its own
+            sampler = _EpochBatches(self, epoch, start)
+            loader, persistent = self._data_loader(sampler, False), False
+        else:
+            if self._loader is None:
+                self._loader = self._data_loader(self._sampler, True)
+            self._sampler.epoch, self._sampler.start = epoch, start
+            loader, persistent = self._loader, True
+            self._busy = True
+        try:
+            with _stop_signals_held(self.num_workers > 0):
+                before = set(multiprocessing.active_children())
+                batches = iter(loader)  # forks the workers (once), which inherit the held signals
+                _WORKERS.update(set(multiprocessing.active_children()) - before)
+            for batch in batches:
+                if isinstance(batch, LoadFailure):
+                    batch.raise_()
+                yield batch
+        finally:
+            if persistent:
+                self._busy = False
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch = self._next_epoch
@@ -165,11 +189,25 @@ class BatchLoader:
             epoch += 1
 
 
+class _EpochBatches:
+    """The batch sampler of a loader's persistent DataLoader: the batches of `epoch` from
+    `start`, both set before each pass."""
+
+    def __init__(self, loader: BatchLoader, epoch: int = 0, start: int = 0) -> None:
+        self.loader, self.epoch, self.start = loader, epoch, start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        return iter(self.loader.batches(self.epoch)[self.start:])
+
+    def __len__(self) -> int:
+        return max(len(self.loader) - self.start, 0)
+
+
 def build_loader(data: DataConfig, tasks: Sequence[str], split: str, *, seed: int = 0,
                  batch_size: int | None = None, num_workers: int = 0,
                  shuffle: bool | None = None, drop_last: bool | None = None,
                  cache_dir: str | os.PathLike | None = None, count: int | None = None,
-                 rank: int = 0, world_size: int = 1) -> BatchLoader:
+                 rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> BatchLoader:
     """A loader for `split`: training splits shuffle and drop the last partial batch and use
     `data.batch_size`; `val` and `test` keep order and use `data.val_batch_size`."""
     train = split in TRAIN_SPLITS
@@ -179,4 +217,5 @@ def build_loader(data: DataConfig, tasks: Sequence[str], split: str, *, seed: in
     return BatchLoader(dataset, batch_size=size, seed=seed,
                        shuffle=train if shuffle is None else shuffle,
                        drop_last=train if drop_last is None else drop_last,
-                       num_workers=num_workers, rank=rank, world_size=world_size)
+                       num_workers=num_workers, rank=rank, world_size=world_size,
+                       pin_memory=pin_memory)

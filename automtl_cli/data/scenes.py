@@ -56,6 +56,19 @@ class SyntheticDataset(MultiTaskDataset):
             sample[task] = _decode(task, a[task][index])
         return sample
 
+    def __getitems__(self, items: Sequence[int | tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+        """A whole batch decoded at once (the DataLoader's batched fetch): the same tensors as
+        stacking `load` of each item, without per-sample Python work or a collate step."""
+        index = np.array([i if isinstance(i, int) else i[0] for i in items], dtype=np.int64)
+        if index.size and not (0 <= index.min() and index.max() < len(self)):
+            raise IndexError(int(index[(index < 0) | (index >= len(self))][0]))
+        a = self.arrays
+        image = torch.from_numpy(a["image"][index]).permute(0, 3, 1, 2).float() / 255.0
+        batch = {"image": ((image - IMAGE_MEAN) / IMAGE_STD).contiguous()}
+        for task in self.tasks:
+            batch[task] = _DECODE_BATCH[TaskType(task)](a[task][index]).contiguous()
+        return batch
+
     def to_rgb(self, image: torch.Tensor) -> np.ndarray:
         rgb = (image.detach().float().cpu() * IMAGE_STD + IMAGE_MEAN).clamp(0, 1) * 255
         return rgb.round().byte().permute(1, 2, 0).numpy()
@@ -74,6 +87,22 @@ _DECODE = {
     TaskType.EDGE: lambda a: torch.from_numpy(a.astype(np.float32))[None],  # stored as 0/1
     TaskType.EDGE2D: lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[None],
     TaskType.KEYPOINT: lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[None],
+}
+
+
+def _decode_normals(stored: np.ndarray) -> torch.Tensor:
+    n = torch.from_numpy(stored.astype(np.float32) / 127.0).permute(0, 3, 1, 2)
+    return n / n.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+
+# The same decoding for a batch of labels (leading batch axis).
+_DECODE_BATCH = {
+    TaskType.SEG: lambda a: torch.from_numpy(a.astype(np.int64)),
+    TaskType.DEPTH: lambda a: torch.from_numpy(a.astype(np.float32) / DEPTH_UNIT)[:, None],
+    TaskType.NORMAL: _decode_normals,
+    TaskType.EDGE: lambda a: torch.from_numpy(a.astype(np.float32))[:, None],
+    TaskType.EDGE2D: lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[:, None],
+    TaskType.KEYPOINT: lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[:, None],
 }
 
 

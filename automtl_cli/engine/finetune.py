@@ -25,9 +25,11 @@ from automtl_cli.engine.derive import network_of
 from automtl_cli.engine.distributed import Dist, convert_sync_batchnorm, digest
 from automtl_cli.engine.inits import INITS
 from automtl_cli.engine.loop import TrainLoop
+from automtl_cli.engine.precision import Precision, as_float, autocast
 from automtl_cli.engine.search import to_device
 from automtl_cli.engine.streams import BatchStream
 from automtl_cli.experiment import DataSource
+from automtl_cli.registry import parse_choice
 from automtl_cli.tasks import Task, build_tasks, relative_score
 
 __all__ = ["FinetuneConfig", "Finetuner", "candidate_iters_for", "class_weights",
@@ -49,8 +51,10 @@ class FinetuneConfig:
     device: str = "cpu"
     metrics: str = "correct"
     sync_bn: bool = False
+    precision: str = "fp32"  # "bf16": forward passes under autocast (engine/precision.py)
 
     def __post_init__(self) -> None:
+        parse_choice("precision", Precision, self.precision)
         if self.iters < 0 or self.lr_step < 1 or self.lr <= 0:
             raise ValueError("iters ≥ 0, lr > 0 and lr-step ≥ 1 are needed")
         INITS.member(self.init)
@@ -90,7 +94,8 @@ class Finetuner(TrainLoop):
         self.derived, self.config, self.experiment = derived, config, experiment
         self.loader = build_loader(experiment.data, names, "train", seed=config.seed,
                                    batch_size=config.batch_size, num_workers=config.num_workers,
-                                   rank=self.dist.rank, world_size=self.dist.world)
+                                   rank=self.dist.rank, world_size=self.dist.world,
+                                   pin_memory=self.device.type == "cuda")
         self.network = network_of(derived, INITS.get(config.init).weights(derived),
                                   class_weights=class_weights(self.loader))
         if config.sync_bn:
@@ -109,7 +114,8 @@ class Finetuner(TrainLoop):
 
     def train_step(self) -> tuple[torch.Tensor, None]:
         batch = to_device(next(self.stream), self.device)
-        preds = self.model(batch["image"])
+        with autocast(self.device, self.config.precision):
+            preds = as_float(self.model(batch["image"]))
         losses = torch.stack([t.loss(preds[t.name], batch) for t in self.tasks])
         self.optimizer.zero_grad(set_to_none=True)
         (self.loss_weights * losses).sum().backward()
@@ -142,7 +148,8 @@ class Finetuner(TrainLoop):
 
 @torch.no_grad()
 def evaluate(network: torch.nn.Module, tasks: tuple[Task, ...], loader, variant: str,
-             device: torch.device, dist: Dist | None = None) -> dict[str, dict[str, float]]:
+             device: torch.device, dist: Dist | None = None, precision: str = "fp32"
+             ) -> dict[str, dict[str, float]]:
     """Metrics of every task over a whole split (sums, not averages of batch averages).
 
     Under torchrun each rank sees its shard and the metric sums are all-reduced, so N
@@ -153,7 +160,8 @@ def evaluate(network: torch.nn.Module, tasks: tuple[Task, ...], loader, variant:
     losses = torch.zeros(len(tasks) + 1, dtype=torch.float64, device=device)
     for batch in loader.epoch(0):
         batch = to_device(batch, device)
-        preds = network(batch["image"])
+        with autocast(device, precision):
+            preds = as_float(network(batch["image"]))
         for i, t in enumerate(tasks):
             metrics[t.name].update(preds[t.name], batch)
             losses[i] += t.loss(preds[t.name], batch)

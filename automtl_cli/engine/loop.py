@@ -10,6 +10,7 @@ and step at the first non-finite loss, without a host sync per step on a GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -125,6 +126,9 @@ class TrainLoop:
     def _check_same_config(self, stored: dict[str, Any]) -> None:
         """Refuse to continue a checkpoint made with another seed or other hyper-parameters."""
         current = self.config.to_dict()
+        # a field added since the checkpoint was made reads as its default (e.g. precision)
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config)}
+        stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
         changed = sorted(k for k in current.keys() | stored.keys()
                          if k not in self.RESUMABLE_CHANGES and current.get(k) != stored.get(k))
         if changed:

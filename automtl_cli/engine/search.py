@@ -33,6 +33,7 @@ from automtl_cli.engine.distributed import Dist, digest
 from automtl_cli.engine.estimators import Estimator
 from automtl_cli.engine.loop import NonFiniteLoss, TrainLoop
 from automtl_cli.engine.network import SearchNetwork
+from automtl_cli.engine.precision import Precision, as_float, autocast
 from automtl_cli.engine.regularizers import REGULARIZERS, RegContext
 from automtl_cli.engine.schedule import Alternation, Phase, TauSchedule
 from automtl_cli.engine.stepping import STEPPINGS
@@ -74,8 +75,10 @@ class SearchConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "cpu"
+    precision: str = "fp32"  # "bf16": forward passes under autocast (engine/precision.py)
 
     def __post_init__(self) -> None:
+        parse_choice("precision", Precision, self.precision)
         if self.warmup_iters < 0 or self.iters < 0:
             raise ValueError("iters and warmup iters must not be negative")
         REGULARIZERS.member(self.reg)
@@ -172,7 +175,8 @@ class Searcher(TrainLoop):
             split: build_loader(data, names, split, seed=config.seed + i,
                                 batch_size=config.batch_size, num_workers=config.num_workers,
                                 count=(count or {}).get(split), rank=self.dist.rank,
-                                world_size=self.dist.world)
+                                world_size=self.dist.world,
+                                pin_memory=torch.device(config.device).type == "cuda")
             for i, split in enumerate(("train", "train1", "train2"))
         }
         info = getattr(self.loaders["train"].dataset, "info", None)
@@ -253,11 +257,13 @@ class Searcher(TrainLoop):
 
     def forward(self, image: torch.Tensor, stage: str, tau: float) -> dict[str, torch.Tensor]:
         kw = {} if stage == Stage.WARMUP else {"tau": tau, "noise": self._noise()}
-        return self.net(image, stage, **kw)
+        with autocast(self.device, self.config.precision):
+            return as_float(self.net(image, stage, **kw))
 
     def forward_task(self, image: torch.Tensor, task: int, stage: str,
                      pi: torch.Tensor | None) -> torch.Tensor:
-        return self.net.forward_task(image, task, stage, pi=pi)
+        with autocast(self.device, self.config.precision):
+            return self.net.forward_task(image, task, stage, pi=pi).float()
 
     def regulariser(self, tau: float) -> torch.Tensor:
         """Per-task regulariser values [T] (or [1] when all tasks share one)."""

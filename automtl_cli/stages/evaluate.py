@@ -30,7 +30,8 @@ def load_model(path: str | os.PathLike) -> tuple[DerivedModel, torch.nn.Module]:
 def evaluate_model(path: str | os.PathLike, split: str, *, data: str | None = None,
                    variant: str = "correct", batch_size: int | None = None,
                    num_workers: int = 0, device: str = "cpu",
-                   dist: Dist | None = None) -> dict[str, dict[str, Any]]:
+                   dist: Dist | None = None, precision: str = "fp32"
+                   ) -> dict[str, dict[str, Any]]:
     """`automtl eval`: every task's metrics on `split`."""
     dist = dist or Dist()
     derived, network = load_model(path)
@@ -45,4 +46,4 @@ def evaluate_model(path: str | os.PathLike, split: str, *, data: str | None = No
                           world_size=dist.world)
     tasks = build_tasks(experiment, class_weights(loader))
     dev = torch.device(device)
-    return evaluate(network.to(dev), tasks, loader, variant, dev, dist)
+    return evaluate(network.to(dev), tasks, loader, variant, dev, dist, precision)

@@ -80,7 +80,8 @@ def _split_metrics(network, tasks, experiment, split, config, variant,
     loader = build_loader(experiment.data, tuple(t.name for t in tasks), split,
                           seed=config.seed, num_workers=config.num_workers, rank=dist.rank,
                           world_size=dist.world)
-    return evaluate(network, tasks, loader, variant, torch.device(config.device), dist)
+    return evaluate(network, tasks, loader, variant, torch.device(config.device), dist,
+                    config.precision)
 
 
 def _select_candidate(run: Path, config: FinetuneConfig, candidate_iters: int,

@@ -189,15 +189,17 @@ class Pipeline:
 
 def run_configs(experiment: ExperimentConfig, *, search_iters: int | None,
                 warmup_iters: int | None, finetune_iters: int | None, init: str, seed: int,
-                num_workers: int, device: str) -> tuple[SearchConfig, FinetuneConfig]:
+                num_workers: int, device: str, precision: str | None = None
+                ) -> tuple[SearchConfig, FinetuneConfig]:
     """The data's search and fine-tuning sheets with `run`'s few overrides."""
     try:
         search = SearchConfig.defaults_for(experiment.data.source, iters=search_iters,
                                            warmup_iters=warmup_iters, seed=seed,
-                                           num_workers=num_workers, device=device)
+                                           num_workers=num_workers, device=device,
+                                           precision=precision)
         finetune = FinetuneConfig.defaults_for(experiment.data.source, iters=finetune_iters,
                                                init=init, seed=seed, num_workers=num_workers,
-                                               device=device)
+                                               device=device, precision=precision)
     except ValueError as e:
         raise BadInput(str(e)) from e
     return search, finetune

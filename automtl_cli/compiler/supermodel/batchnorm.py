@@ -117,13 +117,19 @@ class SearchBatchNorm(TaskStacked):
 
         return mix(sw, tw), mix(sb, tb)
 
-    def _stats_update(self, x: torch.Tensor, a, t: int, task: int | None) -> None:
-        """Running statistics: the task's own, and the shared BN's wherever it is used."""
+    def _stats_update(self, mean: torch.Tensor, invstd: torch.Tensor, count: int, a,
+                      task: int | None) -> None:
+        """Running statistics: the task's own, and the shared BN's wherever it is used.
+
+        The batch mean and 1/√(var + eps) are the ones the normalisation itself computed (no
+        second pass over the activations); the running variance is the unbiased one, as
+        BatchNorm keeps."""
         c = self.shared.num_features
         with torch.no_grad():
-            xs = x.transpose(0, 1).reshape(x.shape[1], -1)
-            var, mean = torch.var_mean(xs, dim=1, correction=1)  # unbiased, as BatchNorm keeps
-            mean, var = mean.view(-1, c), var.view(-1, c)
+            dtype = self.shared.running_mean.dtype
+            mean = mean.to(dtype).view(-1, c)
+            var = (invstd.to(dtype).pow(-2) - self.eps).clamp_min_(0)
+            var = var.mul_(count / max(count - 1, 1)).view(-1, c)
             m = self.momentum
             if self.has_task and not (isinstance(a, float) and a == 1.0):
                 rows = slice(None) if task is None else slice(task, task + 1)
@@ -132,36 +138,73 @@ class SearchBatchNorm(TaskStacked):
             if not (isinstance(a, float) and a == 0.0):
                 # As if the tasks' batches had passed one after the other, as in the reference.
                 k = mean.shape[0]
-                decay = (1 - m) ** torch.arange(k - 1, -1, -1, device=x.device, dtype=x.dtype)
-                w = (m * decay).unsqueeze(1)
+                w = self._decay(k, mean)
                 keep = (1 - m) ** k
-                self.shared.running_mean.mul_(keep).add_((w * mean).sum(0))
-                self.shared.running_var.mul_(keep).add_((w * var).sum(0))
+                self.shared.running_mean.mul_(keep).addmv_(mean.t(), w)
+                self.shared.running_var.mul_(keep).addmv_(var.t(), w)
+
+    def _decay(self, k: int, like: torch.Tensor) -> torch.Tensor:
+        """m·(1−m)^(k−1−i), the weight of the i-th of k batches in the running statistics
+        (made once per k, device and dtype: the step should not rebuild it)."""
+        key = (k, like.device, like.dtype, self.momentum)
+        cached = self.__dict__.get("_decay_cache")
+        if cached is None or cached[0] != key:
+            m = self.momentum
+            w = m * (1 - m) ** torch.arange(k - 1, -1, -1, device=like.device, dtype=like.dtype)
+            cached = (key, w)
+            self.__dict__["_decay_cache"] = cached
+        return cached[1]
 
     def _normalise(self, x: torch.Tensor, a, t: int, task: int | None) -> torch.Tensor:
         if self.training:
             weight, bias = self._affine(a, t, task)
-            y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
-            self._stats_update(x, a, t, task)
+            y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0,
+                                                      self.eps)
+            self._stats_update(mean, invstd, x.numel() // x.shape[1], a, task)
             return y
-        # Evaluation: the two terms use different running statistics.
+        # Evaluation: one set of running statistics is one batch_norm call; a blend of the two
+        # is a blend of two per-channel affine maps of x, itself one: x·scale + shift.
         rows = slice(None) if task is None else slice(task, task + 1)
         k = 1 if task is not None else t
-        shared = F.batch_norm(x, self.shared.running_mean.repeat(k),
-                              self.shared.running_var.repeat(k), *self._affine(1.0, k),
-                              False, 0.0, self.eps)
         if not self.has_task or (isinstance(a, float) and a == 1.0):
-            return shared
-        tw = self.task_weight[rows].reshape(-1) if self.task_weight is not None else None
-        tb = self.task_bias[rows].reshape(-1) if self.task_bias is not None else None
-        own = F.batch_norm(x, self.task_mean[rows].reshape(-1), self.task_var[rows].reshape(-1),
-                           tw, tb, False, 0.0, self.eps)
+            sh = self.shared
+            return F.batch_norm(x, sh.running_mean.repeat(k), sh.running_var.repeat(k),
+                                *self._affine(1.0, k), False, 0.0, self.eps)
+        if isinstance(a, float) and a == 0.0:
+            tw = self.task_weight[rows].reshape(-1) if self.task_weight is not None else None
+            tb = self.task_bias[rows].reshape(-1) if self.task_bias is not None else None
+            return F.batch_norm(x, self.task_mean[rows].reshape(-1),
+                                self.task_var[rows].reshape(-1), tw, tb, False, 0.0, self.eps)
+        scale, shift = self._eval_affine(a, k, rows)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return torch.addcmul(shift.to(x.dtype).view(shape), x, scale.to(x.dtype).view(shape))
+
+    def _eval_affine(self, a, k: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per channel ([k*C]) scale and shift of the blended BN under running statistics."""
+        def affine(mean, var, weight, bias):
+            scale = (var + self.eps).rsqrt()
+            if weight is not None:
+                scale = scale * weight
+            shift = -mean * scale
+            return scale, (shift + bias if bias is not None else shift)
+
+        sh = self.shared
+        s_scale, s_shift = affine(sh.running_mean, sh.running_var, sh.weight, sh.bias)
+        s_scale, s_shift = s_scale.expand(k, -1), s_shift.expand(k, -1)
+        if not self.has_task or (isinstance(a, float) and a == 1.0):
+            return s_scale.reshape(-1), s_shift.reshape(-1)
+        tw = self.task_weight[rows] if self.task_weight is not None else None
+        tb = self.task_bias[rows] if self.task_bias is not None else None
+        o_scale, o_shift = affine(self.task_mean[rows], self.task_var[rows], tw, tb)
         if isinstance(a, float):
-            return own if a == 0.0 else a * shared + (1 - a) * own
-        n, _, *rest = x.shape
-        av = a[rows].view(1, k, 1, *([1] * len(rest)))
-        y = av * shared.view(n, k, -1, *rest) + (1 - av) * own.view(n, k, -1, *rest)
-        return y.view(x.shape)
+            if a == 0.0:
+                return o_scale.reshape(-1), o_shift.reshape(-1)
+            av = torch.tensor(a, dtype=o_scale.dtype, device=o_scale.device)
+        else:
+            av = a[rows].to(o_scale.dtype).view(k, 1)
+        scale = av * s_scale + (1 - av) * o_scale
+        shift = av * s_shift + (1 - av) * o_shift
+        return scale.reshape(-1), shift.reshape(-1)
 
     def forward(self, x: torch.Tensor, pi: torch.Tensor, stage: StageStrategy) -> torch.Tensor:
         return self._normalise(x, self.blend(pi, stage), len(self.tasks), None)

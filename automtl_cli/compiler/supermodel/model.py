@@ -130,11 +130,13 @@ class Supermodel(nn.Module):
         if pi is None:
             pi = stage.branch_weights(self, tau=tau, noise=noise, policy=policy,
                                       generator=None)
-        if stage.sampled_only:  # one host copy per step decides which branches run at all
+        shortcut = stage.one_hot and not torch.is_grad_enabled()
+        if stage.sampled_only or shortcut:  # one host copy per step: which branches run at all
             chosen = pi.detach().argmax(-1).cpu()
             for i, node in enumerate(self.search_nodes):
                 row = chosen[i]
                 node.sampled = (bool((row < 2).any()), bool((row == 2).any()))
+                node.choices = tuple(row.tolist())
         y = self.graph_module(self.stack_input(x), pi, stage)
         n = y.shape[0]
         return y.view(n, len(self.tasks), -1, *y.shape[2:])

@@ -100,7 +100,11 @@ class SkipBranch(TaskStacked):
         if self.kind is SkipKind.CONV:
             x = self._spatial(x, subsample=False)
             cout = self.plan.out_channels
-            y = F.conv2d(x, self.weight.reshape(t * cout, -1, 1, 1), None, self.stride, 0, 1, t)
+            weight = self.weight.reshape(t * cout, -1, 1, 1)
+            if x.is_cpu and tuple(self.stride) != (1, 1):  # measured: NCHW takes a slow kernel
+                x = x.contiguous(memory_format=torch.channels_last)
+                weight = weight.contiguous(memory_format=torch.channels_last)
+            y = F.conv2d(x, weight, None, self.stride, 0, 1, t).contiguous()
             return F.batch_norm(y, self.running_mean.view(-1), self.running_var.view(-1),
                                 self.bn_weight.reshape(-1), self.bn_bias.reshape(-1),
                                 self.training, self.BN_MOMENTUM, self.BN_EPS)

@@ -36,6 +36,9 @@ class StageStrategy(ABC):
     name: ClassVar[Stage]
     averages: ClassVar[bool] = False  # every branch weighted alike (the reference's pre-train)
     sampled_only: ClassVar[bool] = False  # a branch that no task sampled is not computed
+    # π is exactly one-hot in value: without gradients, a branch no task chose is not computed
+    # and a node whose tasks all chose one convolution branch skips the weight mixture.
+    one_hot: ClassVar[bool] = False
 
     @abstractmethod
     def branch_weights(self, source: PolicySource, *, tau: float, noise: torch.Tensor | None,

@@ -26,6 +26,7 @@ def gdas_weights(soft: torch.Tensor) -> torch.Tensor:
 @STAGES.register(Stage.GDAS)
 class Gdas(StageStrategy):
     sampled_only = True
+    one_hot = True
 
     def branch_weights(self, source: PolicySource, *, tau: float, noise: torch.Tensor | None,
                        policy: torch.Tensor | None, generator: torch.Generator | None

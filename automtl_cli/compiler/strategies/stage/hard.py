@@ -12,6 +12,8 @@ __all__ = ["Hard"]
 
 @STAGES.register(Stage.HARD)
 class Hard(StageStrategy):
+    one_hot = True
+
     def branch_weights(self, source: PolicySource, *, tau: float, noise: torch.Tensor | None,
                        policy: torch.Tensor | None, generator: torch.Generator | None
                        ) -> torch.Tensor:
