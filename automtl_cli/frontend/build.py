@@ -43,7 +43,7 @@ from automtl_cli.frontend.passes import (
 from automtl_cli.frontend.textformat import parse_text
 from automtl_cli.proto import automtl_pb2 as pb
 
-__all__ = ["CompileOptions", "FrontEndResult", "build_graph", "read_source"]
+__all__ = ["CompileOptions", "FrontEndResult", "build_graph", "read_bytes", "read_source"]
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,25 @@ class FrontEndResult:
     weights: dict[str, dict[str, Any]] | None = None
 
 
-def read_source(path: str | os.PathLike) -> str:
-    """The file's text; a missing file is exit 66, an unreadable one 65."""
+def read_bytes(path: str | os.PathLike, expected: str) -> bytes:
+    """A source file's bytes; a missing file is exit 66, a directory or an unreadable file 65
+    (`expected`, e.g. "a .prototxt file", says what should have been there)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise MissingInput(f"{path}: no such file")
     if os.path.isdir(path):
-        raise BadInput(f"{path}: is a directory, expected a .prototxt file")
+        raise BadInput(f"{path}: is a directory, expected {expected}")
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except OSError as e:
         raise BadInput(f"{path}: cannot read: {e.strerror}") from e
+
+
+def read_source(path: str | os.PathLike) -> str:
+    """The file's text; a missing file is exit 66, an unreadable one 65."""
+    path = os.fspath(path)
+    raw = read_bytes(path, "a .prototxt file")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

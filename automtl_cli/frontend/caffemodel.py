@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from google.protobuf.message import DecodeError, Message
 
-from automtl_cli.errors import BadInput, MissingInput, SourceError
+from automtl_cli.errors import BadInput, SourceError
+from automtl_cli.frontend.build import read_bytes
 from automtl_cli.frontend.ir import Graph, Node
 from automtl_cli.frontend.ops import LAYER_KINDS
 from automtl_cli.proto import automtl_pb2 as pb
@@ -31,15 +32,7 @@ Weights = dict[str, dict[str, torch.Tensor]]
 
 def read_caffemodel(path: str) -> dict[str, list[Message]]:
     """Layer name → its blobs, from a binary NetParameter (V2 `layer` or V1 `layers`)."""
-    if not os.path.exists(path):
-        raise MissingInput(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise BadInput(f"{path}: is a directory, expected a .caffemodel file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise BadInput(f"{path}: cannot read: {e.strerror}") from e
+    data = read_bytes(path, "a .caffemodel file")
     try:
         net = pb.NetParameter.FromString(data)
     except DecodeError as e:

@@ -9,9 +9,8 @@ rebuilds the graph at the data's input size without reading the file again.
 from __future__ import annotations
 
 import base64
-import os
 
-from automtl_cli.errors import BadInput, MissingInput
+from automtl_cli.frontend.build import read_bytes
 from automtl_cli.frontend.onnx.convert import onnx_graph
 
 __all__ = ["decode_model", "encode_model", "is_onnx_spec", "onnx_graph", "read_model"]
@@ -23,15 +22,7 @@ def is_onnx_spec(spec: str) -> bool:
 
 def read_model(path: str) -> bytes:
     """The file's bytes; a missing file is exit 66, an unreadable one 65."""
-    if not os.path.exists(path):
-        raise MissingInput(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise BadInput(f"{path}: is a directory, expected an .onnx file")
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise BadInput(f"{path}: cannot read: {e.strerror}") from e
+    return read_bytes(path, "an .onnx file")
 
 
 def encode_model(data: bytes) -> str:
