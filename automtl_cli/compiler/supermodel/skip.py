@@ -101,9 +101,6 @@ class SkipBranch(TaskStacked):
             x = self._spatial(x, subsample=False)
             cout = self.plan.out_channels
             weight = self.weight.reshape(t * cout, -1, 1, 1)
-            if x.is_cpu and tuple(self.stride) != (1, 1):  # measured: NCHW takes a slow kernel
-                x = x.contiguous(memory_format=torch.channels_last)
-                weight = weight.contiguous(memory_format=torch.channels_last)
             y = F.conv2d(x, weight, None, self.stride, 0, 1, t).contiguous()
             return F.batch_norm(y, self.running_mean.view(-1), self.running_var.view(-1),
                                 self.bn_weight.reshape(-1), self.bn_bias.reshape(-1),
