@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Graph", "Node", "Shape"]
+__all__ = ["Graph", "Node", "Shape", "unique_name"]
 
 Shape = tuple[int, ...]
 
@@ -148,3 +148,14 @@ class Graph:
             nodes=[Node.from_dict(n) for n in d["nodes"]], outputs=list(d["outputs"]),
             blobs=dict(d["blobs"]), source_layers=int(d["source_layers"]),
         )
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name#k` with the smallest k not yet taken; recorded as taken (front ends
+    name nodes after modules or ONNX nodes, which may repeat)."""
+    base, k = name, 0
+    while name in taken:
+        k += 1
+        name = f"{base}#{k}"
+    taken.add(name)
+    return name

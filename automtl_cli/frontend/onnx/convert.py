@@ -25,7 +25,7 @@ import torch
 
 from automtl_cli.errors import BadInput, SourceError
 from automtl_cli.extras import require
-from automtl_cli.frontend.ir import Graph, Node, Shape
+from automtl_cli.frontend.ir import Graph, Node, Shape, unique_name
 from automtl_cli.frontend.onnx.fold import FOLDERS, Unsupported, constant_of
 from automtl_cli.frontend.onnx.table import (
     ONLY_PARAMETER,
@@ -160,12 +160,7 @@ class _Builder:
 
     # -- building
     def unique(self, name: str) -> str:
-        base, k = name, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}#{k}"
-        self.names.add(name)
-        return name
+        return unique_name(name, self.names)
 
     def add(self, node: Any, onnx: Any) -> None:
         name = self.unique(node.name or (node.output[0] if node.output else node.op_type))

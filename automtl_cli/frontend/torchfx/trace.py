@@ -32,7 +32,7 @@ import torch
 from torch import fx, nn
 
 from automtl_cli.errors import SourceError
-from automtl_cli.frontend.ir import Graph, Node, Shape
+from automtl_cli.frontend.ir import Graph, Node, Shape, unique_name
 from automtl_cli.frontend.ops import LAYER_KINDS, ShapeError
 from automtl_cli.frontend.passes.rewrite import assign_depths
 from automtl_cli.frontend.torchfx.table import Ctx, Layer, Unsupported, map_node, op_name
@@ -295,12 +295,7 @@ class _Builder:
         return self.forward.shapes
 
     def unique(self, name: str) -> str:
-        base, k = name, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}#{k}"
-        self.names.add(name)
-        return name
+        return unique_name(name, self.names)
 
     def name_of(self, n: fx.Node) -> str:
         if n.op == "call_module":
