@@ -8,10 +8,13 @@ answer without importing torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from automtl_cli.registry import Choice, parse_choice
 
 __all__ = ["BnMode", "Budget", "DeriveMode", "Estimator", "ExportFormat", "Init",
-           "MetricVariant", "Precision", "Regularizer", "SkipMode", "Stage", "StepMode"]
+           "MetricVariant", "ParamBudget", "Precision", "Regularizer", "SkipMode", "Stage",
+           "StepMode"]
 
 
 class BnMode(Choice):
@@ -118,3 +121,46 @@ class Precision(Choice):
 
     FP32 = "fp32"  # float32 throughout (the default, the reference's)
     BF16 = "bf16"  # autocast to bfloat16, float32 master weights
+
+
+_SIZE_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
+
+
+@dataclass(frozen=True)
+class ParamBudget:
+    """`--max-params`: the largest derived network wanted, in parameters (heads included).
+
+    `0.6x` is a fraction of the single-task networks' total (what the results table compares
+    against); `2.5M`, `800k` or `2500000` is a count.
+    """
+
+    fraction: float | None = None  # of the T single-task networks
+    count: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ParamBudget:
+        value = str(text).strip().lower()
+        try:
+            if value.endswith(("x", "×")):
+                fraction = float(value[:-1])
+                if not fraction > 0:
+                    raise ValueError
+                return cls(fraction=fraction)
+            scale = _SIZE_SUFFIXES.get(value[-1:], 1.0)
+            number = float(value[:-1] if value[-1:] in _SIZE_SUFFIXES else value)
+            if not number > 0:
+                raise ValueError
+            return cls(count=round(number * scale))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a parameter budget: give a fraction of the "
+                             "single-task networks like 0.6x, or a count like 2.5M, 800k "
+                             "or 2500000") from None
+
+    def limit(self, single_task_networks: int) -> int:
+        """The budget in parameters, given the single-task networks' total."""
+        if self.count is not None:
+            return self.count
+        return int(self.fraction * single_task_networks)
+
+    def __str__(self) -> str:
+        return f"{self.fraction:g}x" if self.count is None else f"{self.count:,}"

@@ -7,6 +7,9 @@ Figure 2) also AutoMTL searched without the sharing regulariser, and K defaults 
 baseline gets AutoMTL's total number of weight updates (`--budget equal`, the default). Each
 cell's result is written to `CELLS/TASKSET/seed-S/METHOD.json` as soon as it completes and
 is reused on the next invocation, so the benchmark resumes cell by cell across sittings.
+`--max-params TASKSET=SIZE,...` adds the row "AutoMTL ≤ SIZE": the same search, derived as the
+most likely plan within that many parameters (`derive --max-params`), fine-tuned alike; it
+derives from the AutoMTL cell's search when that cell was computed in the same invocation.
 
 `--cells DIR` keeps the cells elsewhere (the repository's `benchmarks/ablation/` holds the
 committed ones, so a later sitting on another machine continues from them).
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from automtl_cli.artifacts import write_json  # noqa: E402
+from automtl_cli.choices import ParamBudget  # noqa: E402
 from automtl_cli.engine.finetune import FinetuneConfig, delta_against  # noqa: E402
 from automtl_cli.engine.search import SearchConfig  # noqa: E402
 from automtl_cli.experiment import build_stage_experiment  # noqa: E402
@@ -49,18 +53,24 @@ from automtl_cli.tasks import build_tasks  # noqa: E402
 NO_REG = "AutoMTL w/o reg"
 
 
-def _cells(random_plans: int, ablation: bool) -> list[str]:
+def _cells(random_plans: int, ablation: bool, budget: ParamBudget | None) -> list[str]:
     return ["single-task", "hard sharing", *(f"random {k}" for k in range(random_plans)),
-            *([NO_REG] if ablation else []), "AutoMTL"]
+            *([NO_REG] if ablation else []), "AutoMTL",
+            *([budget_method(budget)] if budget else [])]
+
+
+def budget_method(budget: ParamBudget) -> str:
+    return f"AutoMTL ≤ {str(budget).replace('x', '×')}"
 
 
 def _file_name(method: str) -> str:
     return method.replace(" ", "_").replace("/", "")
 
 
-def run_cell(pipe: Pipeline, method: str, seed: int, stl: dict[str, Any] | None
-             ) -> dict[str, Any]:
-    """Train one method of one seed from a clean directory."""
+def run_cell(pipe: Pipeline, method: str, seed: int, stl: dict[str, Any] | None,
+             budget: ParamBudget | None = None, searched: bool = False) -> dict[str, Any]:
+    """Train one method of one seed from a clean directory (`searched`: RUN holds this
+    seed's finished AutoMTL search, computed by this code)."""
     run = pipe.run
     if method == "single-task":
         shutil.rmtree(run / "baselines" / "specific", ignore_errors=True)
@@ -72,6 +82,11 @@ def run_cell(pipe: Pipeline, method: str, seed: int, stl: dict[str, Any] | None
         k = int(method.split()[1])
         shutil.rmtree(run / "baselines" / f"random-{k}", ignore_errors=True)
         return pipe.baseline(f"random-{k}", "random", seed=random_plan_seed(seed, k), stl=stl)
+    if budget is not None and method == budget_method(budget):
+        name = f"budget-{budget}"
+        shutil.rmtree(run / "variants" / name, ignore_errors=True)
+        return pipe.automtl(name, max_params=budget, searched=run if searched else None,
+                            stl=stl)
     if method == NO_REG:
         shutil.rmtree(run / "variants" / "no-reg", ignore_errors=True)
         return pipe.automtl("no-reg", search=dataclasses.replace(pipe.search, reg_weight=0.0),
@@ -92,9 +107,18 @@ def fingerprint(backbone: str, budget: str, search: SearchConfig,
                          if k not in drop}}
 
 
+# Configuration fields added after cells were first computed, with the value the code before
+# them had: a cell without the field was computed with that value.
+ADDED_FIELDS = {"precision": "fp32"}
+
+
 def load_cell(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
     cell = json.loads(path.read_text())
     config = cell.get("config")
+    for stage in ("search", "finetune"):
+        if isinstance(config, dict) and isinstance(config.get(stage), dict):
+            config[stage] = {**{k: v for k, v in ADDED_FIELDS.items()
+                                if k in expected[stage]}, **config[stage]}
     if config != expected:
         differs = sorted(k for k in expected if (config or {}).get(k) != expected[k])
         raise SystemExit(f"{path}: computed with another configuration (differs in "
@@ -175,7 +199,8 @@ def plot(sections: dict[str, dict[int, dict[str, dict]]], path: Path) -> bool:
                     points.setdefault(_group(method), []).append(
                         (out["params"]["total"] / 1e6, delta))
         for group, xy in points.items():
-            color, marker = style.get(group, ("black", "x"))
+            color, marker = style.get(group) or (
+                ("tab:green", "P") if group.startswith("AutoMTL ≤") else ("black", "x"))
             xs, ys = zip(*xy)
             ax.scatter(xs, ys, color=color, marker=marker, alpha=0.35, s=28)
             mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -210,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-iters", type=int)
     parser.add_argument("--finetune-iters", type=int)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--max-params", metavar="TASKSET=SIZE,...",
+                        help="also AutoMTL derived within SIZE parameters (0.6x of the "
+                             "single-task networks, or a count), per task set")
     parser.add_argument("--only", help="compute only these methods (comma list of names); "
                                        "the report also shows the other methods' cells "
                                        "already on disk")
@@ -222,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     random_plans = args.random if args.random is not None else (5 if args.ablation else 1)
     out = Path(args.output)
     cell_root = Path(args.cells) if args.cells else out / "cells"
-    methods = _cells(random_plans, args.ablation)
+    budgets = {}
+    for item in (args.max_params or "").split(","):
+        if item:
+            task_set, _, size = item.partition("=")
+            budgets[task_set] = ParamBudget.parse(size)
     only = set(args.only.split(",")) if args.only else None
     sections: dict[str, dict[int, dict[str, dict]]] = {}
     texts = []
@@ -230,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = build_stage_experiment(None, task_set, None)
         tasks = build_tasks(experiment)
         cells: dict[int, dict[str, dict]] = {}
+        methods = _cells(random_plans, args.ablation, budgets.get(task_set))
         for seed in range(args.seeds):
             base = out / task_set / f"seed-{seed}"
             search = SearchConfig.defaults_for(experiment.data.source, seed=seed,
@@ -243,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                             finetune=finetune, budget=args.budget, show_progress=False,
                             say=lambda s: print("  " + s, file=sys.stderr, flush=True))
             expected = fingerprint(args.backbone, args.budget, search, finetune)
-            compiled = False
+            compiled = searched = False
             cells[seed] = {}
             for method in methods:
                 path = cell_root / task_set / f"seed-{seed}" / f"{_file_name(method)}.json"
@@ -256,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                     pipe.compile()
                     compiled = True
                 t0 = time.perf_counter()
-                result = run_cell(pipe, method, seed, cells[seed].get("single-task"))
+                result = run_cell(pipe, method, seed, cells[seed].get("single-task"),
+                                  budgets.get(task_set), searched)
+                searched = searched or method == "AutoMTL"
                 result["seconds"] = round(time.perf_counter() - t0, 1)
                 result["config"] = expected
                 write_json(path, result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from automtl_cli.choices import DeriveMode
-from automtl_cli.cli.options import choice_of, emit_json
+from automtl_cli.cli.options import choice_of, emit_json, max_params_option
 
 
 @click.command("derive")
@@ -20,18 +20,21 @@ from automtl_cli.cli.options import choice_of, emit_json
 @click.option("--samples", type=int, default=1, show_default=True,
               help="Write K sampled candidates (RUN/derived/candidates/k/).")
 @click.option("--seed", type=int, help="Sampling seed (default: the run's).")
+@max_params_option
 @click.option("--tasks", help="For a plan straight after compile: the tasks.")
 @click.option("--data", help="For a plan straight after compile: the data.")
 @click.option("--experiment", "experiment_path", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def derive(run_dir, mode, plan, samples, seed, tasks, data, experiment_path, as_json):
+def derive(run_dir, mode, plan, samples, seed, max_params, tasks, data, experiment_path,
+           as_json):
     """Derive a compact multi-task network from the search (or a fixed plan)."""
     from automtl_cli.stages.derive import derive as derive_stage
     from automtl_cli.stages.derive import derive_experiment, plan_mode
 
     mode, plan_file = plan_mode(mode, plan)
     result = derive_stage(run_dir, mode=mode, plan_file=plan_file, samples=samples, seed=seed,
-                          experiment=derive_experiment(run_dir, experiment_path, tasks, data))
+                          experiment=derive_experiment(run_dir, experiment_path, tasks, data),
+                          max_params=max_params)
     if as_json:
         emit_json(result)
         return

@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
-from automtl_cli.choices import BnMode, Precision, SkipMode
+from automtl_cli.choices import BnMode, ParamBudget, Precision, SkipMode
 from automtl_cli.frontend.dialect import DIALECTS
 
-__all__ = ["InputShape", "TaskList", "choice_of", "deterministic_option", "emit_json",
-           "frontend_options", "precision_option", "resolve_device", "search_space_options"]
+__all__ = ["InputShape", "ParamBudgetType", "TaskList", "choice_of", "deterministic_option",
+           "emit_json", "frontend_options", "max_params_option", "precision_option",
+           "resolve_device", "search_space_options"]
 
 
 def choice_of(choices: type[enum.Enum], *only: enum.Enum) -> click.Choice:
@@ -37,6 +38,28 @@ class InputShape(click.ParamType):
         if not shape or any(d < 1 for d in shape):
             self.fail(f"{value!r}: every dimension must be a positive integer", param, ctx)
         return (name or None, shape)
+
+
+class ParamBudgetType(click.ParamType):
+    """`0.6x` (of the single-task networks) or a count: `2.5M`, `800k`, `2500000`."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, ParamBudget):
+            return value
+        try:
+            return ParamBudget.parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def max_params_option(f: Callable) -> Callable:
+    """`--max-params`: the derived network's size budget (derive and run)."""
+    return click.option(
+        "--max-params", type=ParamBudgetType(), metavar="SIZE",
+        help="Derive the most likely plan whose network (heads included) has at most SIZE "
+             "parameters: 0.6x of the single-task networks, or a count like 2.5M.")(f)
 
 
 def frontend_options(f: Callable) -> Callable:

@@ -12,6 +12,7 @@ from automtl_cli.cli.options import (
     choice_of,
     deterministic_option,
     emit_json,
+    max_params_option,
     precision_option,
     resolve_device,
 )
@@ -39,6 +40,7 @@ log = logging.getLogger("automtl_cli.cli")
                    "--samples draws from it (the paper's way), the best on val kept.")
 @click.option("--samples", type=int, default=1, show_default=True,
               help="With --derive sample: candidates drawn; the best on val is kept.")
+@max_params_option
 @click.option("--init", type=choice_of(Init), default="search", show_default=True,
               help="AutoMTL's fine-tuning starts from the searched weights, from the seed "
                    "(the paper's retraining), or from the backbone's pretrained weights.")
@@ -62,8 +64,8 @@ log = logging.getLogger("automtl_cli.cli")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_plans,
-        derive_mode, samples, init, weights, feature_blob, budget, search_iters, warmup_iters,
-        finetune_iters, seed, workers, device, precision, as_json):
+        derive_mode, samples, max_params, init, weights, feature_blob, budget, search_iters,
+        warmup_iters, finetune_iters, seed, workers, device, precision, as_json):
     """Compile, search, derive and fine-tune, with the baselines; print the results table.
 
     With no arguments: the built-in synthetic scenes (seg, depth, normal) on a small ResNet.
@@ -82,8 +84,9 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
                                    device=resolve_device(device), precision=precision)
     result = run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                           random_plans=random_plans, samples=samples,
-                          derive_mode=derive_mode, budget=budget, bn=bn, skip=skip,
-                          weights=weights, feature=feature_blob, say=lambda s: log.info("%s", s),
+                          derive_mode=derive_mode, max_params=max_params, budget=budget,
+                          bn=bn, skip=skip, weights=weights, feature=feature_blob,
+                          say=lambda s: log.info("%s", s),
                           show_progress=not ctx.obj["quiet"])
     if as_json:
         emit_json(result)

@@ -10,6 +10,9 @@ from typing import Any
 
 from automtl_cli.artifacts import SearchCheckpoint, check_writable, load
 from automtl_cli.artifacts.lock import run_lock
+from automtl_cli.choices import ParamBudget
+from automtl_cli.compiler.plan import Plan
+from automtl_cli.compiler.plan_cost import PlanCost
 from automtl_cli.engine.derive import (
     build_derived_network,
     plan_report,
@@ -17,6 +20,7 @@ from automtl_cli.engine.derive import (
     write_derived,
 )
 from automtl_cli.engine.plans import DERIVE_MODES, DeriveMode, choose
+from automtl_cli.engine.plans.budget import most_likely_within
 from automtl_cli.engine.runconfig import read_supermodel, setup_run
 from automtl_cli.errors import BadInput, MissingInput
 from automtl_cli.experiment import ExperimentConfig, build_stage_experiment
@@ -48,22 +52,28 @@ def derive_experiment(run_dir: str | os.PathLike, experiment_path: str | None,
 
 def derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
            plan_file: str | None = None, samples: int = 1, seed: int | None = None,
-           experiment: ExperimentConfig | None = None) -> dict[str, Any]:
-    """Derive RUN/derived/ (or RUN/derived/candidates/k/ for several samples)."""
+           experiment: ExperimentConfig | None = None,
+           max_params: ParamBudget | None = None) -> dict[str, Any]:
+    """Derive RUN/derived/ (or RUN/derived/candidates/k/ for several samples); with
+    `max_params`, the most likely plan whose network fits it."""
     with run_lock(run_dir):
         return _derive(run_dir, mode=mode, plan_file=plan_file, samples=samples, seed=seed,
-                       experiment=experiment)
+                       experiment=experiment, max_params=max_params)
 
 
 def _derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
-           plan_file: str | None = None, samples: int = 1, seed: int | None = None,
-           experiment: ExperimentConfig | None = None) -> dict[str, Any]:
+            plan_file: str | None = None, samples: int = 1, seed: int | None = None,
+            experiment: ExperimentConfig | None = None,
+            max_params: ParamBudget | None = None) -> dict[str, Any]:
     try:
         mode = DERIVE_MODES.member(mode)
     except ValueError as e:
         raise BadInput(str(e)) from e
     if samples < 1:
         raise BadInput("--samples must be at least 1")
+    if max_params is not None and mode is not DeriveMode.ARGMAX:
+        raise BadInput(f"--max-params needs --mode argmax (the most likely plan within the "
+                       f"budget), not --mode {mode.value}")
     maker = DERIVE_MODES.get(mode)
     run = Path(run_dir)
     check_writable(run / "derived", directory=True)
@@ -99,6 +109,13 @@ def _derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
         network, tree = build_derived_network(graph, space, plan, experiment, base_seed,
                                               weights, pretrained=pretrained)
         report = plan_report(plan, tree, graph, space, network.heads)
+        fitted = _within(plan, report, max_params, logits, graph, space) \
+            if max_params is not None else plan
+        if fitted.choices != plan.choices:
+            plan = fitted
+            network, tree = build_derived_network(graph, space, plan, experiment, base_seed,
+                                                  weights, pretrained=pretrained)
+            report = plan_report(plan, tree, graph, space, network.heads)
         out = run / "derived" if samples == 1 else run / "derived" / "candidates" / str(k)
         paths = write_derived(out, network, tree, plan, report, graph, space, experiment,
                               base_seed, init, pretrained)
@@ -107,3 +124,21 @@ def _derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
                         "fraction_shared": report["summary"]["fraction_shared"],
                         "source": plan.source})
     return {"run": str(run), "mode": mode.value, "candidates": results}
+
+
+def _within(plan: Plan, report: dict[str, Any], budget: ParamBudget, logits,
+            graph, space) -> Plan:
+    """The most likely plan whose whole network (heads included) fits `budget`; the plan's
+    source records the budget and what the unconstrained plan had."""
+    params = report["params"]
+    limit = budget.limit(params["single_task_networks"])
+    plan.source["max_params"] = {"budget": str(budget), "limit": limit,
+                                 "unconstrained_params": params["total"]}
+    if params["total"] <= limit:
+        return plan
+    cost = PlanCost.of(graph, space)
+    table = most_likely_within(logits.numpy(), cost, limit - params["heads"],
+                               what=f"--max-params {budget} ({limit:,} parameters, "
+                                    f"{params['heads']:,} of them the task heads)")
+    return Plan(plan.tasks, {n: [int(c) for c in table[i]] for i, n in enumerate(cost.nodes)},
+                plan.source)

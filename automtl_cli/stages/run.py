@@ -21,15 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import atomic_copy, write_json, write_text
+from automtl_cli.artifacts import SearchCheckpoint, atomic_copy, load, write_json, write_text
+from automtl_cli.artifacts.io import atomic_link
 from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.bundled import bundled_backbone, specs_dir
-from automtl_cli.choices import Budget
+from automtl_cli.choices import Budget, ParamBudget
 from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for
 from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.runconfig import input_size
 from automtl_cli.engine.schedule import Alternation
-from automtl_cli.engine.search import SearchConfig
+from automtl_cli.engine.search import SearchConfig, policy_decision
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import BadInput, MissingDependency, MissingInput
 from automtl_cli.experiment import ExperimentConfig
@@ -67,6 +68,21 @@ def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
 BUDGETS = tuple(b.value for b in Budget)
 
 
+def _copy_search(searched: Path, run: Path, config: SearchConfig) -> dict[str, Any]:
+    """Give `run` the finished search of run directory `searched` (its last checkpoint,
+    linked), after checking it is complete and had `config`; returns its summary."""
+    source = searched / "search" / "last.pt"
+    checkpoint = load(source, SearchCheckpoint)
+    if not checkpoint.complete or checkpoint.config != dataclasses.asdict(config):
+        raise BadInput(f"{source}: not a finished search with this configuration")
+    atomic_link(source, run / "search" / "last.pt")
+    logits = checkpoint.policy_logits
+    return {"steps": checkpoint.step, "tau": checkpoint.tau,
+            "sharing": float((logits.argmax(-1) == 0).float().mean()),
+            "entropy": float(-(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()),
+            "decided": policy_decision(logits)["decided"]}
+
+
 def search_weight_updates(search: SearchConfig, tasks: int) -> int:
     """Weight updates a search makes: its warm-up and its weight steps (not policy steps),
     T of them per iteration when it steps once per task (`--step per-task`)."""
@@ -92,7 +108,8 @@ class Pipeline:
     def __init__(self, backbone: str | os.PathLike, run_dir: str | os.PathLike,
                  experiment: ExperimentConfig, *, search: SearchConfig,
                  finetune: FinetuneConfig, derive_mode: str = "argmax", samples: int = 1,
-                 budget: str = "equal", bn: str = "task", skip: str = "reference",
+                 max_params: ParamBudget | None = None, budget: str = "equal",
+                 bn: str = "task", skip: str = "reference",
                  weights: str | None = None, feature: str | None = None,
                  say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> None:
@@ -101,7 +118,7 @@ class Pipeline:
         self.backbone, self.run = backbone, Path(run_dir)
         self.experiment, self.search, self.finetune = experiment, search, finetune
         self.bn, self.skip, self.say, self.show_progress = bn, skip, say, show_progress
-        self.derive_mode = derive_mode
+        self.derive_mode, self.max_params = derive_mode, max_params
         self.samples = samples if DeriveMode(derive_mode) is DeriveMode.SAMPLE else 1
         self.tasks = tuple(t.type for t in experiment.tasks)
         # sampled candidates are each fine-tuned briefly before the best on val is kept
@@ -152,18 +169,29 @@ class Pipeline:
         return self._finetune(label, sub, self.baseline_config, 0, stl)
 
     def automtl(self, name: str = "AutoMTL", *, search: SearchConfig | None = None,
+                max_params: ParamBudget | None = None, searched: Path | None = None,
                 stl: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Search (with `search`, default the pipeline's), derive, fine-tune. The first AutoMTL
-        method runs in RUN itself; others (an ablation's) in RUN/variants/NAME."""
+        """Search (with `search`, default the pipeline's), derive (within `max_params`,
+        default the pipeline's), fine-tune. The first AutoMTL method runs in RUN itself;
+        others (an ablation's) in RUN/variants/NAME. `searched`: the run directory of a
+        finished search with the same configuration, derived from instead of searching again."""
         search = search or self.search
-        self._announce(name, f"search {search.total} steps ({search.warmup_iters} warm-up), "
-                             f"derive ({self.derive_mode}), fine-tune {self.finetune.iters} "
-                             f"steps from the {self.finetune.init} weights")
+        max_params = max_params or self.max_params
+        within = f" within {max_params} parameters" if max_params else ""
+        self._announce(name, f"search {search.total} steps ({search.warmup_iters} warm-up)"
+                             f"{' (reused)' if searched else ''}, derive ({self.derive_mode}"
+                             f"{within}), fine-tune {self.finetune.iters} steps from the "
+                             f"{self.finetune.init} weights")
         sub = self.run if name == "AutoMTL" else _baseline_run(self.run, name, "variants")
-        summary = search_stage(sub, search, self.experiment, show_progress=self.show_progress)
+        if searched is None:
+            summary = search_stage(sub, search, self.experiment,
+                                   show_progress=self.show_progress)
+        else:
+            summary = _copy_search(searched, sub, search)
         self.say(f"{name}: searched {summary['steps']} steps; {summary['sharing']:.0%} of "
                  f"choices shared, chosen branches at p = {summary['decided']:.2f} on average")
-        derive(sub, experiment=self.experiment, mode=self.derive_mode, samples=self.samples)
+        derive(sub, experiment=self.experiment, mode=self.derive_mode, samples=self.samples,
+               max_params=max_params)
         out = self._finetune(name, sub, self.finetune,
                              search_weight_updates(search, len(self.tasks))
                              + self.selection_updates, stl)
@@ -172,6 +200,7 @@ class Pipeline:
         out["search"] = {k: summary[k] for k in ("steps", "tau", "sharing", "entropy",
                                                   "decided")}
         out["derive"] = {"mode": self.derive_mode, "samples": self.samples,
+                         "max_params": str(max_params) if max_params else None,
                          "selection": out.get("selection")}
         return out
 
@@ -208,7 +237,8 @@ def run_configs(experiment: ExperimentConfig, *, search_iters: int | None,
 def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                  experiment: ExperimentConfig, *, search: SearchConfig,
                  finetune: FinetuneConfig, random_plans: int = 0, samples: int = 1,
-                 derive_mode: str = "argmax", budget: str = "equal",
+                 derive_mode: str = "argmax", max_params: ParamBudget | None = None,
+                 budget: str = "equal",
                  bn: str = "task", skip: str = "reference", weights: str | None = None,
                  feature: str | None = None, say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> dict[str, Any]:
@@ -217,7 +247,8 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
     with run_lock(run_dir):
         return _run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                              random_plans=random_plans, samples=samples,
-                             derive_mode=derive_mode, budget=budget, bn=bn, skip=skip,
+                             derive_mode=derive_mode, max_params=max_params, budget=budget,
+                             bn=bn, skip=skip,
                              weights=weights, feature=feature, say=say,
                              show_progress=show_progress)
 
@@ -225,11 +256,13 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
 def _run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                   experiment: ExperimentConfig, *, search: SearchConfig,
                   finetune: FinetuneConfig, random_plans: int, samples: int,
-                  derive_mode: str, budget: str, bn: str, skip: str, weights: str | None,
+                  derive_mode: str, max_params: ParamBudget | None, budget: str, bn: str,
+                  skip: str, weights: str | None,
                   feature: str | None, say: Callable[[str], None],
                   show_progress: bool) -> dict[str, Any]:
     pipe = Pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
-                    derive_mode=derive_mode, samples=samples, budget=budget, bn=bn, skip=skip,
+                    derive_mode=derive_mode, samples=samples, max_params=max_params,
+                    budget=budget, bn=bn, skip=skip,
                     weights=weights, feature=feature, say=say, show_progress=show_progress)
     pipe.compile()
     pipe.methods = 3 + random_plans
@@ -248,7 +281,8 @@ def _run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
     write_json(run / "results.json", {
         "backbone": str(backbone), "tasks": list(pipe.tasks),
         "experiment": experiment.to_dict(), "search": dataclasses.asdict(search),
-        "finetune": dataclasses.asdict(finetune), "budget": budget, "methods": results})
+        "finetune": dataclasses.asdict(finetune), "budget": budget,
+        "max_params": str(max_params) if max_params else None, "methods": results})
     return {"run": str(run), "table": table, "methods": results,
             "picture": str(picture) if picture else None}
 
