@@ -325,3 +325,27 @@ def test_a_process_exits_with_its_data_workers_still_running(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, env=env)  # a hang fails here
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("recipe", ["WARMUP", "POLICY", "WEIGHT", "FINETUNE"])
+def test_optimizers_update_as_the_per_tensor_loop_does(recipe):
+    """The recipes' `foreach` updates are a speed choice only: the same bits as PyTorch's
+    per-tensor loop (its CPU default)."""
+    from automtl_cli.engine import optimizers
+
+    chosen = getattr(optimizers, recipe)
+    g = torch.Generator().manual_seed(5)
+    shapes = [(8, 4, 3, 3), (8,), (3, 8, 4, 3, 3), (2, 3)]
+    start = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(4)]
+    finals = []
+    for make in (lambda ps: chosen.build(ps, 0.01),
+                 lambda ps: chosen.optimizer(ps, lr=0.01, foreach=False, **chosen.options)):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = make(params)
+        for step in grads:
+            for p, grad in zip(params, step):
+                p.grad = grad.clone()
+            opt.step()
+        finals.append([p.detach() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*finals))

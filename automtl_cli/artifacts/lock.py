@@ -4,7 +4,8 @@ Two processes writing one RUN interleave their logs and let `last.pt` go backwar
 Each stage that writes RUN holds `RUN/.automtl.lock` with `flock` while it works. The kernel
 releases the lock when its holder exits, however it exits, so a lock left by a crash is never
 stale: the next process takes it and overwrites the holder's details. Nested stages of one
-process (`run` composing the others) share the lock it already holds.
+process (`run` composing the others) share the lock it already holds, and so do the worker
+processes `run` starts while it holds it (`delegated_lock`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from automtl_cli.artifacts.io import check_writable
 from automtl_cli.errors import CannotWrite
 
-__all__ = ["RunBusy", "run_lock"]
+__all__ = ["RunBusy", "delegated_lock", "run_lock"]
 
 LOCK_NAME = ".automtl.lock"
 _held: dict[Path, int] = {}  # lock path → nesting depth, in this process
@@ -65,3 +66,17 @@ def run_lock(run_dir: str | os.PathLike, *, enabled: bool = True) -> Iterator[No
             del _held[path]
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextmanager
+def delegated_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """In a worker process of the lock's holder, for as long as the holder waits for it: the
+    stages it runs write RUN under the holder's lock instead of asking for their own."""
+    path = Path(run_dir).resolve() / LOCK_NAME
+    _held[path] = _held.get(path, 0) + 1
+    try:
+        yield
+    finally:
+        _held[path] -= 1
+        if not _held[path]:
+            del _held[path]

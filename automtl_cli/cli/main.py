@@ -35,14 +35,18 @@ class _StderrFormatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
-def _setup_logging(quiet: bool, debug: bool) -> None:
+def setup_logging(quiet: bool = False, debug: bool = False, *, level: int | None = None
+                  ) -> None:
+    """automtl's messages on stderr at the level `-q`/`--debug` choose (or `level`)."""
     root = logging.getLogger("automtl_cli")
     for h in list(root.handlers):
         root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_StderrFormatter())
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    if level is None:
+        level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    root.setLevel(level)
     root.propagate = False
 
 
@@ -95,7 +99,7 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Build compact multi-task vision models from a Caffe-style backbone (AutoMTL)."""
     ctx.obj = {"debug": debug, "quiet": quiet}
-    _setup_logging(quiet, debug)
+    setup_logging(quiet, debug)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

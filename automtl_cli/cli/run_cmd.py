@@ -58,6 +58,10 @@ log = logging.getLogger("automtl_cli.cli")
               help="AutoMTL's fine-tuning iterations (the baselines': see --budget).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Methods trained side by side, in worker processes that share the cores "
+                   "(default: 2 on a CPU with two cores or more, else 1; 1 runs them one "
+                   "after the other).")
 @deterministic_option
 @click.option("--device", default="auto", show_default=True)
 @precision_option
@@ -65,7 +69,7 @@ log = logging.getLogger("automtl_cli.cli")
 @click.pass_context
 def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_plans,
         derive_mode, samples, max_params, init, weights, feature_blob, budget, search_iters,
-        warmup_iters, finetune_iters, seed, workers, device, precision, as_json):
+        warmup_iters, finetune_iters, seed, workers, jobs, device, precision, as_json):
     """Compile, search, derive and fine-tune, with the baselines; print the results table.
 
     With no arguments: the built-in synthetic scenes (seg, depth, normal) on a small ResNet.
@@ -73,20 +77,22 @@ def run(ctx, backbone, run_dir, tasks, data, experiment_path, bn, skip, random_p
     the data's image size.
     """
     from automtl_cli.experiment import build_stage_experiment
+    from automtl_cli.stages.jobs import auto_jobs
     from automtl_cli.stages.run import default_backbone, run_configs, run_pipeline
 
     backbone = Path(backbone) if backbone else default_backbone()
     run_dir = Path(run_dir) if run_dir else Path("runs") / backbone.stem
     experiment = build_stage_experiment(experiment_path, tasks, data)
+    device = resolve_device(device)
     search, finetune = run_configs(experiment, search_iters=search_iters,
                                    warmup_iters=warmup_iters, finetune_iters=finetune_iters,
                                    init=init, seed=seed, num_workers=workers,
-                                   device=resolve_device(device), precision=precision)
+                                   device=device, precision=precision)
     result = run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
                           random_plans=random_plans, samples=samples,
                           derive_mode=derive_mode, max_params=max_params, budget=budget,
                           bn=bn, skip=skip, weights=weights, feature=feature_blob,
-                          say=lambda s: log.info("%s", s),
+                          jobs=jobs or auto_jobs(device), say=lambda s: log.info("%s", s),
                           show_progress=not ctx.obj["quiet"])
     if as_json:
         emit_json(result)

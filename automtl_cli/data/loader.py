@@ -27,13 +27,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from automtl_cli.data.base import LoadFailure, MultiTaskDataset, collate
+from automtl_cli.data.cache import SceneCache
 from automtl_cli.data.real import TRAIN_SPLITS, build_real_dataset
 from automtl_cli.data.scenes import SyntheticDataset
 from automtl_cli.errors import BadInput
 from automtl_cli.experiment import SPLITS, DataConfig, DataSource
 from automtl_cli.seeding import derive_seed
 
-__all__ = ["BatchLoader", "build_dataset", "build_loader"]
+__all__ = ["BatchLoader", "build_dataset", "build_loader", "prepare_data"]
 
 
 def build_dataset(data: DataConfig, tasks: Sequence[str], split: str, *,
@@ -51,6 +52,14 @@ def build_dataset(data: DataConfig, tasks: Sequence[str], split: str, *,
         return SyntheticDataset(data.synthetic, tasks, split, seed=data.seed, count=count,
                                 cache_dir=cache_dir, num_workers=num_workers)
     return build_real_dataset(data, tasks, split)
+
+
+def prepare_data(data: DataConfig) -> None:
+    """Generate now whatever the loaders of every split would generate on first use (the
+    synthetic scenes), so that processes started next find it made instead of each making it."""
+    if data.source is DataSource.SYNTHETIC:
+        for split in SPLITS:
+            SceneCache(data.synthetic, data.seed).ensure(split, data.synthetic.count(split))
 
 
 _STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, n)}

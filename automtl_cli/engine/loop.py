@@ -29,12 +29,20 @@ from automtl_cli.engine.signals import StopRequest
 from automtl_cli.errors import BadInput, Interrupted
 from automtl_cli.seeding import seed_globals, stream_id
 
-__all__ = ["NonFiniteLoss", "TrainLoop"]
+__all__ = ["NonFiniteLoss", "TrainLoop", "use_progress_bars"]
 
 
 log = logging.getLogger(__name__)
 
 ESTIMATE_AFTER = 3  # steps timed before the one line that says how long the loop will take
+_bars = True  # progress bars on a terminal (not in `run`'s worker processes)
+
+
+def use_progress_bars(enabled: bool) -> None:
+    """Whether this process draws progress bars when stderr is a terminal; without them a
+    loop still logs the line that says how long it will take."""
+    global _bars
+    _bars = enabled
 
 
 def format_duration(seconds: float) -> str:
@@ -221,7 +229,7 @@ class TrainLoop:
     def run(self) -> dict[str, Any] | None:
         """Steps until `total`; returns the last log record."""
         t0 = time.perf_counter()
-        disable = not self.show_progress or not sys.stderr.isatty()
+        disable = not self.show_progress or not _bars or not sys.stderr.isatty()
         record = None
         first = self.step
         with StopRequest() as stop, tqdm(total=self.total, initial=self.step, desc=self.name,

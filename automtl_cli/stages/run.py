@@ -16,6 +16,7 @@ selected on val only.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,8 @@ from automtl_cli.artifacts.io import atomic_link
 from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.bundled import bundled_backbone, specs_dir
 from automtl_cli.choices import Budget, ParamBudget
-from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for
+from automtl_cli.data.loader import prepare_data
+from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for, delta_against
 from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.runconfig import input_size
 from automtl_cli.engine.schedule import Alternation
@@ -40,6 +42,7 @@ from automtl_cli.registry import parse_choice
 from automtl_cli.stages.compile import DATA_CHANNELS, compile_backbone, compile_stage
 from automtl_cli.stages.derive import derive
 from automtl_cli.stages.finetune import finetune
+from automtl_cli.stages.jobs import Method, run_methods
 from automtl_cli.stages.search import search as search_stage
 from automtl_cli.tasks import build_tasks
 
@@ -56,6 +59,10 @@ def default_backbone() -> Path:
         raise MissingInput(f"{specs_dir()}: the default backbone {DEFAULT_BACKBONE}.prototxt "
                            "is missing from the installed package; give a BACKBONE prototxt")
     return path
+
+
+def _say_to_log(message: str) -> None:
+    logging.getLogger("automtl_cli.cli").info("%s", message)
 
 
 def _baseline_run(run: Path, name: str, group: str = "baselines") -> Path:
@@ -131,6 +138,15 @@ class Pipeline:
             finetune, init="scratch",
             iters=self.automtl_updates if equal else finetune.iters)
         self.methods, self.started = 0, 0  # how many methods `run` compares, how many began
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pipeline goes to `run`'s worker processes without its `say` (a closure), and
+        speaks there through automtl's log."""
+        return {k: v for k, v in self.__dict__.items() if k != "say"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.say = _say_to_log
 
     def _announce(self, name: str, what: str) -> None:
         """One line as a method starts: which (k of n), what it will run, how many steps."""
@@ -238,53 +254,54 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                  experiment: ExperimentConfig, *, search: SearchConfig,
                  finetune: FinetuneConfig, random_plans: int = 0, samples: int = 1,
                  derive_mode: str = "argmax", max_params: ParamBudget | None = None,
-                 budget: str = "equal",
-                 bn: str = "task", skip: str = "reference", weights: str | None = None,
-                 feature: str | None = None, say: Callable[[str], None] = lambda s: None,
+                 budget: str = "equal", bn: str = "task", skip: str = "reference",
+                 weights: str | None = None, feature: str | None = None, jobs: int = 1,
+                 say: Callable[[str], None] = lambda s: None,
                  show_progress: bool = True) -> dict[str, Any]:
     """The whole chain; `finetune.init` says where AutoMTL's fine-tuning starts (`search`:
-    the searched weights; `scratch`: the seed's, as the paper; `pretrained`: `weights`)."""
+    the searched weights; `scratch`: the seed's, as the paper; `pretrained`: `weights`).
+    `jobs` > 1 trains the methods in that many worker processes (stages/jobs.py)."""
     with run_lock(run_dir):
-        return _run_pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
-                             random_plans=random_plans, samples=samples,
-                             derive_mode=derive_mode, max_params=max_params, budget=budget,
-                             bn=bn, skip=skip,
-                             weights=weights, feature=feature, say=say,
-                             show_progress=show_progress)
-
-
-def _run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
-                  experiment: ExperimentConfig, *, search: SearchConfig,
-                  finetune: FinetuneConfig, random_plans: int, samples: int,
-                  derive_mode: str, max_params: ParamBudget | None, budget: str, bn: str,
-                  skip: str, weights: str | None,
-                  feature: str | None, say: Callable[[str], None],
-                  show_progress: bool) -> dict[str, Any]:
-    pipe = Pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
-                    derive_mode=derive_mode, samples=samples, max_params=max_params,
-                    budget=budget, bn=bn, skip=skip,
-                    weights=weights, feature=feature, say=say, show_progress=show_progress)
-    pipe.compile()
-    pipe.methods = 3 + random_plans
-    results: dict[str, dict[str, Any]] = {}
-    results["single-task"] = stl = pipe.baseline("specific", "specific")
-    results["hard sharing"] = pipe.baseline("shared", "shared", stl=stl)
-    for k in range(random_plans):
-        results[f"random {k}"] = pipe.baseline(f"random-{k}", "random",
-                                               seed=random_plan_seed(search.seed, k), stl=stl)
-    results["AutoMTL"] = pipe.automtl(stl=stl)
-    run = pipe.run
-    tasks = build_tasks(experiment)
-    table = results_table(results, tasks)
-    write_text(run / "results.md", table + "\n")
-    picture = _draw_results(results, tasks, run / "results.png", say)
-    write_json(run / "results.json", {
-        "backbone": str(backbone), "tasks": list(pipe.tasks),
-        "experiment": experiment.to_dict(), "search": dataclasses.asdict(search),
-        "finetune": dataclasses.asdict(finetune), "budget": budget,
-        "max_params": str(max_params) if max_params else None, "methods": results})
-    return {"run": str(run), "table": table, "methods": results,
-            "picture": str(picture) if picture else None}
+        pipe = Pipeline(backbone, run_dir, experiment, search=search, finetune=finetune,
+                        derive_mode=derive_mode, samples=samples, max_params=max_params,
+                        budget=budget, bn=bn, skip=skip, weights=weights, feature=feature,
+                        say=say, show_progress=show_progress)
+        pipe.compile()
+        baselines = [Method("single-task", "baseline", ("specific", "specific")),
+                     Method("hard sharing", "baseline", ("shared", "shared")),
+                     *(Method(f"random {k}", "baseline", (f"random-{k}", "random"),
+                              random_plan_seed(search.seed, k)) for k in range(random_plans))]
+        automtl = Method("AutoMTL", "automtl")
+        # in parallel the longest chain goes first; one after the other, the reference first
+        methods = [automtl, *baselines] if jobs > 1 else [*baselines, automtl]
+        pipe.methods = len(methods)
+        # A previous run's baseline metrics in RUN must not stand in for this run's: the
+        # fine-tuning stage reads the single-task ones from disk when not handed them.
+        for stale in (pipe.run / "baselines").glob("*/metrics.json"):
+            stale.unlink()
+        if jobs > 1:
+            prepare_data(experiment.data)
+        done = run_methods(pipe, methods, jobs, say)
+        results = {m.label: done[m.label] for m in [*baselines, automtl]}
+        tasks = build_tasks(experiment)
+        stl = results["single-task"]
+        for label, out in results.items():  # Δ against this run's single-task networks
+            if label != "single-task":
+                out["delta"] = {split: delta_against(out["metrics"][split],
+                                                     stl["metrics"][split], tasks)
+                                for split in ("val", "test")}
+        run = pipe.run
+        table = results_table(results, tasks)
+        write_text(run / "results.md", table + "\n")
+        picture = _draw_results(results, tasks, run / "results.png", say)
+        write_json(run / "results.json", {
+            "backbone": str(backbone), "tasks": list(pipe.tasks),
+            "experiment": experiment.to_dict(), "search": dataclasses.asdict(search),
+            "finetune": dataclasses.asdict(finetune), "budget": budget,
+            "max_params": str(max_params) if max_params else None, "jobs": jobs,
+            "methods": results})
+        return {"run": str(run), "table": table, "methods": results,
+                "picture": str(picture) if picture else None}
 
 
 def _draw_results(results: dict[str, dict[str, Any]], tasks, path: Path,

@@ -1,0 +1,84 @@
+"""`run --jobs N`: the methods in worker processes compute what they compute one by one."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_EXPERIMENT
+from conftest_proc import FOREVER, finish, kill_group, launch, wait_for
+
+BACKBONE = ROOT / "specs" / "resnet18_w8.prototxt"
+SHORT = ("--warmup-iters", "2", "--search-iters", "4", "--finetune-iters", "3", "--random", "1")
+
+
+@pytest.fixture
+def experiment(tmp_path, scene_cache):
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(TINY_EXPERIMENT)
+    return path
+
+
+def _methods(run) -> dict:
+    return json.loads((run / "results.json").read_text())["methods"]
+
+
+def test_workers_compute_what_one_process_computes(tmp_path, experiment, run_cli):
+    threads = torch.get_num_threads()
+    rc, out, err = run_cli("run", BACKBONE, "-o", tmp_path / "parallel", "--experiment",
+                           experiment, *SHORT, "--jobs", "2")
+    assert rc == 0, err
+    assert "4 methods in 2 worker processes" in err
+    per_worker = max(1, threads // 2)
+    torch.set_num_threads(per_worker)  # the threads each worker had: the same float sums
+    try:
+        rc, sequential, err = run_cli("-q", "run", BACKBONE, "-o", tmp_path / "sequential",
+                                      "--experiment", experiment, *SHORT, "--jobs", "1")
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0, err
+    parallel, one = _methods(tmp_path / "parallel"), _methods(tmp_path / "sequential")
+    assert list(parallel) == list(one) == ["single-task", "hard sharing", "random 0", "AutoMTL"]
+    for method in one:
+        for key in ("metrics", "delta", "params", "flops", "budget"):
+            assert parallel[method].get(key) == one[method].get(key), (method, key)
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == list(one)
+    assert not multiprocessing.active_children()
+
+
+def test_an_error_in_a_worker_is_one_line_and_stops_the_others(tmp_path, experiment, run_cli):
+    rc, _, err = run_cli("-q", "run", BACKBONE, "-o", tmp_path / "r", "--experiment", experiment,
+                         *SHORT, "--jobs", "2", "--max-params", "1k")
+    assert rc == 65, err
+    assert len(err.strip().splitlines()) == 1 and "smallest backbone" in err, err
+    assert not multiprocessing.active_children()
+
+
+def test_sigterm_stops_every_worker(tmp_path, experiment):
+    run = tmp_path / "r"
+    proc = launch("run", BACKBONE, "-o", run, "--experiment", experiment, "--warmup-iters", "2",
+                  "--search-iters", "4", "--finetune-iters", FOREVER, "--jobs", "2")
+    try:
+        # both workers are training: the single-task baseline has its plan, AutoMTL searches
+        wait_for(run / "baselines" / "specific" / "derived" / "plan.json", proc)
+        wait_for(run / "search", proc)
+        os.kill(proc.pid, signal.SIGTERM)  # the parent alone, as a scheduler's `kill` does
+        rc, _, err = finish(proc)
+        assert rc == 75, err
+        assert "stopped by SIGTERM" in err
+        # No worker outlives the run (multiprocessing's resource tracker, started with the
+        # workers, may take a few seconds to notice its parent has gone).
+        deadline = time.monotonic() + 60
+        with pytest.raises(ProcessLookupError):
+            while time.monotonic() < deadline:
+                os.killpg(proc.pid, 0)
+                time.sleep(0.1)
+    finally:
+        kill_group(proc)
