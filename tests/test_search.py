@@ -182,14 +182,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_run, run_cli, monkey
 def test_per_task_stepping_runs(tiny_run, run_cli):
     rc, out, err = _search(run_cli, tiny_run, "--warmup-iters", "2", "--iters", "4",
                            "--policy-steps", "2", "--weight-steps", "2", "--step", "per-task",
-                           "--json")
+                           "--checkpoint-every", "1", "--keep", "10", "--json")
     assert rc == 0, err
     assert json.loads(out)["steps"] == 6
-    # one optimiser step per task per iteration: 2 iterations of each kind × 3 tasks for what
-    # every task uses (the backbone), 2 for what one task alone uses (its head)
+    # one optimiser step per task per iteration: for what every task uses (the backbone) 3 per
+    # iteration, for what one task alone uses (its head) 1
+    warm = _state(tiny_run, "step-1.pt")["optimizers"]["warmup"]
+    assert {float(s["step"]) for s in warm["state"].values()} == {1.0, 3.0}
     optimizers = _state(tiny_run)["optimizers"]
-    assert {float(s["step"]) for s in optimizers["warmup"]["state"].values()} == {2.0, 6.0}
     assert {float(s["step"]) for s in optimizers["policy"]["state"].values()} == {6.0}
+    # the warm-up's optimiser state is not kept once the warm-up is over
+    assert "warmup" not in optimizers and "warmup" not in _state(tiny_run, "step-2.pt")[
+        "optimizers"]
 
 
 def test_resume_refuses_other_settings_but_may_run_longer(tiny_run, run_cli):

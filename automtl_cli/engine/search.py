@@ -38,6 +38,7 @@ from automtl_cli.engine.regularizers import REGULARIZERS, RegContext
 from automtl_cli.engine.schedule import Alternation, Phase, TauSchedule
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.engine.streams import BatchStream
+from automtl_cli.errors import BadInput
 from automtl_cli.experiment import DataSource, ExperimentConfig
 from automtl_cli.frontend.ir import Graph
 from automtl_cli.registry import parse_choice
@@ -218,7 +219,8 @@ class Searcher(TrainLoop):
             # [S, T, 3] in search_nodes × space.tasks order: readers need no state-dict keys
             "policy_logits": self.net.backbone.logits().detach().cpu(),
             "model": self.net.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "optimizers": {k: self.optimizers[k].state_dict()
+                           for k in self._optimizers_needed(self.step)},
             "tau": self.tau,
             "stage": self.alternation.stage(self.step).value if self.step < self.total
             else "done",
@@ -231,10 +233,19 @@ class Searcher(TrainLoop):
                 "weights": digest(self.net.weight_parameters())}),
         }
 
+    def _optimizers_needed(self, step: int) -> list[str]:
+        """The optimisers whose state the steps from `step` on use: the warm-up's ends with the
+        warm-up (a third of a search checkpoint's tensors, not written once it is over)."""
+        return [k for k in self.optimizers
+                if k != Phase.WARMUP.value or step < self.config.warmup_iters]
+
     def load_state_dict(self, state: SearchCheckpoint) -> None:
         self.net.load_state_dict(state.model)
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state.optimizers[k])
+        for k in self._optimizers_needed(state.step):
+            if k not in state.optimizers:
+                raise BadInput(f"{self.checkpoints.last}: has no state of the {k} optimiser, "
+                               f"which step {state.step} needs")
+            self.optimizers[k].load_state_dict(state.optimizers[k])
         restore_rank_rng(state.rng, self.dist.rank, self.dist.world)
         for split, (epoch, offset) in state.data.items():
             self.streams[split] = BatchStream(self.loaders[split], epoch, offset)
