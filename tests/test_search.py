@@ -353,3 +353,20 @@ def test_optimizers_update_as_the_per_tensor_loop_does(recipe):
             opt.step()
         finals.append([p.detach() for p in params])
     assert all(torch.equal(a, b) for a, b in zip(*finals))
+
+
+@pytest.mark.parametrize("stage", ["search", "finetune"])
+def test_a_bad_checkpoint_is_refused_before_the_data_is_built(tiny_run, run_cli, tmp_path,
+                                                              monkeypatch, stage):
+    experiment = ["--experiment", tiny_run.parent / "tiny.prototxt"] if stage == "search" \
+        else []
+    if stage == "finetune":
+        assert run_cli("-q", "derive", tiny_run, "--plan", "shared", *(
+            "--experiment", tiny_run.parent / "tiny.prototxt"))[0] == 0
+    (tiny_run / stage).mkdir(exist_ok=True)
+    (tiny_run / stage / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    fresh = tmp_path / "fresh-cache"
+    monkeypatch.setenv("AUTOMTL_CACHE", str(fresh))
+    rc, _, err = run_cli("-q", stage, tiny_run, *experiment, "--resume")
+    assert rc == 65 and "last.pt" in err, err
+    assert not any(fresh.rglob("*.npz"))  # no scene was made for a run that cannot go on

@@ -119,8 +119,11 @@ class TrainLoop:
     RESUMABLE_CHANGES = frozenset({"iters", "checkpoint_every", "log_every", "keep",
                                    "num_workers", "device"})
 
-    def resume(self) -> int:
-        state = self.checkpoints.load_last(self.run_id)
+    def resume(self, state: Artifact | None = None) -> int:
+        """Continue from `state` (read and checked by the caller before building the loop's
+        data, so that a bad checkpoint fails in a second), else from `last.pt`."""
+        if state is None:
+            state = self.checkpoints.load_last(self.run_id)
         self._check_same_config(state.config)
         self.load_state_dict(state)
         self.step = state.step

@@ -16,6 +16,7 @@ import torch
 from automtl_cli.artifacts import (
     DerivedModel,
     FinalModel,
+    FinetuneCheckpoint,
     atomic_copy,
     check_writable,
     load,
@@ -23,6 +24,7 @@ from automtl_cli.artifacts import (
 )
 from automtl_cli.artifacts.lock import run_lock
 from automtl_cli.data.loader import build_loader
+from automtl_cli.engine.checkpoint import CheckpointManager
 from automtl_cli.engine.derive import network_of
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
 from automtl_cli.engine.finetune import (
@@ -152,10 +154,14 @@ def _finetune(run_dir: str | os.PathLike, config: FinetuneConfig, *, resume: boo
     derived = load(path, DerivedModel)
     _check_plan_file(run / "derived" / "plan.json", derived)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    tuner = Finetuner(run / "finetune", derived, config, {"derived_sha256": sha},
+    run_id = {"derived_sha256": sha}
+    # a checkpoint that cannot be resumed fails before the data is built
+    state = CheckpointManager(run / "finetune", FinetuneCheckpoint).load_last(run_id) \
+        if resume else None
+    tuner = Finetuner(run / "finetune", derived, config, run_id,
                       show_progress=show_progress, dist=dist)
     if resume:
-        tuner.resume()
+        tuner.resume(state)
     record = tuner.run()
     experiment = derived.experiment
     metrics = {split: _split_metrics(tuner.network, tuner.tasks, experiment, split, config,

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from automtl_cli.artifacts import SupermodelArtifact, check_writable
+from automtl_cli.artifacts import SearchCheckpoint, SupermodelArtifact, check_writable
 from automtl_cli.artifacts.lock import run_lock
+from automtl_cli.engine.checkpoint import CheckpointManager
 from automtl_cli.engine.distributed import Dist, restarted_by_torchrun
 from automtl_cli.engine.runconfig import read_supermodel, setup_run
 from automtl_cli.engine.search import SearchConfig, Searcher
@@ -56,10 +57,14 @@ def _search(run_dir: str | os.PathLike, config: SearchConfig, experiment: Experi
     check_writable(Path(run_dir) / "search", directory=True)
     batch = config.batch_size or experiment.data.batch_size
     setup = setup_run(run_dir, experiment, batch, supermodel)
+    checkpoints = CheckpointManager(Path(run_dir) / "search", SearchCheckpoint)
+    resume = resume or (restarted_by_torchrun() and checkpoints.last.exists())
+    # a checkpoint that cannot be resumed fails before the data is built
+    state = checkpoints.load_last(setup.run_id()) if resume else None
     searcher = Searcher(run_dir, setup.graph, setup.space, experiment, config, setup.run_id(),
                         show_progress=show_progress, dist=dist,
                         pretrained=supermodel.weights)
-    if resume or (restarted_by_torchrun() and searcher.checkpoints.last.exists()):
-        step = searcher.resume()
+    if resume:
+        step = searcher.resume(state)
         log.info("resuming the search at step %d of %d", step, config.total)
     return searcher.run()
