@@ -53,6 +53,18 @@ def test_workers_compute_what_one_process_computes(tmp_path, experiment, run_cli
     assert not multiprocessing.active_children()
 
 
+def test_a_worker_that_runs_out_of_methods_ends_while_the_other_trains(tmp_path, experiment,
+                                                                       run_cli):
+    """Three methods on two workers: the first to finish takes the third, the other ends while
+    it trains (for seconds: longer than a worker takes to exit)."""
+    rc, out, err = run_cli("-q", "run", BACKBONE, "-o", tmp_path / "r", "--experiment",
+                           experiment, "--warmup-iters", "2", "--search-iters", "4",
+                           "--finetune-iters", "60", "--jobs", "2")
+    assert rc == 0, err
+    assert list(_methods(tmp_path / "r")) == ["single-task", "hard sharing", "AutoMTL"]
+    assert not multiprocessing.active_children()
+
+
 def test_an_error_in_a_worker_is_one_line_and_stops_the_others(tmp_path, experiment, run_cli):
     rc, _, err = run_cli("-q", "run", BACKBONE, "-o", tmp_path / "r", "--experiment", experiment,
                          *SHORT, "--jobs", "2", "--max-params", "1k")

@@ -142,39 +142,47 @@ def run_methods(pipe, methods: Sequence[Method], jobs: int,
 
     level = logging.getLogger("automtl_cli").getEffectiveLevel()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    links, workers = [], []
+    links, ends, workers = [], [], []
     for k in range(jobs):  # a pipe each (no queue: its semaphores outlive a stopped run)
         parent_end, child_end = context.Pipe()
         links.append(parent_end)
+        ends.append(child_end)
         workers.append(context.Process(
             target=_worker, args=(pipe, child_end, threads, level, deterministic),
             name=f"automtl-run-{k}"))
     todo = list(enumerate(methods))
     out: dict[int, dict[str, Any]] = {}
+    busy: dict[Any, Any] = {}  # link → its worker, while a method it was sent is unreported
+
+    def hand_out(link, worker) -> None:
+        if todo:
+            link.send(todo.pop(0))
+            busy[link] = worker
+        else:
+            link.send(None)  # the worker ends; its link is read no more
+            busy.pop(link, None)
+
     try:
         with StopRequest() as stop:
-            for w, link in zip(workers, links):
-                w.start()
-                link.send(todo.pop(0) if todo else None)
-            while len(out) < len(methods):
+            for worker, link, end in zip(workers, links, ends):
+                worker.start()
+                end.close()  # the worker's copy alone keeps it open: its exit reads as EOF
+                hand_out(link, worker)
+            while busy:
                 if stop.requested:
                     raise Interrupted(f"run stopped by {stop.requested}; run it again to "
                                       "start over")
-                for link in wait([*links, *(w.sentinel for w in workers)], POLL_S):
-                    if link not in links:  # a worker ended: fine once it reported
-                        continue
+                for link in wait(list(busy), POLL_S):
                     try:
                         index, ok, payload = link.recv()
                     except EOFError:
-                        raise RuntimeError("a worker process of the run ended without "
-                                           "reporting its method") from None
+                        raise RuntimeError(f"a worker process of the run ended (exit "
+                                           f"{busy[link].exitcode}) without reporting its "
+                                           "method") from None
                     if not ok:
                         _reraise(payload, methods[index].label)
                     out[index] = payload
-                    link.send(todo.pop(0) if todo else None)
-                if len(out) < len(methods) and not any(w.is_alive() for w in workers):
-                    raise RuntimeError("the run's worker processes ended without reporting "
-                                       "every method")
+                    hand_out(link, busy[link])
     finally:
         _stop(workers)
         for link in links:
