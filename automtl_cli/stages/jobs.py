@@ -110,8 +110,13 @@ def _with_code(cls: type[AutomtlError]) -> type[AutomtlError]:
     return type(cls.__name__, (AutomtlError,), {"exit_code": cls.exit_code})
 
 
-def _stop(workers: list) -> None:
-    """SIGTERM (a loop checkpoints and exits), then a kill for what is still running."""
+def _stop(workers: list, finished: bool) -> None:
+    """Workers that were told to end (`finished`) are given time to; the others get SIGTERM
+    (a loop checkpoints and exits), then a kill for what is still running."""
+    if finished:
+        deadline = time.monotonic() + STOP_GRACE_S
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
     for w in workers:
         if w.is_alive():
             w.terminate()
@@ -153,6 +158,7 @@ def run_methods(pipe, methods: Sequence[Method], jobs: int,
     todo = list(enumerate(methods))
     out: dict[int, dict[str, Any]] = {}
     busy: dict[Any, Any] = {}  # link → its worker, while a method it was sent is unreported
+    finished = False
 
     def hand_out(link, worker) -> None:
         if todo:
@@ -183,8 +189,9 @@ def run_methods(pipe, methods: Sequence[Method], jobs: int,
                         _reraise(payload, methods[index].label)
                     out[index] = payload
                     hand_out(link, busy[link])
+        finished = True
     finally:
-        _stop(workers)
+        _stop(workers, finished)
         for link in links:
             link.close()
     return {m.label: out[i] for i, m in enumerate(methods)}
