@@ -185,3 +185,20 @@ def test_derive_budget_errors_are_one_line(searched, run_cli):
     assert rc == 65 and "--mode argmax" in err and len(err.strip().splitlines()) == 1, err
     rc, _, err = run_cli("-q", "derive", searched, "--max-params", "half")
     assert rc == 2 and "not a parameter budget" in err, err
+
+
+def test_run_keeps_automtl_within_the_budget(tmp_path, run_cli, scene_cache):
+    from conftest import TINY_EXPERIMENT
+
+    (tmp_path / "tiny.prototxt").write_text(TINY_EXPERIMENT)
+    rc, out, err = run_cli("-q", "run", ROOT / "specs" / "resnet18_w8.prototxt", "-o",
+                           tmp_path / "r", "--experiment", tmp_path / "tiny.prototxt",
+                           "--warmup-iters", "2", "--search-iters", "4", "--finetune-iters",
+                           "3", "--max-params", "0.5x", "--jobs", "1")
+    assert rc == 0, err
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    automtl = results["methods"]["AutoMTL"]
+    single = results["methods"]["single-task"]["params"]["total"]
+    assert automtl["params"]["total"] <= 0.5 * single
+    assert automtl["derive"]["max_params"] == results["max_params"] == "0.5x"
+    assert automtl["plan"]["max_params"]["limit"] == int(0.5 * single)
