@@ -182,7 +182,7 @@ def test_derive_budget_errors_are_one_line(searched, run_cli):
     rc, _, err = run_cli("-q", "derive", searched, "--mode", "argmax", "--max-params", "1k")
     assert rc == 65 and "smallest backbone" in err and len(err.strip().splitlines()) == 1, err
     rc, _, err = run_cli("-q", "derive", searched, "--mode", "sample", "--max-params", "0.5x")
-    assert rc == 65 and "--mode argmax" in err and len(err.strip().splitlines()) == 1, err
+    assert rc == 65 and "argmax derivation" in err and len(err.strip().splitlines()) == 1, err
     rc, _, err = run_cli("-q", "derive", searched, "--max-params", "half")
     assert rc == 2 and "not a parameter budget" in err, err
 

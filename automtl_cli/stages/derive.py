@@ -72,8 +72,9 @@ def _derive(run_dir: str | os.PathLike, *, mode: DeriveMode | str,
     if samples < 1:
         raise BadInput("--samples must be at least 1")
     if max_params is not None and mode is not DeriveMode.ARGMAX:
-        raise BadInput(f"--max-params needs --mode argmax (the most likely plan within the "
-                       f"budget), not --mode {mode.value}")
+        raise BadInput(f"--max-params derives the most likely plan within the budget: it "
+                       f"needs the argmax derivation (derive --mode argmax, run --derive "
+                       f"argmax), not {mode.value}")
     maker = DERIVE_MODES.get(mode)
     run = Path(run_dir)
     check_writable(run / "derived", directory=True)
