@@ -254,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     for item in (args.max_params or "").split(","):
         if item:
             task_set, _, size = item.partition("=")
-            budgets[task_set] = ParamBudget.parse(size)
+            if task_set not in args.task_sets.split(","):
+                parser.error(f"--max-params {item}: {task_set!r} is not among --task-sets")
+            try:
+                budgets[task_set] = ParamBudget.parse(size)
+            except ValueError as e:
+                parser.error(f"--max-params {item}: {e}")
     only = set(args.only.split(",")) if args.only else None
     sections: dict[str, dict[int, dict[str, dict]]] = {}
     texts = []
