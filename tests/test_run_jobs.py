@@ -56,6 +56,10 @@ def test_workers_compute_what_one_process_computes(tmp_path, experiment, run_cli
             assert parallel[method].get(key) == one[method].get(key), (method, key)
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows[1:]] == list(one)
+    for method, sub in (("AutoMTL", "."), ("hard sharing", "baselines/shared"),
+                        ("random 0", "baselines/random-0")):  # each run's own file agrees
+        stored = json.loads((tmp_path / "parallel" / sub / "metrics.json").read_text())
+        assert stored["delta"] == parallel[method]["delta"], method
     assert not _run_workers()
 
 

@@ -41,7 +41,7 @@ from automtl_cli.frontend.sources import SourceKind, source_kind
 from automtl_cli.registry import parse_choice
 from automtl_cli.stages.compile import DATA_CHANNELS, compile_backbone, compile_stage
 from automtl_cli.stages.derive import derive
-from automtl_cli.stages.finetune import finetune
+from automtl_cli.stages.finetune import finetune, read_metrics
 from automtl_cli.stages.jobs import Method, run_methods
 from automtl_cli.stages.search import search as search_stage
 from automtl_cli.tasks import build_tasks
@@ -290,6 +290,7 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
                 out["delta"] = {split: delta_against(out["metrics"][split],
                                                      stl["metrics"][split], tasks)
                                 for split in ("val", "test")}
+                _store_delta(Path(out["run"]) / "metrics.json", out["delta"])
         run = pipe.run
         table = results_table(results, tasks)
         write_text(run / "results.md", table + "\n")
@@ -302,6 +303,14 @@ def run_pipeline(backbone: str | os.PathLike, run_dir: str | os.PathLike,
             "methods": results})
         return {"run": str(run), "table": table, "methods": results,
                 "picture": str(picture) if picture else None}
+
+
+def _store_delta(path: Path, delta: dict[str, Any]) -> None:
+    """A method's metrics.json gets the Δ of the table: a method that finished before the
+    single-task networks (in another worker) had none to write."""
+    metrics = read_metrics(path)
+    if metrics.get("delta") != delta:
+        write_json(path, {**metrics, "delta": delta})
 
 
 def _draw_results(results: dict[str, dict[str, Any]], tasks, path: Path,
