@@ -45,7 +45,7 @@ from automtl_cli.registry import parse_choice
 from automtl_cli.tasks import build_tasks
 
 __all__ = ["NonFiniteLoss", "SearchConfig", "Searcher",
-           "policy_decision", "policy_table"]
+           "policy_decision", "policy_entropy", "policy_sharing", "policy_table"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,18 @@ def policy_table(logits: torch.Tensor, names: list[str], tasks: tuple[str, ...]
     return [{"node": name, **{task: [round(p, 4) for p in probs[i][t]]
                               for t, task in enumerate(tasks)}}
             for i, name in enumerate(names)]
+
+
+def policy_sharing(logits: torch.Tensor) -> float:
+    """The fraction of (node, task) choices whose most likely branch is the shared one."""
+    logits = logits.detach()
+    return float((logits.argmax(-1) == 0).float().mean()) if logits.numel() else 1.0
+
+
+def policy_entropy(logits: torch.Tensor) -> float:
+    """The policy's mean entropy per (node, task), in nats."""
+    p = torch.softmax(logits.detach(), dim=-1)
+    return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) if p.numel() else 0.0
 
 
 def policy_decision(logits: torch.Tensor) -> dict[str, Any]:
@@ -299,12 +311,10 @@ class Searcher(TrainLoop):
     # ------------------------------------------------------------------ reporting
 
     def sharing_fraction(self) -> float:
-        logits = self.net.backbone.logits().detach()
-        return float((logits.argmax(-1) == 0).float().mean()) if logits.numel() else 1.0
+        return policy_sharing(self.net.backbone.logits())
 
     def entropy(self) -> float:
-        p = torch.softmax(self.net.backbone.logits().detach(), dim=-1)
-        return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) if p.numel() else 0.0
+        return policy_entropy(self.net.backbone.logits())
 
     def decision(self) -> dict[str, Any]:
         return policy_decision(self.net.backbone.logits())

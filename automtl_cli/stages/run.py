@@ -32,7 +32,12 @@ from automtl_cli.engine.finetune import FinetuneConfig, candidate_iters_for, del
 from automtl_cli.engine.plans import DeriveMode
 from automtl_cli.engine.runconfig import input_size
 from automtl_cli.engine.schedule import Alternation
-from automtl_cli.engine.search import SearchConfig, policy_decision
+from automtl_cli.engine.search import (
+    SearchConfig,
+    policy_decision,
+    policy_entropy,
+    policy_sharing,
+)
 from automtl_cli.engine.stepping import STEPPINGS
 from automtl_cli.errors import BadInput, MissingDependency, MissingInput
 from automtl_cli.experiment import ExperimentConfig
@@ -84,10 +89,8 @@ def _copy_search(searched: Path, run: Path, config: SearchConfig) -> dict[str, A
         raise BadInput(f"{source}: not a finished search with this configuration")
     atomic_link(source, run / "search" / "last.pt")
     logits = checkpoint.policy_logits
-    return {"steps": checkpoint.step, "tau": checkpoint.tau,
-            "sharing": float((logits.argmax(-1) == 0).float().mean()),
-            "entropy": float(-(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()),
-            "decided": policy_decision(logits)["decided"]}
+    return {"steps": checkpoint.step, "tau": checkpoint.tau, "sharing": policy_sharing(logits),
+            "entropy": policy_entropy(logits), "decided": policy_decision(logits)["decided"]}
 
 
 def search_weight_updates(search: SearchConfig, tasks: int) -> int:
