@@ -64,6 +64,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from automtl_cli.allocator import keep_freed_memory  # noqa: E402
 from automtl_cli.compiler.derived import DerivedBackbone, Tree, build_tree  # noqa: E402
 from automtl_cli.compiler.space import SearchSpace, space_summary  # noqa: E402
 from automtl_cli.compiler.strategies.skip import SkipKind  # noqa: E402
@@ -348,6 +349,8 @@ def peak_memory(path: Path, t: int, args, device: torch.device) -> float:
     code = f"""
 import contextlib, resource, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
+from automtl_cli.allocator import keep_freed_memory
+keep_freed_memory()
 from automtl_cli.compiler.space import SearchSpace
 from automtl_cli.compiler.supermodel import build_supermodel
 from automtl_cli.frontend.build import CompileOptions, build_graph
@@ -664,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the real loops (overhead share) and the GDAS search")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
+    allocator = "glibc, freed memory kept" if keep_freed_memory() else "system default"
     if args.threads:
         torch.set_num_threads(args.threads)
     args.repeats, args.warmup = (3, 1) if args.quick else (7, 2)
@@ -674,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"device": str(device), "threads": torch.get_num_threads(),
                  "torch": torch.__version__, "batch_per_task": args.batch, "size": args.size,
                  "precision": args.precision, "compile": args.compile,
-                 "channels_last": args.channels_last,
+                 "channels_last": args.channels_last, "allocator": allocator,
                  "matmul_gflops": round(matmul_gflops(device, args.repeats + 2), 2),
                  "compile_ms": {}, "search": [], "inference": [], "scaling": {}}
     for name in args.backbones.split(","):

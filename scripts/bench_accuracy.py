@@ -42,6 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from automtl_cli.allocator import keep_freed_memory  # noqa: E402
 from automtl_cli.artifacts import write_json  # noqa: E402
 from automtl_cli.choices import ParamBudget  # noqa: E402
 from automtl_cli.engine.finetune import FinetuneConfig, delta_against  # noqa: E402
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "OUT/cells; benchmarks/ablation holds the committed "
                                         "ones)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the CLI does
     random_plans = args.random if args.random is not None else (5 if args.ablation else 1)
     out = Path(args.output)
     cell_root = Path(args.cells) if args.cells else out / "cells"

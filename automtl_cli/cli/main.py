@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import click
 
 from automtl_cli import __version__
+from automtl_cli.allocator import keep_freed_memory
 from automtl_cli.errors import AutomtlError
 
 __all__ = ["cli", "main"]
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (never raises, never calls sys.exit)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    keep_freed_memory()
     code = 70
     try:
         code = _dispatch(args, debug)

@@ -71,9 +71,11 @@ def _worker(pipe, conn, threads: int, log_level: int, deterministic: bool) -> No
     it stops at the first error."""
     import torch
 
+    from automtl_cli.allocator import keep_freed_memory
     from automtl_cli.cli.main import setup_logging
     from automtl_cli.engine.loop import use_progress_bars
 
+    keep_freed_memory()  # as the CLI's own process does
     torch.set_num_threads(threads)
     if deterministic:  # `--deterministic` of the calling process
         from automtl_cli.seeding import enable_deterministic
