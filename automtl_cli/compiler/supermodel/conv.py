@@ -91,24 +91,28 @@ class _MixWeightsSplit(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         a, b, shared, task = ctx.saved_tensors
-        t = task.shape[0]
-        grads = tuple(torch.zeros_like(shared) if g is None else g for g in grads)
-        ga = gb = gs = gt = None
         need_a, need_b, need_s, need_t = ctx.needs_input_grad
         flat = shared.reshape(-1)
-        if need_a:
-            ga = torch.stack([torch.dot(g.reshape(-1), flat) for g in grads])
-        if need_b:
-            gb = torch.stack([torch.dot(g.reshape(-1), task[i].reshape(-1))
-                              for i, g in enumerate(grads)])
-        if need_s:
-            gs = torch.mul(grads[0], a[0])
-            for i in range(1, t):
-                gs.addcmul_(grads[i], a[i])
+        gas, gbs = [], []
+        gs = gt = None
         if need_t:
             gt = torch.empty_like(task)
-            for i, g in enumerate(grads):
+        # Task by task, every use of one task's gradient together: it is still in the cache
+        # for the second, third and fourth pass (a 512-channel layer's three gradients
+        # together are larger than this CPU's L3, one of them is not).
+        for i, g in enumerate(grads):
+            if g is None:
+                g = torch.zeros_like(shared)
+            if need_a:
+                gas.append(torch.dot(g.reshape(-1), flat))
+            if need_b:
+                gbs.append(torch.dot(g.reshape(-1), task[i].reshape(-1)))
+            if need_s:
+                gs = torch.mul(g, a[i]) if gs is None else gs.addcmul_(g, a[i])
+            if need_t:
                 torch.mul(g, b[i], out=gt[i])
+        ga = torch.stack(gas) if need_a else None
+        gb = torch.stack(gbs) if need_b else None
         return ga, gb, gs, gt
 
 
