@@ -275,7 +275,9 @@ class SearchConv(TaskStacked):
         shared = [i for i, c in enumerate(choices) if c == 0]
         if shared:
             k = len(shared)
-            stacked = xs[:, shared].transpose(0, 1).reshape(k * n, -1, h, w)
+            # one gather, task-major, so that the reshape is a view (indexing [:, shared]
+            # and then transposing copied twice)
+            stacked = xs.transpose(0, 1)[shared].reshape(k * n, -1, h, w)
             ys = self._plain(stacked, conv.weight, conv.bias).view(k, n, -1,
                                                                    *outs_shape(conv, h, w))
             for j, i in enumerate(shared):
