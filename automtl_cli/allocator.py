@@ -5,8 +5,9 @@ the heap's free top beyond a threshold), so every step's fresh weight mixtures, 
 and activations fault their pages in again and the kernel zeroes them first: 36,000 page
 faults per fused Deeplab-R34 search step, 3 with this, and the step 13–19 % faster (2 threads,
 fresh processes side by side; docs/performance.md). PyTorch's CPU allocator has no cache of its
-own; this is what jemalloc or tcmalloc would give, without preloading a library. The price: a process's resident memory stays at its peak once reached.
-`AUTOMTL_KEEP_FREED_MEMORY=0` leaves glibc's defaults.
+own; this is what jemalloc or tcmalloc would give, without preloading a library. The price: a
+process's resident memory stays at its peak once reached. `AUTOMTL_KEEP_FREED_MEMORY=0` leaves
+glibc's defaults.
 """
 
 from __future__ import annotations

@@ -132,11 +132,11 @@ class Supermodel(nn.Module):
                                       generator=None)
         shortcut = stage.one_hot and not torch.is_grad_enabled()
         if stage.sampled_only or shortcut:  # one host copy per step: which branches run at all
-            chosen = pi.detach().argmax(-1).cpu()
-            for i, node in enumerate(self.search_nodes):
-                row = chosen[i]
-                node.sampled = (bool((row < 2).any()), bool((row == 2).any()))
-                node.choices = tuple(row.tolist())
+            # as Python lists: tensor ops per node cost more than the convolutions of a small
+            # network in hard inference
+            for node, row in zip(self.search_nodes, pi.detach().argmax(-1).tolist()):
+                node.sampled = (min(row) < 2, 2 in row)
+                node.choices = tuple(row)
         y = self.graph_module(self.stack_input(x), pi, stage)
         n = y.shape[0]
         return y.view(n, len(self.tasks), -1, *y.shape[2:])
