@@ -17,11 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="glibc's malloc tuning applies on Linux only")
 
-# Five soft search steps of a Deeplab-R34 supermodel (T = 3, batch 2, 32²): the faults of the
-# last three, per step. Each step allocates its weight mixtures, gradients and activations anew,
-# tens of MB of them, as a real search step does.
+# Soft search steps of a Deeplab-R34 supermodel (T = 3, batch 2, 32²) after one warm-up: the
+# median of seven steps' page faults. Each step allocates its weight mixtures, gradients and
+# activations anew, tens of MB of them, as a real search step does. The median, because a step
+# now and then grows the heap (measured: 1–3 faults a step kept, one step in eight 5,000–9,000;
+# about 46,000 a step with glibc's defaults, one in eight 2,000).
 _FAULTS = """
-import json, resource, sys
+import json, resource, statistics, sys
 sys.path.insert(0, {root!r})
 {setup}
 import torch
@@ -35,13 +37,16 @@ x = torch.randn(3, 2, 3, 32, 32)
 def step():
     m.zero_grad(set_to_none=True)
     m(x, "soft", tau=5.0).square().mean().backward()
-step(); step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+step()
+faults = []
+for _ in range(7):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-print(json.dumps({{"applied": applied, "faults": (after - before) / 3}}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({{"applied": applied, "faults": statistics.median(faults)}}))
 """
+
+
 
 
 def _faults(setup: str, env: dict[str, str] | None = None) -> dict:
@@ -63,11 +68,14 @@ def system_default() -> dict:
     return _faults("applied = False")
 
 
-def test_kept_memory_is_reused_instead_of_faulted_in(system_default):
-    out = _faults(_LIBRARY)
-    assert out["applied"] is True
-    # measured: 55 000 faults per step with glibc's defaults, 500 kept
-    assert out["faults"] * 10 < system_default["faults"]
+@pytest.fixture(scope="module")
+def kept() -> dict:
+    return _faults(_LIBRARY)
+
+
+def test_kept_memory_is_reused_instead_of_faulted_in(system_default, kept):
+    assert kept["applied"] is True
+    assert kept["faults"] * 10 < system_default["faults"]
 
 
 def test_the_cli_keeps_freed_memory_for_every_command(system_default):
@@ -76,7 +84,7 @@ def test_the_cli_keeps_freed_memory_for_every_command(system_default):
     assert out["faults"] * 10 < system_default["faults"]
 
 
-def test_the_environment_can_leave_the_system_default(system_default):
+def test_the_environment_can_leave_the_system_default(kept):
     out = _faults(_LIBRARY, {"AUTOMTL_KEEP_FREED_MEMORY": "0"})
     assert out["applied"] is False
-    assert out["faults"] > system_default["faults"] / 2
+    assert out["faults"] > 10 * max(kept["faults"], 1)
