@@ -341,6 +341,18 @@ def test_every_conv_mode_equals_the_reference(mode, device, monkeypatch):
                                  stages=("soft", "hard"))
 
 
+def test_no_strided_1x1_runs_in_channels_last():
+    """A strided 1×1 in channels-last corrupted the heap in training (a random plan's fine-tune
+    aborted in malloc); the layer rule keeps it in NCHW even where channels-last would be
+    chosen for its few input channels."""
+    from automtl_cli.compiler.supermodel.conv import conv_mode
+
+    assert conv_mode(3, 1, (7, 7), (64, 64), "cpu", (2, 2)) == "channels_last"
+    assert conv_mode(3, 1, (1, 1), (64, 64), "cpu", (1, 1)) == "channels_last"
+    assert conv_mode(3, 1, (1, 1), (64, 64), "cpu", (2, 2)) != "channels_last"
+    assert conv_mode(3, 1, (1, 1), (64, 64), "cpu", (1, 2)) != "channels_last"
+
+
 def test_weight_mixture_gradients_are_exact():
     from automtl_cli.compiler.supermodel.conv import mix_weights
 

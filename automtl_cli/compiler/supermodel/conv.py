@@ -139,7 +139,9 @@ def conv_mode(in_channels: int, groups: int, kernel: tuple[int, int], hw: tuple[
     """How a layer's T task convolutions run: "grouped", "separate" or "channels_last"."""
     if device_type != "cpu":
         return "grouped"  # not measured off CPU yet: scripts/gpu_check.sh measures it
-    if groups == 1 and in_channels <= 4:
+    # A strided 1×1 in channels-last corrupted the heap in training (docs/performance.md)
+    strided_1x1 = tuple(kernel) == (1, 1) and tuple(stride) != (1, 1)
+    if groups == 1 and in_channels <= 4 and not strided_1x1:
         return "channels_last"
     if groups == 1 and in_channels >= 256 and hw[0] * hw[1] <= 256:
         return "separate"
