@@ -13,11 +13,13 @@ T = 3 by default) it reports:
 * FLOPs by formula, per op (`flops` of the layer table, `automtl_cli/frontend/ops/`: grouped and
   depthwise convolutions right): `step_gflop` of the fused step (forward, input and weight
   gradients; no input gradient for the first layer), `reference_gflop` of the per-task one
-  (twice the convolutions); `gflops` is the fused step's achieved rate, `plain_conv_gflops` the
-  rate of plain (ungrouped, one task) convolutions of the same shapes, forward and backward,
-  timed here, and `efficiency` their ratio (1.0: the whole step, mixture, BatchNorm and all,
-  runs at the machine's convolution rate); `conv_efficiency` the same for the step's
-  convolutions alone, as the fused model runs them (`SearchConv.mode`, per layer);
+  (twice the convolutions), `flops_ratio` the second over the first (the speed-up the fused
+  step would have at equal rates per FLOP); `gflops` is the fused step's achieved rate,
+  `plain_conv_gflops` the rate of plain (ungrouped, one task) convolutions of the same shapes,
+  forward and backward, timed here, and `efficiency` their ratio (1.0: the whole step,
+  mixture, BatchNorm and all, runs at the machine's convolution rate); `conv_efficiency` the
+  same for the step's convolutions alone, as the fused model runs them (`SearchConv.mode`,
+  per layer);
 * `scaling`: the fused step for T = 2, 3, 5, 10 (how cost grows with tasks);
 * `gdas_speedup`: a GDAS step (only the sampled branch runs) against a soft step, and, on the
   synthetic scenes, one short search with each (same seed): sharing fraction and validation loss;
@@ -34,7 +36,8 @@ T = 3 by default) it reports:
   loop against the bare step (forward, backward, optimiser): the share spent elsewhere (data,
   logging, bookkeeping);
 * `layers` (`--layers`): per convolution shape, T grouped / T plain / channels-last timings, the
-  evidence behind `conv_mode`.
+  evidence behind `conv_mode`;
+* `allocator`: whether the process keeps freed memory, as the CLI does (`automtl_cli/allocator.py`).
 
 Usage: python scripts/bench.py [--quick] [--json] [--device cpu|cuda] [--tasks 3,5]
            [--precision fp32|bf16|both] [--compile] [--layers] [--channels-last] [--out FILE]
