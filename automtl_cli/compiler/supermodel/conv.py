@@ -140,7 +140,7 @@ def conv_mode(in_channels: int, groups: int, kernel: tuple[int, int], hw: tuple[
     if device_type != "cpu":
         return "grouped"  # not measured off CPU yet: scripts/gpu_check.sh measures it
     # A strided 1×1 in channels-last corrupted the heap in training (docs/performance.md)
-    strided_1x1 = tuple(kernel) == (1, 1) and tuple(stride) != (1, 1)
+    strided_1x1 = kernel == (1, 1) and stride != (1, 1)
     if groups == 1 and in_channels <= 4 and not strided_1x1:
         return "channels_last"
     if groups == 1 and in_channels >= 256 and hw[0] * hw[1] <= 256:
