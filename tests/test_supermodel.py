@@ -387,6 +387,117 @@ def test_hard_inference_shortcuts_compute_the_same(policy):
     torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-5)
 
 
+def _moved_statistics(model):
+    """Running statistics away from their initial values, so that a BN read from the wrong
+    task or the wrong copy shows."""
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith(("mean", "running_mean")):
+                buf.normal_(0, 0.2)
+            elif name.endswith(("var", "running_var")):
+                buf.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("skip", ["reference", "cheap"])
+@pytest.mark.parametrize("bn", ["task", "follow", "shared"])
+def test_hard_inference_of_one_batch_equals_the_stacked_execution(bn, skip):
+    """One batch for every task under a fixed policy runs as the derived network on the
+    model's own tensors; the same batch given once per task runs the stacked execution."""
+    g = spec_graph("resnet18_w8")
+    model = _moved_statistics(perturbed_supermodel(g, SearchSpace(TASKS3, bn, skip), seed=4))
+    model = model.double().eval()
+    s = len(g.searchable)
+    policy = torch.randint(0, 3, (s, 3), generator=torch.Generator().manual_seed(len(bn)))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        borrowed = model(x, "hard", policy=policy)
+        stacked = model(x.expand(3, *x.shape), "hard", policy=policy)
+    assert "_hard_cache" in model.__dict__
+    torch.testing.assert_close(borrowed, stacked, rtol=1e-10, atol=1e-10)
+
+
+def test_hard_inference_follows_the_tensors_it_borrows():
+    """In-place updates (an optimiser step) show at once; a move rebuilds; copies and
+    checkpoints never carry the borrowed network."""
+    g = spec_graph("resnet18_w8")
+    model = _moved_statistics(perturbed_supermodel(g, SearchSpace(TASKS3))).eval()
+    keys = set(model.state_dict())
+    s = len(g.searchable)
+    policy = torch.randint(0, 3, (s, 3), generator=torch.Generator().manual_seed(5))
+    x = torch.randn(2, 3, 32, 32)
+
+    def both(x):
+        with torch.no_grad():
+            return (model(x, "hard", policy=policy),
+                    model(x.expand(3, *x.shape), "hard", policy=policy))
+
+    before, _ = both(x)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.25)
+        for name, buf in model.named_buffers():
+            if name.endswith("var"):
+                buf.mul_(2.0)
+    after, stacked = both(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, stacked, rtol=1e-5, atol=1e-5)
+    model.double()
+    after, stacked = both(x.double())
+    assert after.dtype == torch.float64
+    torch.testing.assert_close(after, stacked, rtol=1e-10, atol=1e-10)
+    assert "_hard_cache" not in copy.deepcopy(model).__dict__
+    assert set(model.state_dict()) == keys
+
+
+def test_hard_inference_runs_a_shared_prefix_once():
+    """Under `--bn follow` the tasks' all-shared first half is one computation, not T."""
+    g = spec_graph("resnet18_w8")
+    model = build_supermodel(g, SearchSpace(TASKS3, "follow")).eval()
+    s = len(g.searchable)
+    policy = torch.zeros(s, 3, dtype=torch.long)
+    policy[s // 2:] = 1
+    calls = [0] * s
+    for i, m in enumerate(model.search_nodes):
+        m.shared.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, 32, 32), "hard", policy=policy)
+    assert calls == [1] * (s // 2) + [0] * (s - s // 2)
+    assert y.shape[:2] == (2, 3)
+
+
+def test_tasks_sharing_a_convolution_on_their_own_activations_run_it_as_one_call():
+    """Under `--bn task` all-shared paths part at the first BN; each later shared convolution
+    then sees T activations, and runs them as one call where a task's output is small."""
+    from automtl_cli.compiler.derived import TaskBatched
+    from automtl_cli.compiler.supermodel.conv import outs_shape
+
+    g = spec_graph("resnet18_w8", (4, 3, 64, 64))
+    model = _moved_statistics(perturbed_supermodel(g, SearchSpace(TASKS3, "task"))).eval()
+    model = model.double()
+    s = len(g.searchable)
+    policy = torch.zeros(s, 3, dtype=torch.long)
+    calls = [0] * s
+    for i, m in enumerate(model.search_nodes):
+        m.shared.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    x = torch.randn(4, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        borrowed = model(x, "hard", policy=policy)
+        want = [0] * s
+        for i, node in enumerate(g.searchable):  # what each layer's output size asks for
+            _, _, h, w = g.shape_of(node.inputs[0])
+            ho, wo = outs_shape(model.search_nodes[i].shared, h, w)
+            want[i] = 1 if i == 0 or 4 * ho * wo <= TaskBatched.PIXELS_PER_TASK else 3
+        assert calls == want and 1 in want[1:] and 3 in want  # both kinds of layer occur
+        stacked = model(x.expand(3, *x.shape), "hard", policy=policy)
+    torch.testing.assert_close(borrowed, stacked, rtol=1e-10, atol=1e-10)
+    conv = model.search_nodes[-1].shared
+    xs = [torch.randn(1, conv.in_channels, 4, 4, dtype=torch.float64) for _ in range(3)]
+    before = calls[-1]
+    torch.testing.assert_close(TaskBatched(conv)(*xs), tuple(conv(v) for v in xs))
+    assert calls[-1] == before + 3 + 3  # with gradients: one call per task
+
+
 def test_weight_mixture_backward_takes_any_incoming_gradient():
     from automtl_cli.compiler.supermodel.conv import mix_weights
 

@@ -3,6 +3,8 @@
 `build_supermodel` materialises the weights from a seed; `Supermodel.forward` runs every task in
 one pass and `forward_reference` the reference's way (one task at a time, every branch computed);
 `extract_backbone_state` reads the plain backbone one task sees under the all-shared policy.
+Hard inference of one batch for every task (eval mode, no gradients, a given policy) runs as
+the derived network of that policy on the supermodel's own tensors (`compiler/derived.py`).
 """
 
 from __future__ import annotations
@@ -134,12 +136,42 @@ class Supermodel(nn.Module):
         if stage.sampled_only or shortcut:  # one host copy per step: which branches run at all
             # as Python lists: tensor ops per node cost more than the convolutions of a small
             # network in hard inference
-            for node, row in zip(self.search_nodes, pi.detach().argmax(-1).tolist()):
+            rows = pi.detach().argmax(-1).tolist()
+            # A fixed policy over one batch for all tasks: the derived network. (A sampled
+            # stage draws a new policy every batch: building would cost more than it saves.)
+            if shortcut and not stage.sampled_only and not self.training and x.dim() == 4:
+                return torch.stack(self._hard_network(rows)(x), 1)
+            for node, row in zip(self.search_nodes, rows):
                 node.sampled = (min(row) < 2, 2 in row)
                 node.choices = tuple(row)
         y = self.graph_module(self.stack_input(x), pi, stage)
         n = y.shape[0]
         return y.view(n, len(self.tasks), -1, *y.shape[2:])
+
+    def _hard_network(self, rows: list[list[int]]) -> nn.Module:
+        """Hard inference of one batch for every task is the derived network of the choices,
+        on this model's own tensors: a prefix the tasks share runs once, each task's branch on
+        its own activations without gathering or stacking them. Built once per policy."""
+        key = tuple(map(tuple, rows))
+        cached = self.__dict__.get("_hard_cache")
+        if cached is None or cached[0] != key:
+            # derived builds on the supermodel: imported here, not at the top
+            from automtl_cli.compiler.derived import DerivedBackbone, build_tree
+
+            choices = {node.layer: row for node, row in zip(self.search_nodes, rows)}
+            tree = build_tree(self.graph, self.space, choices)
+            cached = (key, DerivedBackbone(tree, self.graph, self.space, self, borrow=True))
+            self.__dict__["_hard_cache"] = cached  # not a submodule: its tensors are ours
+        return cached[1]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_hard_cache", None)  # its modules may hold the tensors before a move
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_hard_cache", None)  # rebuilt on demand; never pickled or deep-copied
+        return state
 
     def forward_reference(self, x: torch.Tensor,
                           stage: Stage | str | StageStrategy = Stage.SOFT, *, tau: float = 1.0,
