@@ -293,11 +293,12 @@ class TaskBatched(nn.Module):
     """One convolution over several tasks' activations: one call over their stacked batches
     where that is faster, one call per task otherwise.
 
-    Measured on this repository's CPU (2 threads, 3×3 convolutions of 64–512 channels, 1–16
-    images per task): one call over the tasks' batches, concatenation included, is 1.1–1.8×
-    faster while a task's output has at most 512 pixels (batch × height × width), and from
-    4096 up to 1.5× slower (a larger batch leaves the cache). Off the CPU one call is taken
-    (fewer launches); with gradients, always one call per task."""
+    Measured on this repository's CPU (2 threads, three tasks, 3×3 convolutions of 64–512
+    channels, 1–16 images per task): one call over the tasks' batches, concatenation included,
+    is 0.99–1.67× the speed of three while a task's output has at most 512 pixels (batch ×
+    height × width), 0.87–1.10× around 1,000–1,300 and 0.66–0.98× at 4,096 (a larger batch
+    leaves the cache). Off the CPU one call is taken (fewer launches; not measured there yet:
+    `scripts/gpu_check.sh` runs the hard-mode benchmark). With gradients: one call per task."""
 
     PIXELS_PER_TASK = 512
 
