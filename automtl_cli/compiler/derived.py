@@ -11,7 +11,7 @@ follow` a BN after a shared convolution is shared too, so a shared prefix runs o
 `build_tree` computes the tree from the IR alone (it is what `plan.json` accounts);
 `DerivedBackbone` materialises it as an fx GraphModule whose weights come from a supermodel:
 copied (the derived network of `derive`), or borrowed (the supermodel's own hard inference,
-`Supermodel.forward`: it always sees the current weights and copies nothing).
+`Supermodel.forward`: views of the supermodel's tensors, rebuilt when those are replaced).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import copy
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -197,8 +196,8 @@ class DerivedBackbone(nn.Module):
 
     `borrow`: run on the supermodel's own tensors instead of copies, and run the tasks that
     apply one shared convolution to different activations as one call over their batches where
-    that is faster (`TaskBatched`). For inference only: a borrowed BatchNorm always uses
-    running statistics."""
+    that is faster (`TaskBatched`). For inference only (the supermodel in eval mode): a
+    borrowed BatchNorm uses running statistics."""
 
     def __init__(self, tree: Tree, graph: Graph, space: SearchSpace,
                  supermodel: Supermodel, *, borrow: bool = False) -> None:
@@ -211,17 +210,23 @@ class DerivedBackbone(nn.Module):
         fx_graph = fx.Graph()
         env = {INPUT: fx_graph.placeholder("x")}
         made: dict[Op, str] = {}
+        self._taken = _Taken()
+
+        def add(name: str, module: nn.Module) -> str:
+            while hasattr(layers, name):  # two layers named alike once made module names
+                name += "_"
+            layers.add_module(name, module)
+            return name
 
         def module_of(op: Op) -> str:
             name = made.get(op)
             if name is None:
                 node = by_name[op.node]
                 source = supermodel.graph_module.get_submodule(sources[node.name])
-                module = (_borrowed_module if borrow else _module_for)(
-                    op, node, source, space, [shapes[i] for i in node.inputs])
-                name = op.module_name
-                layers.add_module(name, module)
-                made[op] = name
+                in_shapes = [shapes[i] for i in node.inputs]
+                module = _borrowed_module(op, source, space, self._taken) if borrow \
+                    else _module_for(op, node, source, space, in_shapes)
+                name = made[op] = add(op.module_name, module)
             return name
 
         values = tree.values
@@ -241,9 +246,8 @@ class DerivedBackbone(nn.Module):
                 continue
             group = together.get(v.op, ())
             if len(group) > 1:
-                name = module_of(v.op)
-                batched = f"{name}__tasks"
-                layers.add_module(batched, TaskBatched(layers.get_submodule(name)))
+                conv = layers.get_submodule(module_of(v.op))
+                batched = add(f"{v.op.module_name}__batched", TaskBatched(conv))
                 call = fx_graph.call_module(batched, tuple(env[u.inputs[0]] for u in group))
                 for j, u in enumerate(group):
                     env[u.id] = fx_graph.call_function(operator.getitem, (call, j))
@@ -255,6 +259,11 @@ class DerivedBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.graph_module(x)
+
+    def is_current(self) -> bool:
+        """A borrowed network: whether every module and tensor it took from the supermodel is
+        still the one there, in the same memory (a copied network: always)."""
+        return self._taken.current()
 
 
 def _module_for(op: Op, node: Node, source: nn.Module, space: SearchSpace,
@@ -275,11 +284,47 @@ def _module_for(op: Op, node: Node, source: nn.Module, space: SearchSpace,
     raise TypeError(f"no derived module for {type(source).__name__}")  # pragma: no cover
 
 
-class _Borrowed(nn.Module):
-    """`fn(x, *args)`, args taken from a supermodel module: views of its tensors, made once.
+class _SkipOf(nn.Module):
+    """Task t's skip branch of a search node, on the node's own tensors."""
 
-    A view follows its tensor's in-place updates (optimiser steps, `load_state_dict`); a move
-    replaces the tensors, and the supermodel drops its borrowed network then (`_apply`)."""
+    def __init__(self, skip: nn.Module, t: int) -> None:
+        super().__init__()
+        self.skip, self.t = (skip,), t  # not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip[0].forward_task(x, self.t)
+
+
+class _Taken:
+    """What a borrowed network took from the supermodel: each module or tensor with its owner
+    and attribute, and a tensor's memory. Views made once are stale once any of them is not
+    what the owner holds (a load with `assign=True`, `p.data = ...`, a move of a submodule,
+    `functional_call`); the supermodel then builds the network again."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[int, str], tuple[dict, str, Any, int | None]] = {}
+
+    def take(self, owner: nn.Module, name: str) -> Any:
+        value = getattr(owner, name)
+        pointer = value.data_ptr() if isinstance(value, torch.Tensor) else None
+        # the dict that holds it, read directly: checked every forward, so no __getattr__
+        home = next((d for d in (owner._parameters, owner._buffers, owner._modules,
+                                 owner.__dict__) if name in d), owner.__dict__)
+        self._items[id(owner), name] = (home, name, value, pointer)
+        return value
+
+    def row(self, owner: nn.Module, name: str, t: int) -> torch.Tensor | None:
+        value = self.take(owner, name)
+        return value.detach()[t] if value is not None else None
+
+    def current(self) -> bool:
+        return all(home.get(name) is value
+                   and (pointer is None or value.data_ptr() == pointer)
+                   for home, name, value, pointer in self._items.values())
+
+
+class _Borrowed(nn.Module):
+    """`fn(x, *args)`, args views of a supermodel module's tensors, made once (see `_Taken`)."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], *args: Any) -> None:
         super().__init__()
@@ -291,14 +336,10 @@ class _Borrowed(nn.Module):
 
 class TaskBatched(nn.Module):
     """One convolution over several tasks' activations: one call over their stacked batches
-    where that is faster, one call per task otherwise.
-
-    Measured on this repository's CPU (2 threads, three tasks, 3×3 convolutions of 64–512
-    channels, 1–16 images per task): one call over the tasks' batches, concatenation included,
-    is 0.99–1.67× the speed of three while a task's output has at most 512 pixels (batch ×
-    height × width), 0.87–1.10× around 1,000–1,300 and 0.66–0.98× at 4,096 (a larger batch
-    leaves the cache). Off the CPU one call is taken (fewer launches; not measured there yet:
-    `scripts/gpu_check.sh` runs the hard-mode benchmark). With gradients: one call per task."""
+    where that is faster, one call per task otherwise. On this repository's CPU one call is
+    faster while a task's output has at most 512 pixels (batch × height × width) and slower
+    from a few thousand (docs/performance.md has the measurements); off the CPU one call is
+    taken (fewer launches; not measured there yet). With gradients: one call per task."""
 
     PIXELS_PER_TASK = 512
 
@@ -316,29 +357,29 @@ class TaskBatched(nn.Module):
         return conv(torch.cat(xs)).split(n)
 
 
-def _row(tensor: torch.Tensor | None, t: int) -> torch.Tensor | None:
-    return tensor.detach()[t] if tensor is not None else None
-
-
-def _borrowed_module(op: Op, node: Node, source: nn.Module, space: SearchSpace,
-                     in_shapes: list[Shape]) -> nn.Module:
+def _borrowed_module(op: Op, source: nn.Module, space: SearchSpace, taken: _Taken
+                     ) -> nn.Module:
     """The module `op` names, on the supermodel's own tensors: a layer every task shares is
-    the supermodel's module itself, a task's copy a view of its stacked tensors."""
-    t = space.tasks.index(op.task) if op.task is not None else None
+    the supermodel's module itself, a task's copy views of its stacked tensors."""
+    t = space.tasks.index(op.task) if op.task is not None else 0
     if isinstance(source, SearchConv):
         if op.variant is Variant.SHARED:
-            return source.shared
+            return taken.take(source, "shared")
         if op.variant is Variant.TASK:
             conv = source.shared
-            return _Borrowed(F.conv2d, _row(source.task_weight, t), _row(source.task_bias, t),
-                             conv.stride, conv.padding, conv.dilation, source.groups)
-        return _Borrowed(partial(source.skip.forward_task, t=t or 0))  # skip-free: any task
+            return _Borrowed(F.conv2d, taken.row(source, "task_weight", t),
+                             taken.row(source, "task_bias", t), conv.stride, conv.padding,
+                             conv.dilation, source.groups)
+        return _SkipOf(taken.take(source, "skip"), t)  # a parameter-free skip: any task's
     if isinstance(source, SearchBatchNorm):
-        if op.variant is not Variant.TASK:
-            return source.shared
-        return _Borrowed(F.batch_norm, _row(source.task_mean, t), _row(source.task_var, t),
-                         _row(source.task_weight, t), _row(source.task_bias, t), False, 0.0,
-                         source.eps)
+        if op.variant is Variant.TASK:
+            rows = [taken.row(source, name, t)
+                    for name in ("task_mean", "task_var", "task_weight", "task_bias")]
+        else:  # functional, not the BatchNorm2d: a BN may follow a 2-D value (InnerProduct)
+            bn = taken.take(source, "shared")
+            rows = [taken.take(bn, name)
+                    for name in ("running_mean", "running_var", "weight", "bias")]
+        return _Borrowed(F.batch_norm, *rows, False, 0.0, source.eps)
     if isinstance(source, (Folded, Elementwise)):
-        return source.op
+        return taken.take(source, "op")
     raise TypeError(f"no derived module for {type(source).__name__}")  # pragma: no cover

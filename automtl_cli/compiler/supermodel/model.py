@@ -148,29 +148,31 @@ class Supermodel(nn.Module):
         n = y.shape[0]
         return y.view(n, len(self.tasks), -1, *y.shape[2:])
 
+    HARD_NETWORKS_KEPT = 8  # policies whose borrowed networks are kept (a few alternate)
+
     def _hard_network(self, rows: list[list[int]]) -> nn.Module:
         """Hard inference of one batch for every task is the derived network of the choices,
-        on this model's own tensors: a prefix the tasks share runs once, each task's branch on
-        its own activations without gathering or stacking them. Built once per policy."""
+        on this model's own tensors (views, rebuilt when a tensor is replaced): a prefix the
+        tasks share runs once, each task's branch on its own activations without gathering or
+        stacking them. Building one costs about a forward pass; the last few are kept."""
         key = tuple(map(tuple, rows))
-        cached = self.__dict__.get("_hard_cache")
-        if cached is None or cached[0] != key:
+        kept = self.__dict__.setdefault("_hard_networks", {})  # not submodules: ours
+        network = kept.pop(key, None)
+        if network is None or not network.is_current():
             # derived builds on the supermodel: imported here, not at the top
             from automtl_cli.compiler.derived import DerivedBackbone, build_tree
 
             choices = {node.layer: row for node, row in zip(self.search_nodes, rows)}
             tree = build_tree(self.graph, self.space, choices)
-            cached = (key, DerivedBackbone(tree, self.graph, self.space, self, borrow=True))
-            self.__dict__["_hard_cache"] = cached  # not a submodule: its tensors are ours
-        return cached[1]
-
-    def _apply(self, fn, recurse=True):
-        self.__dict__.pop("_hard_cache", None)  # its modules may hold the tensors before a move
-        return super()._apply(fn, recurse)
+            network = DerivedBackbone(tree, self.graph, self.space, self, borrow=True)
+            while len(kept) >= self.HARD_NETWORKS_KEPT:
+                kept.pop(next(iter(kept)))  # the least recently used
+        kept[key] = network  # most recently used last
+        return network
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.pop("_hard_cache", None)  # rebuilt on demand; never pickled or deep-copied
+        state.pop("_hard_networks", None)  # rebuilt on demand; never pickled or copied
         return state
 
     def forward_reference(self, x: torch.Tensor,
