@@ -63,6 +63,29 @@ def test_workers_compute_what_one_process_computes(tmp_path, experiment, run_cli
     assert not _run_workers()
 
 
+def test_every_methods_file_gets_its_delta_when_single_task_finishes_last(
+        tmp_path, experiment, run_cli, monkeypatch):
+    """In worker processes a method may finish before the single-task networks exist; its
+    metrics.json gets the table's Δ afterwards. Forced here: single-task trained last."""
+    import automtl_cli.stages.run as run_stage
+
+    real = run_stage.run_methods
+
+    def single_task_last(pipe, methods, jobs, say):
+        order = sorted(methods, key=lambda m: m.label == "single-task")
+        return real(pipe, order, 1, say)
+
+    monkeypatch.setattr(run_stage, "run_methods", single_task_last)
+    rc, _, err = run_cli("-q", "run", BACKBONE, "-o", tmp_path / "r", "--experiment",
+                         experiment, *SHORT, "--jobs", "1")
+    assert rc == 0, err
+    methods = _methods(tmp_path / "r")
+    for method, sub in (("AutoMTL", "."), ("hard sharing", "baselines/shared"),
+                        ("random 0", "baselines/random-0")):
+        stored = json.loads((tmp_path / "r" / sub / "metrics.json").read_text())
+        assert stored.get("delta") == methods[method]["delta"], method
+
+
 def test_a_worker_that_runs_out_of_methods_ends_while_the_other_trains(tmp_path, experiment,
                                                                        run_cli):
     """Three methods on two workers: the first to finish takes the third, the other ends while
