@@ -451,8 +451,12 @@ def test_hard_inference_follows_the_tensors_it_borrows():
         substituted = torch.func.functional_call(model, tensors, (x, "hard"),
                                                  {"policy": policy})
     torch.testing.assert_close(substituted, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model(x, "hard", policy=policy.flip(0))  # a second policy's network, kept
+    assert len(model.__dict__["_hard_networks"]) == 2
     model.load_state_dict(state, assign=True)  # new tensors, not copies into the old ones
     torch.testing.assert_close(both(x)[0], want, rtol=1e-5, atol=1e-5)
+    assert len(model.__dict__["_hard_networks"]) == 1  # the stale one was let go
     for p in model.parameters():
         p.data = p.data * 0.5
     after, stacked = both(x)

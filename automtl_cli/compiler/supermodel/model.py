@@ -158,7 +158,10 @@ class Supermodel(nn.Module):
         key = tuple(map(tuple, rows))
         kept = self.__dict__.setdefault("_hard_networks", {})  # not submodules: ours
         network = kept.pop(key, None)
-        if network is None or not network.is_current():
+        if network is not None and not network.is_current():
+            kept.clear()  # the others hold views of the replaced tensors too: let them go
+            network = None
+        if network is None:
             # derived builds on the supermodel: imported here, not at the top
             from automtl_cli.compiler.derived import DerivedBackbone, build_tree
 
