@@ -70,15 +70,18 @@ def test_every_methods_file_gets_its_delta_when_single_task_finishes_last(
     import automtl_cli.stages.run as run_stage
 
     real = run_stage.run_methods
+    orders = []
 
     def single_task_last(pipe, methods, jobs, say):
         order = sorted(methods, key=lambda m: m.label == "single-task")
+        orders.append([m.label for m in order])
         return real(pipe, order, 1, say)
 
     monkeypatch.setattr(run_stage, "run_methods", single_task_last)
     rc, _, err = run_cli("-q", "run", BACKBONE, "-o", tmp_path / "r", "--experiment",
                          experiment, *SHORT, "--jobs", "1")
     assert rc == 0, err
+    assert orders and orders[0][-1] == "single-task"  # the order was the forced one
     methods = _methods(tmp_path / "r")
     for method, sub in (("AutoMTL", "."), ("hard sharing", "baselines/shared"),
                         ("random 0", "baselines/random-0")):

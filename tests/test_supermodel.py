@@ -452,10 +452,13 @@ def test_hard_inference_follows_the_tensors_it_borrows():
                                                  {"policy": policy})
     torch.testing.assert_close(substituted, want, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
+        model(x, "hard", policy=policy)  # built again on the model's own tensors
         model(x, "hard", policy=policy.flip(0))  # a second policy's network, kept
     assert len(model.__dict__["_hard_networks"]) == 2
     model.load_state_dict(state, assign=True)  # new tensors, not copies into the old ones
-    torch.testing.assert_close(both(x)[0], want, rtol=1e-5, atol=1e-5)
+    after, stacked = both(x)
+    torch.testing.assert_close(after, stacked, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after, want, rtol=1e-5, atol=1e-5)
     assert len(model.__dict__["_hard_networks"]) == 1  # the stale one was let go
     for p in model.parameters():
         p.data = p.data * 0.5
@@ -509,12 +512,38 @@ def test_hard_inference_of_unusual_graphs(tmp_path):
         space = SearchSpace(("seg", "batched", "tasks"), bn)
         model = _moved_statistics(perturbed_supermodel(g, space, seed=1)).double().eval()
         x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
-        for policy in ([[0, 0, 1], [0, 0, 1]], [[1, 0, 2], [0, 1, 1]]):
+        # the last: under --bn task the second layer runs batched for two tasks while the
+        # third task's copy is named like that call ("c_a__batched")
+        for policy in ([[0, 0, 1], [0, 0, 1]], [[1, 0, 2], [0, 1, 1]], [[0, 0, 0], [0, 1, 0]]):
             policy = torch.tensor(policy)
             with torch.no_grad():
                 borrowed = model(x, "hard", policy=policy)
                 stacked = model(x.expand(3, *x.shape), "hard", policy=policy)
             torch.testing.assert_close(borrowed, stacked, rtol=1e-10, atol=1e-10)
+        assert len(model.__dict__["_hard_networks"]) == 3
+
+
+def test_hard_inference_under_hooks_compile_and_replicas():
+    """A hook on a node module (prune, weight_norm) keeps the stacked path, which runs it;
+    torch.compile traces the borrowed network; a DataParallel replica borrows its own."""
+    g = spec_graph("resnet18_w8")
+    model = perturbed_supermodel(g, SearchSpace(TASKS3)).eval()
+    s = len(g.searchable)
+    policy = torch.randint(0, 3, (s, 3), generator=torch.Generator().manual_seed(6))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        stacked = model(x.expand(3, *x.shape), "hard", policy=policy)
+        compiled = torch.compile(model, backend="eager")(x, "hard", policy=policy)
+        torch.testing.assert_close(compiled, stacked, rtol=1e-5, atol=1e-5)
+        assert model.__dict__["_hard_networks"]
+        replica = model._replicate_for_data_parallel()
+        assert "_hard_networks" not in replica.__dict__ and model.__dict__["_hard_networks"]
+        seen = []
+        handle = model.search_nodes[1].register_forward_hook(lambda *_: seen.append(1))
+        hooked = model(x, "hard", policy=policy)
+        handle.remove()
+    assert seen == [1]
+    torch.testing.assert_close(hooked, stacked, rtol=1e-5, atol=1e-5)
 
 
 def test_hard_inference_runs_a_shared_prefix_once():

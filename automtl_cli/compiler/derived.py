@@ -345,7 +345,7 @@ class TaskBatched(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        self.conv = (conv,)  # not a submodule: the network registers it once, under its name
+        self.conv = (conv,)  # not a submodule: the network holds it under its own name
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         conv = self.conv[0]
@@ -370,7 +370,7 @@ def _borrowed_module(op: Op, source: nn.Module, space: SearchSpace, taken: _Take
             return _Borrowed(F.conv2d, taken.row(source, "task_weight", t),
                              taken.row(source, "task_bias", t), conv.stride, conv.padding,
                              conv.dilation, source.groups)
-        return _SkipOf(taken.take(source, "skip"), t)  # a parameter-free skip: any task's
+        return _SkipOf(taken.take(source, "skip"), t)  # task t's (any task's if weightless)
     if isinstance(source, SearchBatchNorm):
         if op.variant is Variant.TASK:
             rows = [taken.row(source, name, t)

@@ -81,8 +81,9 @@ class Supermodel(nn.Module):
         self.graph_module = fx.GraphModule(layers, fx_graph,
                                            class_name=f"Supermodel_{module_name(graph.name)}")
         self.search_names = [name for node, name in self.node_modules if node.searchable]
-        # a plain list (not registered twice): the hot path reads it every step
+        # plain lists (not registered twice): the hot path reads them every step
         self._search_modules = [self.graph_module.get_submodule(n) for n in self.search_names]
+        self._node_module_list = [self.graph_module.get_submodule(n) for _, n in self.node_modules]
         self.register_state_dict_post_hook(_flatten_graph_prefix)
         self.register_load_state_dict_pre_hook(_add_graph_prefix)
 
@@ -139,7 +140,8 @@ class Supermodel(nn.Module):
             rows = pi.detach().argmax(-1).tolist()
             # A fixed policy over one batch for all tasks: the derived network. (A sampled
             # stage draws a new policy every batch: building would cost more than it saves.)
-            if shortcut and not stage.sampled_only and not self.training and x.dim() == 4:
+            if (shortcut and not stage.sampled_only and not self.training and x.dim() == 4
+                    and not self._node_hooks()):
                 return torch.stack(self._hard_network(rows)(x), 1)
             for node, row in zip(self.search_nodes, rows):
                 node.sampled = (min(row) < 2, 2 in row)
@@ -150,6 +152,13 @@ class Supermodel(nn.Module):
 
     HARD_NETWORKS_KEPT = 8  # policies whose borrowed networks are kept (a few alternate)
 
+    def _node_hooks(self) -> bool:
+        """Whether a hook sits on the model or a node module (`prune`, `weight_norm` and the
+        like recompute a tensor there): the derived network would not run it."""
+        return any(m._forward_hooks or m._forward_pre_hooks
+                   for m in (self, self.graph_module, *self._node_module_list))
+
+    @torch.compiler.disable  # building fx modules is not for dynamo to trace
     def _hard_network(self, rows: list[list[int]]) -> nn.Module:
         """Hard inference of one batch for every task is the derived network of the choices,
         on this model's own tensors (views, rebuilt when a tensor is replaced): a prefix the
@@ -158,10 +167,9 @@ class Supermodel(nn.Module):
         key = tuple(map(tuple, rows))
         kept = self.__dict__.setdefault("_hard_networks", {})  # not submodules: ours
         network = kept.pop(key, None)
-        if network is not None and not network.is_current():
-            kept.clear()  # the others hold views of the replaced tensors too: let them go
-            network = None
-        if network is None:
+        if network is None or not network.is_current():
+            for stale in [k for k, net in kept.items() if not net.is_current()]:
+                del kept[stale]  # they hold views of replaced tensors: let those go
             # derived builds on the supermodel: imported here, not at the top
             from automtl_cli.compiler.derived import DerivedBackbone, build_tree
 
@@ -177,6 +185,11 @@ class Supermodel(nn.Module):
         state = super().__getstate__()
         state.pop("_hard_networks", None)  # rebuilt on demand; never pickled or copied
         return state
+
+    def _replicate_for_data_parallel(self) -> Supermodel:
+        replica = super()._replicate_for_data_parallel()
+        replica.__dict__.pop("_hard_networks", None)  # each replica borrows its own tensors
+        return replica
 
     def forward_reference(self, x: torch.Tensor,
                           stage: Stage | str | StageStrategy = Stage.SOFT, *, tau: float = 1.0,
