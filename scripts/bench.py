@@ -385,8 +385,9 @@ def _random_choices(graph, t: int, seed: int = 0) -> dict[str, list[int]]:
 
 
 def hard_mode(path: Path, t: int, args, device: torch.device) -> dict:
-    """All-task hard inference: the supermodel in one pass against the chosen branches run one
-    task at a time (a derived single-task network per task), a random policy."""
+    """All-task hard inference: the supermodel on one batch for every task (its derived
+    network on its own tensors) against the chosen branches run one task at a time (a derived
+    single-task network per task), a random policy."""
     tasks = tuple(f"task{i}" for i in range(t))
     b, hw = args.batch, args.size
     graph = build_graph(path, CompileOptions(input_shapes={None: (b, 3, hw, hw)})).graph

@@ -284,17 +284,6 @@ def _module_for(op: Op, node: Node, source: nn.Module, space: SearchSpace,
     raise TypeError(f"no derived module for {type(source).__name__}")  # pragma: no cover
 
 
-class _SkipOf(nn.Module):
-    """Task t's skip branch of a search node, on the node's own tensors."""
-
-    def __init__(self, skip: nn.Module, t: int) -> None:
-        super().__init__()
-        self.skip, self.t = (skip,), t  # not a submodule
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip[0].forward_task(x, self.t)
-
-
 class _Taken:
     """What a borrowed network took from the supermodel: each module or tensor with its owner
     and attribute, and a tensor's memory. Views made once are stale once any of them is not
@@ -324,7 +313,8 @@ class _Taken:
 
 
 class _Borrowed(nn.Module):
-    """`fn(x, *args)`, args views of a supermodel module's tensors, made once (see `_Taken`)."""
+    """`fn(x, *args)`, args views of a supermodel module's tensors made once (see `_Taken`),
+    or `fn` a method of one of its modules."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], *args: Any) -> None:
         super().__init__()
@@ -370,7 +360,8 @@ def _borrowed_module(op: Op, source: nn.Module, space: SearchSpace, taken: _Take
             return _Borrowed(F.conv2d, taken.row(source, "task_weight", t),
                              taken.row(source, "task_bias", t), conv.stride, conv.padding,
                              conv.dilation, source.groups)
-        return _SkipOf(taken.take(source, "skip"), t)  # task t's (any task's if weightless)
+        # task t's skip (any task's if weightless), on the node's own tensors
+        return _Borrowed(taken.take(source, "skip").forward_task, t)
     if isinstance(source, SearchBatchNorm):
         if op.variant is Variant.TASK:
             rows = [taken.row(source, name, t)

@@ -12,7 +12,9 @@ Speed (measured in `scripts/bench.py`, issue 18):
 * how the T task convolutions run is chosen per layer at build time, from its shape
   (`conv_mode`): one grouped convolution, T plain ones, or the grouped one in channels-last.
   The choice is a fixed function of the shape, never a timing, so two runs compute the same.
-* under a one-hot stage without gradients (hard inference) the mixture is skipped: a node
+* under a one-hot stage without gradients (hard inference in training mode, of per-task
+  inputs or of a sampled policy; otherwise `Supermodel.forward` runs the derived network) the
+  mixture is skipped: a node
   where every task chose the shared op runs one plain convolution over the `[N*T, C, H, W]`
   view, one where every task chose its own runs the task weights as they are.
 """

@@ -82,8 +82,10 @@ class Supermodel(nn.Module):
                                            class_name=f"Supermodel_{module_name(graph.name)}")
         self.search_names = [name for node, name in self.node_modules if node.searchable]
         # plain lists (not registered twice): the hot path reads them every step
-        self._search_modules = [self.graph_module.get_submodule(n) for n in self.search_names]
         self._node_module_list = [self.graph_module.get_submodule(n) for _, n in self.node_modules]
+        self._search_modules = [m for (node, _), m in zip(self.node_modules,
+                                                          self._node_module_list)
+                                if node.searchable]
         self.register_state_dict_post_hook(_flatten_graph_prefix)
         self.register_load_state_dict_pre_hook(_add_graph_prefix)
 
