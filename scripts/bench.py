@@ -192,12 +192,9 @@ def conv_rates(model, graph, n: int, args, device: torch.device, modes=None) -> 
             y.backward(torch.ones_like(y))
 
         def fused(m=m, xf=xf, wf=wf, mode=None):
-            keep = m.mode
-            m.mode = mode or keep
             with autocast(device, args.precision):
-                y = m._convolve(xf, wf, None)
+                y = m._convolve(xf, wf, None, mode or m._active_mode(xf))
             y.backward(torch.ones_like(y))
-            m.mode = keep
 
         fns = {"plain": plain, "fused": fused}
         for mode in modes or ():
@@ -211,7 +208,8 @@ def conv_rates(model, graph, n: int, args, device: torch.device, modes=None) -> 
         flops += f * t * k
         rows.append({"input": list(key[0]), "output": list(key[1]), "kernel": key[2],
                      "stride": key[3], "dilation": key[4], "group": key[5], "count": k,
-                     "mode": m.mode, "plain_x_T_ms": round(r["plain"] * t * 1e3, 3),
+                     "mode": m.mode_autocast if args.precision == "bf16" else m.mode,
+                     "plain_x_T_ms": round(r["plain"] * t * 1e3, 3),
                      **{f"{name}_ms": round(v * 1e3, 3) for name, v in r.items()
                         if name != "plain"}})
     out = {"plain_conv_gflops": round(flops / total["plain"] / 1e9, 2),
@@ -234,7 +232,7 @@ def _model(path: Path, t: int, args, device: torch.device):
     model = build_supermodel(graph, SearchSpace(tasks), seed=0).to(device)
     if args.channels_last:
         for m in model.search_nodes:
-            m.mode = "channels_last"
+            m.mode = m.mode_autocast = "channels_last"
     with torch.no_grad():  # a policy away from uniform, so GDAS samples every kind of branch
         for m in model.search_nodes:
             m.policy.normal_(0, 1)

@@ -336,7 +336,7 @@ def test_every_conv_mode_equals_the_reference(mode, device, monkeypatch):
     gradients and statistics are the reference's."""
     import automtl_cli.compiler.supermodel.conv as conv
 
-    monkeypatch.setattr(conv, "conv_mode", lambda *a: mode)
+    monkeypatch.setattr(conv, "conv_mode", lambda *a, **k: mode)
     _compare_fused_and_reference(spec_graph("resnet18_w8"), SearchSpace(TASKS3, "task"), device,
                                  stages=("soft", "hard"))
 
@@ -351,6 +351,65 @@ def test_no_strided_1x1_runs_in_channels_last():
     assert conv_mode(3, 1, (1, 1), (64, 64), "cpu", (1, 1)) == "channels_last"
     assert conv_mode(3, 1, (1, 1), (64, 64), "cpu", (2, 2)) != "channels_last"
     assert conv_mode(3, 1, (1, 1), (64, 64), "cpu", (1, 2)) != "channels_last"
+
+
+def test_layer_rule_keeps_bf16_out_of_separate_convolutions_on_several_threads():
+    """bf16's backward of T separate convolutions is the slow one at 2 threads (issue 18,
+    docs/performance.md); float32 and one thread keep them."""
+    from automtl_cli.compiler.supermodel.conv import conv_mode
+
+    deep = (256, 1, (3, 3), (9, 9), "cpu", (1, 1))
+    assert conv_mode(*deep) == "separate"
+    assert conv_mode(*deep, autocast=True, threads=1) == "separate"
+    assert conv_mode(*deep, autocast=True, threads=2) == "grouped"
+    assert conv_mode(256, 1, (3, 3), (9, 9), "cuda", autocast=True, threads=2) == "grouped"
+
+
+@pytest.mark.parametrize("mode", ["grouped", "separate"])
+def test_bf16_search_step_stays_in_bf16_and_matches_the_reference(mode, monkeypatch):
+    """Under autocast the fused step computes what the per-task execution computes, to bf16's
+    precision, and its nodes hand bf16 on: a float32 π joining the skip branch would promote
+    every activation after it to float32 (twice the memory traffic and a cast per layer)."""
+    import automtl_cli.compiler.supermodel.conv as conv
+
+    monkeypatch.setattr(conv, "conv_mode", lambda *a, **k: mode)
+    g = spec_graph("resnet18_w8")
+    base = perturbed_supermodel(g, SearchSpace(TASKS3), seed=3)
+    t, s = len(TASKS3), len(g.searchable)
+    x = torch.randn(t, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    kw = {"noise": gumbel_noise((s, t, 3), seed=5, step=1), "tau": 2.0}
+    fused, ref = copy.deepcopy(base), copy.deepcopy(base)
+    dtypes = []
+    for m in fused.search_nodes:
+        assert m.mode_autocast == mode
+        m.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
+    with torch.no_grad():
+        exact = copy.deepcopy(base).forward_reference(x, "soft", **kw)  # float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_fused = fused(x, "soft", **kw)
+        y_ref = ref.forward_reference(x, "soft", **kw)
+    assert set(dtypes) == {torch.bfloat16}
+    for i in range(t):  # as close to float32 as the per-task execution in bf16 is
+        err_fused = _rel(y_fused[:, i].float(), exact[i])
+        err_ref = _rel(y_ref[i].float(), exact[i])
+        assert err_fused < max(2 * err_ref, 1e-2), (i, err_fused, err_ref)
+    weights = [torch.randn(y.shape, generator=torch.Generator().manual_seed(i))
+               for i, y in enumerate(y_ref)]
+    exact_model = copy.deepcopy(base)
+    y_exact = exact_model.forward_reference(x, "soft", **kw)
+    sum((y * w).sum() for y, w in zip(y_exact, weights)).backward()
+    sum((y_fused[:, i].float() * w).sum() for i, w in enumerate(weights)).backward()
+    sum((y.float() * w).sum() for y, w in zip(y_ref, weights)).backward()
+    # bf16 moves every gradient of this untrained net by tens of percent from float32, the
+    # per-task execution's as much as the fused step's: judge the whole gradient, against both
+    grads = {}
+    for label, model in (("exact", exact_model), ("fused", fused), ("ref", ref)):
+        assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+        grads[label] = torch.cat([p.grad.flatten() for p in model.parameters()
+                                  if p.grad is not None])
+    err_fused = _rel(grads["fused"], grads["exact"])
+    err_ref = _rel(grads["ref"], grads["exact"])
+    assert err_fused < 1.5 * err_ref, (err_fused, err_ref)
 
 
 def test_weight_mixture_gradients_are_exact():

@@ -131,21 +131,26 @@ def mix_weights(a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor, task: to
     return _MixWeights.apply(a.to(task.dtype), b.to(task.dtype), shared, task)
 
 
-# Layers measured (scripts/bench.py --layers, 1 thread, this repository's ResNet-34 specs at
-# 64²): T plain convolutions beat the grouped one from 256 input channels per task at small
-# spatial sizes (9×9: 0.85–0.93× the time); channels-last wins for a first layer with few input
-# channels (7×7 over 3 channels: 0.4–0.65×) and for a strided 1×1 (0.35–0.6×: in NCHW it falls
-# to the slow reference kernel); elsewhere the grouped one is as fast or faster.
+# Layers measured (scripts/bench.py --layers, this repository's ResNet-34 specs at 64²): T plain
+# convolutions beat the grouped one from 256 input channels per task at small spatial sizes
+# (9×9: 0.85–0.93× the time at 1 thread, about even at 2) in float32, and in bfloat16 at 1
+# thread; in bfloat16 at 2 threads their backward is the slow one (1.2–1.5× the grouped one's
+# time for 256 channels at 9×9). Channels-last wins for a first layer with few input channels
+# (7×7 over 3 channels: 0.4–0.65×) and for a strided 1×1 (0.35–0.6×: in NCHW it falls to the
+# slow reference kernel); elsewhere the grouped one is as fast or faster.
 def conv_mode(in_channels: int, groups: int, kernel: tuple[int, int], hw: tuple[int, int],
-              device_type: str, stride: tuple[int, int] = (1, 1)) -> str:
-    """How a layer's T task convolutions run: "grouped", "separate" or "channels_last"."""
+              device_type: str, stride: tuple[int, int] = (1, 1), autocast: bool = False,
+              threads: int = 1) -> str:
+    """How a layer's T task convolutions run: "grouped", "separate" or "channels_last", in
+    float32 or under (bfloat16) `autocast`, on `threads` CPU threads."""
     if device_type != "cpu":
         return "grouped"  # not measured off CPU yet: scripts/gpu_check.sh measures it
     # A strided 1×1 in channels-last corrupted the heap in training (docs/performance.md)
     strided_1x1 = kernel == (1, 1) and stride != (1, 1)
     if groups == 1 and in_channels <= 4 and not strided_1x1:
         return "channels_last"
-    if groups == 1 and in_channels >= 256 and hw[0] * hw[1] <= 256:
+    if groups == 1 and in_channels >= 256 and hw[0] * hw[1] <= 256 and (
+            not autocast or threads == 1):
         return "separate"
     return "grouped"
 
@@ -177,12 +182,23 @@ class SearchConv(TaskStacked):
         self.skip = SkipBranch(skip_plan(node, in_shape, space.skip), space.tasks)
         self._mode_args = (in_shape[1], a["group"], tuple(a["kernel"]), tuple(in_shape[2:]))
         self._stride = tuple(a["stride"])
-        self.mode = conv_mode(*self._mode_args, "cpu", self._stride)
+        self._choose_modes("cpu")
+
+    def _choose_modes(self, device_type: str) -> None:
+        """How the task convolutions run in float32 (`mode`) and under autocast
+        (`mode_autocast`), for this device and the process's thread count now."""
+        args = (*self._mode_args, device_type, self._stride)
+        self.mode = conv_mode(*args)
+        self.mode_autocast = conv_mode(*args, autocast=True, threads=torch.get_num_threads())
+
+    def _active_mode(self, x: torch.Tensor) -> str:
+        """`mode_autocast` inside an autocast region of x's device, else `mode`."""
+        return self.mode_autocast if torch.is_autocast_enabled(x.device.type) else self.mode
 
     def _apply(self, fn, recurse=True):
         """Moving the module re-chooses how its convolutions run (see `conv_mode`)."""
         out = super()._apply(fn, recurse)
-        self.mode = conv_mode(*self._mode_args, self.shared.weight.device.type, self._stride)
+        self._choose_modes(self.shared.weight.device.type)
         return out
 
     # Set by Supermodel.forward for a `sampled_only` stage: which branches any task sampled here.
@@ -208,18 +224,18 @@ class SearchConv(TaskStacked):
     # ------------------------------------------------------------------ forward passes
 
     def _convolve(self, x: torch.Tensor, weight: torch.Tensor | tuple[torch.Tensor, ...],
-                  bias: torch.Tensor | None) -> torch.Tensor:
+                  bias: torch.Tensor | None, mode: str) -> torch.Tensor:
         """The T task convolutions, `weight` [T, Cout, Cin/g, kh, kw] (or, in `separate` mode,
         T tensors), the way `mode` says."""
         conv, t = self.shared, len(self.tasks)
-        if self.mode == "separate":
+        if mode == "separate":
             n, _, h, w = x.shape
             xs = x.view(n, t, -1, h, w).unbind(1)
             bs = bias.view(t, -1).unbind(0) if bias is not None else (None,) * t
             return torch.cat([F.conv2d(xi, wi, bi, conv.stride, conv.padding, conv.dilation,
                                        self.groups) for xi, wi, bi in zip(xs, weight, bs)], 1)
         weight = weight.reshape(-1, *weight.shape[2:])
-        if self.mode == "channels_last":
+        if mode == "channels_last":
             x = x.contiguous(memory_format=torch.channels_last)
             weight = weight.contiguous(memory_format=torch.channels_last)
         y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, self.groups * t)
@@ -245,18 +261,20 @@ class SearchConv(TaskStacked):
         y = None
         if conv_needed:
             conv = self.shared
-            mix = mix_weights_split if self.mode == "separate" else mix_weights
+            mode = self._active_mode(x)
+            mix = mix_weights_split if mode == "separate" else mix_weights
             weight = mix(p_shared, p_task, conv.weight, self.task_weight)
             bias = None
             if conv.bias is not None:
                 bias = (p_shared[:, None] * conv.bias + p_task[:, None] * self.task_bias
                         ).reshape(-1)
-            y = self._convolve(x, weight, bias)
+            y = self._convolve(x, weight, bias, mode)
         if not skip_needed:
             return y
         s = self.skip(x)
         n, _, h, w = s.shape
-        p2, s = p_skip.view(1, t, 1, 1, 1), s.view(n, t, -1, h, w)
+        # in the branches' dtype: a float32 π would promote bf16 activations to float32
+        p2, s = p_skip.view(1, t, 1, 1, 1).to(s.dtype), s.view(n, t, -1, h, w)
         out = p2 * s if y is None else torch.addcmul(y.view(n, t, -1, h, w), p2, s)
         return out.view(n, -1, h, w)
 
@@ -273,7 +291,7 @@ class SearchConv(TaskStacked):
             return y.reshape(n, -1, *y.shape[2:])
         if all(c == 1 for c in choices):
             bias = self.task_bias.reshape(-1) if self.task_bias is not None else None
-            return self._convolve(x, self.task_weight, bias)
+            return self._convolve(x, self.task_weight, bias, self._active_mode(x))
         xs = x.view(n, t, -1, h, w)
         outs: list[torch.Tensor | None] = [None] * t
         shared = [i for i, c in enumerate(choices) if c == 0]
