@@ -312,7 +312,7 @@ def search_steps(path: Path, t: int, args, device: torch.device) -> dict:
         out["compiled_step_s"] = round(times["compiled"], 4)
         out["compile_first_call_s"] = round(compiled_s, 2)
     rates = conv_rates(model, graph, args.batch, args, device,
-                       ("grouped", "separate", "channels_last") if args.layers else None)
+                       ("grouped", "separate", "channels_last", "gemm") if args.layers else None)
     out.update(rates)
     out["efficiency"] = round(out["gflops"] / rates["plain_conv_gflops"], 3)
     out["peak_memory_mb"] = peak_memory(path, t, args, device)

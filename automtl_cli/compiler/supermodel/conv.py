@@ -29,6 +29,7 @@ from torch import nn
 
 from automtl_cli.compiler.space import SearchSpace, skip_plan
 from automtl_cli.compiler.strategies.stage import StageStrategy
+from automtl_cli.compiler.supermodel.gemm_conv import task_conv_gemm
 from automtl_cli.compiler.supermodel.skip import SkipBranch
 from automtl_cli.compiler.supermodel.stacking import TaskStacked
 from automtl_cli.frontend.ir import Node
@@ -131,27 +132,27 @@ def mix_weights(a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor, task: to
     return _MixWeights.apply(a.to(task.dtype), b.to(task.dtype), shared, task)
 
 
-# Layers measured (scripts/bench.py --layers, this repository's ResNet-34 specs at 64²): T plain
-# convolutions beat the grouped one from 256 input channels per task at small spatial sizes
-# (9×9: 0.85–0.93× the time at 1 thread, about even at 2) in float32, and in bfloat16 at 1
-# thread; in bfloat16 at 2 threads their backward is the slow one (1.2–1.5× the grouped one's
-# time for 256 channels at 9×9). Channels-last wins for a first layer with few input channels
-# (7×7 over 3 channels: 0.4–0.65×) and for a strided 1×1 (0.35–0.6×: in NCHW it falls to the
-# slow reference kernel); elsewhere the grouped one is as fast or faster.
+# Layers measured (scripts/bench.py --layers, this repository's ResNet-34 specs at 64²): in
+# float32, T plain convolutions beat the grouped one from 256 input channels per task at small
+# spatial sizes (9×9: 0.85–0.93× the time at 1 thread, about even at 2). Under bf16 autocast
+# those layers' weight gradient is faster as one batched GEMM (`gemm_conv.py`: 0.75–0.85× the
+# grouped convolution's step at 2 threads, 0.8–0.95× the separate ones' at 1), while oneDNN
+# keeps the smaller layers. Channels-last wins for a first layer with few input channels (7×7
+# over 3 channels: 0.4–0.65×) and for a strided 1×1 (0.35–0.6×: in NCHW it falls to the slow
+# reference kernel); elsewhere the grouped one is as fast or faster.
 def conv_mode(in_channels: int, groups: int, kernel: tuple[int, int], hw: tuple[int, int],
-              device_type: str, stride: tuple[int, int] = (1, 1), autocast: bool = False,
-              threads: int = 1) -> str:
-    """How a layer's T task convolutions run: "grouped", "separate" or "channels_last", in
-    float32 or under (bfloat16) `autocast`, on `threads` CPU threads."""
+              device_type: str, stride: tuple[int, int] = (1, 1), autocast: bool = False
+              ) -> str:
+    """How a layer's T task convolutions run, in float32 or under (bfloat16) `autocast`:
+    "grouped", "separate", "channels_last" or "gemm"."""
     if device_type != "cpu":
         return "grouped"  # not measured off CPU yet: scripts/gpu_check.sh measures it
     # A strided 1×1 in channels-last corrupted the heap in training (docs/performance.md)
     strided_1x1 = kernel == (1, 1) and stride != (1, 1)
     if groups == 1 and in_channels <= 4 and not strided_1x1:
         return "channels_last"
-    if groups == 1 and in_channels >= 256 and hw[0] * hw[1] <= 256 and (
-            not autocast or threads == 1):
-        return "separate"
+    if groups == 1 and in_channels >= 256 and hw[0] * hw[1] <= 256:
+        return "gemm" if autocast else "separate"
     return "grouped"
 
 
@@ -186,10 +187,10 @@ class SearchConv(TaskStacked):
 
     def _choose_modes(self, device_type: str) -> None:
         """How the task convolutions run in float32 (`mode`) and under autocast
-        (`mode_autocast`), for this device and the process's thread count now."""
+        (`mode_autocast`) on this device."""
         args = (*self._mode_args, device_type, self._stride)
         self.mode = conv_mode(*args)
-        self.mode_autocast = conv_mode(*args, autocast=True, threads=torch.get_num_threads())
+        self.mode_autocast = conv_mode(*args, autocast=True)
 
     def _active_mode(self, x: torch.Tensor) -> str:
         """`mode_autocast` inside an autocast region of x's device, else `mode`."""
@@ -228,6 +229,9 @@ class SearchConv(TaskStacked):
         """The T task convolutions, `weight` [T, Cout, Cin/g, kh, kw] (or, in `separate` mode,
         T tensors), the way `mode` says."""
         conv, t = self.shared, len(self.tasks)
+        if mode == "gemm":
+            return task_conv_gemm(x, weight.reshape(-1, *weight.shape[2:]), bias, conv.stride,
+                                  conv.padding, conv.dilation, t)
         if mode == "separate":
             n, _, h, w = x.shape
             xs = x.view(n, t, -1, h, w).unbind(1)
