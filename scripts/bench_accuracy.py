@@ -20,6 +20,9 @@ with matplotlib OUT/ablation.png (Δ_T against parameters: a point per plan and 
 means marked). Selection (plans, candidates) only ever looks at val; test is only reported.
 
     python scripts/bench_accuracy.py --ablation --seeds 3 --task-sets nyu3,taskonomy5
+
+`--precision bf16` trains every cell under bf16 autocast (keep its cells apart with `--cells`);
+`scripts/compare_plans.py` compares two cell directories' searched plans.
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ def run_cell(pipe: Pipeline, method: str, seed: int, stl: dict[str, Any] | None,
                             stl=stl)
     for name in ("search", "derived", "finetune"):
         shutil.rmtree(run / name, ignore_errors=True)
-    return pipe.automtl(stl=stl)
+    out = pipe.automtl(stl=stl)
+    # the searched plan itself, for scripts/compare_plans.py
+    out["choices"] = json.loads((run / "derived" / "plan.json").read_text())["choices"]
+    return out
 
 
 def fingerprint(backbone: str, budget: str, search: SearchConfig,
@@ -236,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-iters", type=int)
     parser.add_argument("--finetune-iters", type=int)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="of the search's and the fine-tuning's forward passes")
     parser.add_argument("--max-params", metavar="TASKSET=SIZE,...",
                         help="also AutoMTL derived within SIZE parameters (0.6x of the "
                              "single-task networks, or a count), per task set")
@@ -275,10 +283,12 @@ def main(argv: list[str] | None = None) -> int:
             search = SearchConfig.defaults_for(experiment.data.source, seed=seed,
                                                iters=args.search_iters,
                                                warmup_iters=args.warmup_iters,
-                                               num_workers=args.workers)
+                                               num_workers=args.workers,
+                                               precision=args.precision)
             finetune = FinetuneConfig.defaults_for(experiment.data.source, seed=seed,
                                                    iters=args.finetune_iters, init=args.init,
-                                                   num_workers=args.workers)
+                                                   num_workers=args.workers,
+                                                   precision=args.precision)
             pipe = Pipeline(args.backbone, base / "run", experiment, search=search,
                             finetune=finetune, budget=args.budget, show_progress=False,
                             say=lambda s: print("  " + s, file=sys.stderr, flush=True))
@@ -309,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         sections[task_set] = cells
         n = sum(1 for c in cells.values() if c)
         texts.append(f"## {task_set} ({n} seeds, {Path(args.backbone).stem}, test split, "
-                     f"budget {args.budget}, AutoMTL fine-tuned from {args.init})\n\n"
+                     f"budget {args.budget}, AutoMTL fine-tuned from {args.init}, "
+                     f"{args.precision})\n\n"
                      f"{aggregate(cells, tasks)}\n")
     text = "# automtl accuracy benchmark (synthetic scenes)\n\n" + "\n".join(texts)
     out.mkdir(parents=True, exist_ok=True)

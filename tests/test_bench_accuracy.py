@@ -76,3 +76,28 @@ def test_a_cell_of_another_configuration_is_refused(bench, tmp_path):
     path.write_text(json.dumps({"metrics": {}}))  # no record of its configuration
     with pytest.raises(SystemExit, match="another configuration"):
         bench.load_cell(path, ours)
+
+
+def test_plans_compared_per_seed_and_across_seeds(tmp_path, capsys):
+    """scripts/compare_plans.py: B's plan against A's of the same seed, and A's seeds against
+    each other (the spread a change is judged by)."""
+    spec = importlib.util.spec_from_file_location("compare_plans",
+                                                  ROOT / "scripts" / "compare_plans.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    plans = {("A", 0): "SSSS", ("A", 1): "SSTT", ("B", 0): "SSSK", ("B", 1): "SSTT"}
+    names = {"S": "shared", "T": "specific", "K": "skip"}
+    for (side, seed), plan in plans.items():
+        path = tmp_path / side / "nyu3" / f"seed-{seed}" / "AutoMTL.json"
+        path.parent.mkdir(parents=True)
+        choices = {f"conv{i}": {"seg": names[c], "depth": "shared"} for i, c in enumerate(plan)}
+        path.write_text(json.dumps({"choices": choices, "fraction_shared": 0.5,
+                                    "metrics": {"test": {"seg": {"mIoU": 0.4 + seed / 10}}}}))
+    assert compare.main([str(tmp_path / "A"), str(tmp_path / "B")]) == 0
+    out = capsys.readouterr().out
+    assert "| nyu3 | 0 | 0.875 |" in out and "| nyu3 | 1 | 1.000 |" in out  # 7/8, 8/8
+    assert "agree on 0.75 ± 0 of the choices (1 pairs)" in out  # SSSS vs SSTT: 6/8
+    assert "seg mIoU 0.45 ± 0.071" in out
+    (tmp_path / "B" / "nyu3" / "seed-0" / "AutoMTL.json").write_text(json.dumps({"run": "r"}))
+    with pytest.raises(SystemExit, match="without its plan's choices"):
+        compare.main([str(tmp_path / "A"), str(tmp_path / "B")])
