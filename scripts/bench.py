@@ -196,6 +196,8 @@ def conv_rates(model, graph, n: int, args, device: torch.device, modes=None) -> 
                 y = m._convolve(xf, wf, None, mode or m._active_mode(xf))
             y.backward(torch.ones_like(y))
 
+        with autocast(device, args.precision):
+            mode_in_region = m._active_mode(xf)
         fns = {"plain": plain, "fused": fused}
         for mode in modes or ():
             fns[mode] = lambda mode=mode, fused=fused: fused(mode=mode)
@@ -208,8 +210,7 @@ def conv_rates(model, graph, n: int, args, device: torch.device, modes=None) -> 
         flops += f * t * k
         rows.append({"input": list(key[0]), "output": list(key[1]), "kernel": key[2],
                      "stride": key[3], "dilation": key[4], "group": key[5], "count": k,
-                     "mode": m.mode_autocast if args.precision == "bf16" else m.mode,
-                     "plain_x_T_ms": round(r["plain"] * t * 1e3, 3),
+                     "mode": mode_in_region, "plain_x_T_ms": round(r["plain"] * t * 1e3, 3),
                      **{f"{name}_ms": round(v * 1e3, 3) for name, v in r.items()
                         if name != "plain"}})
     out = {"plain_conv_gflops": round(flops / total["plain"] / 1e9, 2),

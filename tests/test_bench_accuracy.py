@@ -91,13 +91,22 @@ def test_plans_compared_per_seed_and_across_seeds(tmp_path, capsys):
         path = tmp_path / side / "nyu3" / f"seed-{seed}" / "AutoMTL.json"
         path.parent.mkdir(parents=True)
         choices = {f"conv{i}": {"seg": names[c], "depth": "shared"} for i, c in enumerate(plan)}
-        path.write_text(json.dumps({"choices": choices, "fraction_shared": 0.5,
+        config = {"search": {"iters": 9, "precision": side}, "budget": "equal"}
+        path.write_text(json.dumps({"choices": choices, "fraction_shared": 0.5, "config": config,
                                     "metrics": {"test": {"seg": {"mIoU": 0.4 + seed / 10}}}}))
     assert compare.main([str(tmp_path / "A"), str(tmp_path / "B")]) == 0
     out = capsys.readouterr().out
     assert "| nyu3 | 0 | 0.875 |" in out and "| nyu3 | 1 | 1.000 |" in out  # 7/8, 8/8
     assert "agree on 0.75 ± 0 of the choices (1 pairs)" in out  # SSSS vs SSTT: 6/8
-    assert "seg mIoU 0.45 ± 0.071" in out
-    (tmp_path / "B" / "nyu3" / "seed-0" / "AutoMTL.json").write_text(json.dumps({"run": "r"}))
-    with pytest.raises(SystemExit, match="without its plan's choices"):
+    assert "A (2 seeds), test: sharing 0.5 ± 0, seg mIoU 0.45 ± 0.071" in out
+    cell = tmp_path / "B" / "nyu3" / "seed-0" / "AutoMTL.json"
+    other = json.loads(cell.read_text())
+    other["config"]["search"]["iters"] = 10
+    cell.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other configurations"):
+        compare.main([str(tmp_path / "A"), str(tmp_path / "B")])
+    del other["choices"]
+    other["config"]["search"]["iters"] = 9
+    cell.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="no choices of its plan"):
         compare.main([str(tmp_path / "A"), str(tmp_path / "B")])

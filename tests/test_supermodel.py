@@ -373,7 +373,9 @@ def test_bf16_search_step_stays_in_bf16_and_matches_the_reference(mode, monkeypa
     every activation after it to float32 (twice the memory traffic and a cast per layer)."""
     import automtl_cli.compiler.supermodel.conv as conv
 
-    monkeypatch.setattr(conv, "conv_mode", lambda *a, **k: mode)
+    # float32's layers grouped: the autocast region must switch to its own mode
+    monkeypatch.setattr(conv, "conv_mode",
+                        lambda *a, autocast=False, **k: mode if autocast else "grouped")
     g = spec_graph("resnet18_w8")
     base = perturbed_supermodel(g, SearchSpace(TASKS3), seed=3)
     t, s = len(TASKS3), len(g.searchable)
@@ -382,7 +384,7 @@ def test_bf16_search_step_stays_in_bf16_and_matches_the_reference(mode, monkeypa
     fused, ref = copy.deepcopy(base), copy.deepcopy(base)
     dtypes = []
     for m in fused.search_nodes:
-        assert m.mode_autocast == mode
+        assert (m.mode, m.mode_autocast) == ("grouped", mode)
         m.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
     with torch.no_grad():
         exact = copy.deepcopy(base).forward_reference(x, "soft", **kw)  # float32
@@ -411,6 +413,44 @@ def test_bf16_search_step_stays_in_bf16_and_matches_the_reference(mode, monkeypa
     err_fused = _rel(grads["fused"], grads["exact"])
     err_ref = _rel(grads["ref"], grads["exact"])
     assert err_fused < 1.5 * err_ref, (err_fused, err_ref)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,layout", [
+    ((3, 3), (1, 1), (2, 2), (2, 2), "nchw"), ((3, 2), (2, 1), (1, 2), (2, 3), "nchw"),
+    ((1, 1), (2, 2), (0, 0), (1, 1), "nchw"), ((3, 3), (1, 1), (1, 1), (1, 1), "channels_last")])
+def test_task_convolutions_with_a_gemm_weight_gradient(kernel, stride, padding, dilation,
+                                                       layout):
+    """`gemm_conv.task_conv_gemm` is F.conv2d over T task groups: the same output, input,
+    weight and bias gradients (float64), and oneDNN's to rounding in bf16."""
+    from automtl_cli.compiler.supermodel.gemm_conv import task_conv_gemm
+
+    g = torch.Generator().manual_seed(1)
+    t, c, o = 3, 5, 4
+    x = torch.randn(2, t * c, 11, 10, dtype=torch.float64, generator=g)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(t * o, c, *kernel, dtype=torch.float64, generator=g)
+    b = torch.randn(t * o, dtype=torch.float64, generator=g)
+    args = (stride, padding, dilation)
+    for precision in ("fp64", "bf16"):
+        leaves = [v.clone().requires_grad_() for v in (x, w, b)]
+        twins = [v.clone().requires_grad_() for v in (x, w, b)]
+        if precision == "bf16":
+            leaves = [v.detach().float().requires_grad_() for v in leaves]
+            twins = [v.detach().float().requires_grad_() for v in twins]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            y = task_conv_gemm(*leaves, *args, t)
+            y_ref = F.conv2d(*twins, *args, t)
+        assert y.dtype == y_ref.dtype and y.is_contiguous()
+        up = torch.randn(y.shape, dtype=torch.float64, generator=g).to(y.dtype)
+        grads = torch.autograd.grad(y, leaves, up)
+        want = torch.autograd.grad(y_ref, twins, up)
+        tol = 1e-12 if precision == "fp64" else 2e-2
+        assert _rel(y.float(), y_ref.float()) <= tol
+        for got, ref in zip(grads, want):
+            assert got.dtype == ref.dtype and _rel(got.float(), ref.float()) < tol
+    with pytest.raises(ValueError, match="groups == 1"):
+        task_conv_gemm(x, w[:, :2], None, *args, t)
 
 
 def test_weight_mixture_gradients_are_exact():

@@ -10,7 +10,8 @@ Speed (measured in `scripts/bench.py`, issue 18):
   GEMV for the shared weight and the π gradients), instead of autograd's broadcast products and
   reductions through T×K temporaries;
 * how the T task convolutions run is chosen per layer at build time, from its shape
-  (`conv_mode`): one grouped convolution, T plain ones, or the grouped one in channels-last.
+  (`conv_mode`): one grouped convolution, T plain ones, the grouped one in channels-last, or
+  (under bf16 autocast) the grouped one with its weight gradient as a batched GEMM.
   The choice is a fixed function of the shape, never a timing, so two runs compute the same.
 * under a one-hot stage without gradients (hard inference in training mode, of per-task
   inputs or of a sampled policy; otherwise `Supermodel.forward` runs the derived network) the
@@ -135,11 +136,12 @@ def mix_weights(a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor, task: to
 # Layers measured (scripts/bench.py --layers, this repository's ResNet-34 specs at 64²): in
 # float32, T plain convolutions beat the grouped one from 256 input channels per task at small
 # spatial sizes (9×9: 0.85–0.93× the time at 1 thread, about even at 2). Under bf16 autocast
-# those layers' weight gradient is faster as one batched GEMM (`gemm_conv.py`: 0.75–0.85× the
-# grouped convolution's step at 2 threads, 0.8–0.95× the separate ones' at 1), while oneDNN
-# keeps the smaller layers. Channels-last wins for a first layer with few input channels (7×7
-# over 3 channels: 0.4–0.65×) and for a strided 1×1 (0.35–0.6×: in NCHW it falls to the slow
-# reference kernel); elsewhere the grouped one is as fast or faster.
+# those layers' weight gradient is faster as one batched GEMM (`gemm_conv.py`: 0.77–0.84× the
+# time of the grouped convolution at 2 threads, 0.78–0.90× the separate ones' at 1, forward
+# and backward), while oneDNN keeps the smaller layers. Channels-last wins for a first layer
+# with few input channels (7×7 over 3 channels: 0.4–0.65×) and for a strided 1×1 (0.35–0.6×:
+# in NCHW it falls to the slow reference kernel); elsewhere the grouped one is as fast or
+# faster.
 def conv_mode(in_channels: int, groups: int, kernel: tuple[int, int], hw: tuple[int, int],
               device_type: str, stride: tuple[int, int] = (1, 1), autocast: bool = False
               ) -> str:
@@ -183,7 +185,7 @@ class SearchConv(TaskStacked):
         self.skip = SkipBranch(skip_plan(node, in_shape, space.skip), space.tasks)
         self._mode_args = (in_shape[1], a["group"], tuple(a["kernel"]), tuple(in_shape[2:]))
         self._stride = tuple(a["stride"])
-        self._choose_modes("cpu")
+        self._choose_modes(self.shared.weight.device.type)  # a default device may be set
 
     def _choose_modes(self, device_type: str) -> None:
         """How the task convolutions run in float32 (`mode`) and under autocast
@@ -247,9 +249,10 @@ class SearchConv(TaskStacked):
 
     def _plain(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                ) -> torch.Tensor:
-        """One task's (or a stacked batch's) convolution, in channels-last where `mode` is."""
+        """One task's (or a stacked batch's) convolution, in channels-last where the layer's
+        mode is."""
         conv = self.shared
-        if self.mode == "channels_last":
+        if self._active_mode(x) == "channels_last":
             x = x.contiguous(memory_format=torch.channels_last)
             weight = weight.contiguous(memory_format=torch.channels_last)
         y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, self.groups)
@@ -278,7 +281,8 @@ class SearchConv(TaskStacked):
         s = self.skip(x)
         n, _, h, w = s.shape
         # in the branches' dtype: a float32 π would promote bf16 activations to float32
-        p2, s = p_skip.view(1, t, 1, 1, 1).to(s.dtype), s.view(n, t, -1, h, w)
+        p2 = p_skip.view(1, t, 1, 1, 1).to(s.dtype if y is None else y.dtype)
+        s = s.view(n, t, -1, h, w)
         out = p2 * s if y is None else torch.addcmul(y.view(n, t, -1, h, w), p2, s)
         return out.view(n, -1, h, w)
 

@@ -6,8 +6,8 @@ convolution (3 tasks × 512 channels at 9×9, dilated) runs no faster than in fl
 the layers `conv_mode` sends here the forward and the input gradient stay oneDNN's, and the
 weight gradient is the product of each task's output gradient [O, N·Ho·Wo] with its input
 columns [N·Ho·Wo, C·kh·kw], gathered by one strided copy of the padded input (no `F.unfold`,
-which is slower than the product). The result is the weight gradient oneDNN computes, to bf16's
-rounding (`tests/test_supermodel.py`).
+which is slower than the product). The result is the weight gradient oneDNN computes, to
+rounding (`test_task_convolutions_with_a_gemm_weight_gradient` in `tests/test_supermodel.py`).
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ class _TaskConvGemm(torch.autograd.Function):
     """F.conv2d(x, weight, bias, groups=T) with the weight gradient by batched GEMM."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, tasks):
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                tasks: int) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, dilation, tasks, bias is not None)
-        return F.conv2d(x, weight, bias, stride, padding, dilation, tasks)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, tasks).contiguous()
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, tasks, has_bias = ctx.conf
         grad = grad.contiguous()
@@ -67,11 +69,17 @@ def task_conv_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
                    stride: tuple[int, int], padding: tuple[int, int],
                    dilation: tuple[int, int], tasks: int) -> torch.Tensor:
     """The grouped convolution of T tasks (plain within each task), in the dtype autocast
-    gives the convolution, its weight gradient by GEMM (above)."""
+    gives the convolution (float64 stays, as under autocast), its weight gradient by GEMM."""
+    if weight.shape[1] * tasks != x.shape[1]:
+        raise ValueError("task_conv_gemm: a plain convolution per task only (groups == 1)")
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+
+        def cast(v: torch.Tensor) -> torch.Tensor:
+            return v if v.dtype == torch.float64 else v.to(dtype)
+
+        x, weight = cast(x), cast(weight)
+        bias = cast(bias) if bias is not None else None
     with torch.autocast(x.device.type, enabled=False):
         return _TaskConvGemm.apply(x, weight, bias, tuple(stride), tuple(padding),
                                    tuple(dilation), tasks)
