@@ -219,7 +219,8 @@ def plot(sections: dict[str, dict[int, dict[str, dict]]], path: Path) -> bool:
         ax.set_xlabel("parameters (M)")
         ax.set_ylabel("Δ_T (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        if points:  # no Δ_T without the seed's single-task cell
+            ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
