@@ -191,13 +191,14 @@ def conv_rates(model, graph, n: int, args, device: torch.device, modes=None) -> 
                 y = F.conv2d(xp, wp, None, conv.stride, conv.padding, conv.dilation, conv.groups)
             y.backward(torch.ones_like(y))
 
-        def fused(m=m, xf=xf, wf=wf, mode=None):
+        with autocast(device, args.precision):
+            mode_in_region = m._active_mode(xf)  # the layer's mode in this precision
+
+        def fused(m=m, xf=xf, wf=wf, mode=mode_in_region):
             with autocast(device, args.precision):
-                y = m._convolve(xf, wf, None, mode or m._active_mode(xf))
+                y = m._convolve(xf, wf, None, mode)
             y.backward(torch.ones_like(y))
 
-        with autocast(device, args.precision):
-            mode_in_region = m._active_mode(xf)
         fns = {"plain": plain, "fused": fused}
         for mode in modes or ():
             fns[mode] = lambda mode=mode, fused=fused: fused(mode=mode)

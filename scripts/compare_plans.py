@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_accuracy import _file_name, _fmt  # the cells' layout and their format
 
 METHOD = "AutoMTL"  # the only cells that keep their plan's choices
 IGNORED = ("precision",)  # what A and B may differ in
@@ -26,7 +29,7 @@ IGNORED = ("precision",)  # what A and B may differ in
 def _cells(root: Path) -> dict[tuple[str, int], tuple[Path, dict]]:
     """(task set, seed) -> (path, cell)."""
     out = {}
-    for path in sorted(root.glob(f"*/seed-*/{METHOD}.json")):
+    for path in sorted(root.glob(f"*/seed-*/{_file_name(METHOD)}.json")):
         out[(path.parent.parent.name, int(path.parent.name.split("-")[1]))] = (
             path, json.loads(path.read_text()))
     return out
@@ -54,11 +57,6 @@ def _comparable(config: dict | None) -> dict | None:
         return config
     return {k: ({f: v for f, v in part.items() if f not in IGNORED}
                 if isinstance(part, dict) else part) for k, part in config.items()}
-
-
-def _fmt(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4g} ± {spread:.2g}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,6 +181,7 @@ def test_final_model_is_preferred_and_export_is_deterministic(cli, tiny_run):
     first = (tiny_run / "export" / "model.onnx").read_bytes()
     result = _export(cli, tiny_run)
     assert result["source"] == {"path": str(tiny_run / "final.pt"), "kind": "final"}
+    # the report's keys only: no timing is compared, so a busy machine cannot fail this
     assert set(result["latency_ms"]) == {"batch_1", "batch_8"}
     assert (tiny_run / "export" / "model.onnx").read_bytes() == first
     assert not [p for p in (tiny_run / "export").iterdir() if p.name.startswith(".")]

@@ -41,13 +41,13 @@ class _TaskConvGemm(torch.autograd.Function):
                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
                 tasks: int) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, dilation, tasks, bias is not None)
+        ctx.conf = (stride, padding, dilation, tasks)
         return F.conv2d(x, weight, bias, stride, padding, dilation, tasks).contiguous()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        stride, padding, dilation, tasks, has_bias = ctx.conf
+        stride, padding, dilation, tasks = ctx.conf
         grad = grad.contiguous()
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
@@ -60,7 +60,7 @@ class _TaskConvGemm(torch.autograd.Function):
             g = grad.view(n, tasks, to // tasks, ho * wo).permute(1, 2, 0, 3).reshape(
                 tasks, to // tasks, n * ho * wo)
             gw = torch.bmm(g, cols.transpose(1, 2)).view(weight.shape)
-        if has_bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False without a bias
             gb = grad.sum((0, 2, 3))
         return gx, gw, gb, None, None, None, None
 
